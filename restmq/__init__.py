@@ -1,0 +1,3 @@
+"""RestMQ: a Redis-backed message queue that speaks HTTP."""
+
+__version__ = "2.0.0.dev0"

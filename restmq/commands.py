@@ -1,0 +1,296 @@
+"""The command table: every command's arguments, defaults, limits and right, in one place.
+
+Each front end turns its framing into ``(name, raw_args)``; :func:`parse` checks and coerces those
+arguments the same way for all of them, so a limit or a default is written here once. Pure: no
+Twisted, no Redis.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from restmq.errors import BadQueueName, BadRequest, UnknownCommand
+
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
+MAX_COUNT = 1000
+MAX_WAIT = 60.0
+POLICIES = ("broadcast", "roundrobin")
+MISSING: Any = object()
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument: its type (``kind``), whether it is required, its default and its bounds."""
+
+    name: str
+    kind: str
+    required: bool = False
+    default: Any = None
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command of SPEC §2: its arguments in positional order and the right it needs.
+
+    ``text`` names the arguments that the line protocol's ``CMD QUEUE REST`` form fills, in order;
+    the last one takes the rest of the line.
+    """
+
+    name: str
+    args: tuple[Arg, ...]
+    right: str
+    doc: str
+    text: tuple[str, ...] = ()
+    by_name: dict[str, Arg] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {a.name: a for a in self.args})
+
+    @property
+    def positional(self) -> tuple[str, ...]:
+        """Argument names in the order XML-RPC and other positional callers pass them."""
+        return tuple(a.name for a in self.args)
+
+
+QUEUE = Arg("queue", "queue", required=True, doc="queue name")
+OPT_QUEUE = Arg("queue", "queue", doc="queue name (all queues when absent)")
+COUNT = Arg("count", "int", low=1, high=MAX_COUNT, doc="how many messages (a list is returned)")
+WAIT = Arg("wait", "seconds", default=0.0, low=0, high=MAX_WAIT, doc="long-poll up to this long")
+
+_TABLE = (
+    Command(
+        "add",
+        (
+            QUEUE,
+            Arg("value", "value", required=True, doc="the message: any JSON value"),
+            Arg("priority", "int", default=5, low=0, high=9, doc="0-9, lower is served first"),
+        ),
+        "write",
+        "Add one message; answers its key.",
+        text=("queue", "value"),
+    ),
+    Command(
+        "add_many",
+        (
+            QUEUE,
+            Arg("messages", "messages", required=True, doc="values or {value, priority}"),
+        ),
+        "write",
+        "Add up to 1000 messages in one round trip; answers their keys.",
+    ),
+    Command(
+        "take",
+        (QUEUE, COUNT, WAIT),
+        "read",
+        "Remove and return the next message (at-most-once).",
+        text=("queue", "count", "wait"),
+    ),
+    Command(
+        "peek",
+        (QUEUE, COUNT),
+        "read",
+        "Look at the next messages without removing them.",
+        text=("queue", "count"),
+    ),
+    Command(
+        "get",
+        (QUEUE, Arg("key", "key", doc="a message key; without it: soft get of the next message")),
+        "read",
+        "Read one message by key, or peek at the next one counting how often it was looked at.",
+        text=("queue", "key"),
+    ),
+    Command(
+        "del",
+        (QUEUE, Arg("key", "key", required=True)),
+        "write",
+        "Delete one message by key.",
+        text=("queue", "key"),
+    ),
+    Command("purge", (QUEUE,), "admin", "Empty the queue and end its streams.", text=("queue",)),
+    Command("len", (QUEUE,), "read", "Count the queue's messages by state.", text=("queue",)),
+    Command("list", (), "read", "Every queue with its length."),
+    Command("stats", (OPT_QUEUE,), "read", "Server statistics, or one queue's.", text=("queue",)),
+    Command("state", (OPT_QUEUE,), "read", "Whether a queue is running or paused.", text=("queue",)),
+    Command("pause", (QUEUE,), "admin", "Stop delivering (adds are still accepted).", text=("queue",)),
+    Command("resume", (QUEUE,), "admin", "Start delivering again.", text=("queue",)),
+    Command(
+        "policy",
+        (QUEUE, Arg("policy", "choice", choices=POLICIES, doc="set it when given")),
+        "read",
+        "Get or set how streams share messages: broadcast or roundrobin.",
+        text=("queue", "policy"),
+    ),
+    Command("health", (), "read", "Whether Redis answers, and how safely it keeps data."),
+)
+
+COMMANDS: dict[str, Command] = {c.name: c for c in _TABLE}
+
+
+def check_queue(name: Any) -> str:
+    """Return ``name`` if it is a valid queue name, else raise ``bad_queue_name``."""
+    if not isinstance(name, str) or not QUEUE_NAME.match(name):
+        shown = name if isinstance(name, str) else type(name).__name__
+        raise BadQueueName(
+            f"invalid queue name {shown[:140]!r}: use 1-128 letters, digits and _.:- "
+            "starting with a letter or digit",
+        )
+    return name
+
+
+def _int(arg: Arg, raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise BadRequest(f"{arg.name} must be an integer")
+    if isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, float) and raw.is_integer():
+        value = int(raw)
+    elif isinstance(raw, (str, bytes)):
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise BadRequest(f"{arg.name} must be an integer, not {raw!r:.40}") from None
+    else:
+        raise BadRequest(f"{arg.name} must be an integer")
+    _bounds(arg, value)
+    return value
+
+
+def _seconds(arg: Arg, raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise BadRequest(f"{arg.name} must be a number of seconds")
+    try:
+        value = float(raw.strip() if isinstance(raw, (str, bytes)) else raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{arg.name} must be a number of seconds, not {raw!r:.40}") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"{arg.name} must be a finite number of seconds")
+    _bounds(arg, value)
+    return value
+
+
+def _bounds(arg: Arg, value: float) -> None:
+    if arg.low is not None and value < arg.low:
+        raise BadRequest(f"{arg.name} must be at least {arg.low:g}, not {value:g}")
+    if arg.high is not None and value > arg.high:
+        raise BadRequest(f"{arg.name} must be at most {arg.high:g}, not {value:g}")
+
+
+def _value(arg: Arg, raw: Any) -> Any:
+    if raw is None:
+        raise BadRequest(f"missing {arg.name}")
+    if isinstance(raw, bytes):
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"{arg.name} must be UTF-8 text") from None
+    return raw
+
+
+def _messages(arg: Arg, raw: Any) -> list[tuple[Any, int]]:
+    """``add_many``'s list: each item a bare value or ``{"value", "priority"}``."""
+    if not isinstance(raw, list) or not raw:
+        raise BadRequest("messages must be a non-empty list")
+    if len(raw) > MAX_COUNT:
+        raise BadRequest(f"at most {MAX_COUNT} messages in one add_many, not {len(raw)}")
+    out = []
+    priority_arg = COMMANDS["add"].by_name["priority"]
+    for item in raw:
+        if isinstance(item, dict):
+            unknown = set(item) - {"value", "priority"}
+            if unknown:
+                raise BadRequest(f"unknown message field(s): {', '.join(sorted(unknown))}")
+            if "value" not in item:
+                raise BadRequest("each message object needs a value")
+            priority = _int(priority_arg, item.get("priority", priority_arg.default))
+            out.append((_value(arg, item["value"]), priority))
+        else:
+            out.append((_value(arg, item), priority_arg.default))
+    return out
+
+
+def _key(arg: Arg, raw: Any) -> str:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str) or not raw:
+        raise BadRequest(f"{arg.name} must be a message key like 'queue:42'")
+    return raw
+
+
+def _choice(arg: Arg, raw: Any) -> str:
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str) or raw.lower() not in arg.choices:
+        raise BadRequest(f"{arg.name} must be one of {', '.join(arg.choices)}, not {raw!r:.40}")
+    return raw.lower()
+
+
+_COERCE = {
+    "queue": lambda arg, raw: check_queue(raw.decode() if isinstance(raw, bytes) else raw),
+    "int": _int,
+    "seconds": _seconds,
+    "value": _value,
+    "messages": _messages,
+    "key": _key,
+    "choice": _choice,
+}
+
+
+def lookup(name: Any) -> Command:
+    """The command called ``name``, or ``unknown_command``."""
+    command = COMMANDS.get(name) if isinstance(name, str) else None
+    if command is None:
+        raise UnknownCommand(f"unknown command {name!r:.60}; known: {', '.join(COMMANDS)}")
+    return command
+
+
+def parse(command: Command, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Check and coerce ``raw`` against the table: every argument present, with defaults filled.
+
+    An argument the command does not take is an error rather than silently ignored, so a typo
+    (``priorty``) does not quietly change what a client gets.
+    """
+    unknown = [k for k in raw if k not in command.by_name]
+    if unknown:
+        raise BadRequest(
+            f"{command.name} does not take {', '.join(sorted(map(str, unknown)))}; "
+            f"it takes {', '.join(command.positional) or 'no arguments'}",
+        )
+    out: dict[str, Any] = {}
+    for arg in command.args:
+        raw_value = raw.get(arg.name, MISSING)
+        if raw_value is MISSING or (raw_value is None and arg.kind != "value"):
+            if arg.required:
+                raise BadRequest(f"{command.name} needs {arg.name}")
+            out[arg.name] = arg.default
+        else:
+            out[arg.name] = _COERCE[arg.kind](arg, raw_value)
+    return out
+
+
+def from_positional(command: Command, values: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
+    """Name positional arguments (XML-RPC) in the command's order; too many is an error."""
+    if len(values) > len(command.args):
+        raise BadRequest(
+            f"{command.name} takes at most {len(command.args)} arguments "
+            f"({', '.join(command.positional)}), got {len(values)}",
+        )
+    return dict(zip(command.positional, values))
+
+
+def from_text(command: Command, rest: str) -> dict[str, Any]:
+    """Name the words of a line-protocol text command; the last named argument takes the rest."""
+    names = command.text
+    if not names:
+        return {}
+    words = rest.split(None, len(names) - 1) if rest.strip() else []
+    return dict(zip(names, words))

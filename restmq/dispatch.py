@@ -1,0 +1,253 @@
+"""The dispatcher: the one door to the queue engine for every front end.
+
+``execute(name, args, principal)`` validates the arguments against the command table, checks the
+caller's right, runs the command on the engine and answers the command's JSON shape (SPEC §2), or
+fails with a :class:`~restmq.errors.RestMQError`. Front ends only translate framing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from restmq import commands
+from restmq.engine import QueueEngine
+from restmq.engine.hub import Sink, Subscription
+from restmq.errors import BadRequest, Empty, NotFound, RestMQError, TooLarge
+from restmq.model import Message, QueueLength, QueueState, encode_value
+
+log = Logger()
+
+#: ``authorize(principal, right, queue)`` raises ``unauthorized``/``forbidden``; None allows all.
+Authorizer = Callable[[Any, str, str | None], None]
+
+
+def _state_dict(state: QueueState) -> dict[str, Any]:
+    """State in both spellings: ours (``state``) and the original's (``status`` 1 running / 0 paused)."""
+    return {"queue": state.queue, "state": state.state, "status": 0 if state.paused else 1}
+
+
+def _length_dict(queue: str, length: QueueLength) -> dict[str, Any]:
+    return {"queue": queue, "len": length.total, **length.to_dict()}
+
+
+class Dispatcher:
+    """Runs commands from the table against one engine; counts them for stats and metrics."""
+
+    def __init__(
+        self,
+        engine: QueueEngine,
+        *,
+        max_message_size: int = 1 << 20,
+        authorize: Authorizer | None = None,
+    ) -> None:
+        self.engine = engine
+        self.max_message_size = max_message_size
+        self.authorize = authorize
+        self.calls: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+
+    # -- the door -----------------------------------------------------------------------------
+
+    def execute(
+        self, name: str, args: Mapping[str, Any], principal: Any = None
+    ) -> defer.Deferred[Any]:
+        """Run command ``name``; the Deferred fires with its JSON-able answer or a RestMQError."""
+        return defer.ensureDeferred(self._execute(name, args, principal))
+
+    async def _execute(self, name: str, args: Mapping[str, Any], principal: Any) -> Any:
+        try:
+            command = commands.lookup(name)
+            parsed = commands.parse(command, args)
+            if self.authorize is not None:
+                right = "admin" if name == "policy" and parsed.get("policy") else command.right
+                self.authorize(principal, right, parsed.get("queue"))
+            self.calls[name] += 1
+            handler = getattr(self, "_cmd_" + name)
+            return await handler(**parsed)
+        except RestMQError as e:
+            self.errors[e.code] += 1
+            raise
+
+    def subscribe(
+        self, queue: str, sink: Sink, *, mode: str = "take", principal: Any = None
+    ) -> Subscription:
+        """Register a stream sink for ``queue`` (COMET, SSE, WebSocket, line subscribe)."""
+        commands.check_queue(queue)
+        if mode != "take":
+            raise BadRequest(f"stream mode {mode!r} is not supported; use take")
+        if self.authorize is not None:
+            self.authorize(principal, "read", queue)
+        if self.engine.hub is None:
+            raise BadRequest("streams are not available on this server")
+        self.calls["subscribe"] += 1
+        return self.engine.hub.subscribe(queue, sink)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _encode(self, value: Any) -> bytes:
+        encoded = encode_value(value)
+        if len(encoded) > self.max_message_size:
+            raise TooLarge(
+                f"message is {len(encoded)} bytes; the limit is {self.max_message_size}",
+            )
+        return encoded
+
+    async def _cmd_add(self, queue: str, value: Any, priority: int) -> dict[str, Any]:
+        _, numbers = await self.engine.add(queue, [(self._encode(value), priority)])
+        return {"queue": queue, "value": value, "key": f"{queue}:{numbers[0]}"}
+
+    async def _cmd_add_many(self, queue: str, messages: list[tuple[Any, int]]) -> dict[str, Any]:
+        items = [(self._encode(value), priority) for value, priority in messages]
+        _, numbers = await self.engine.add(queue, items)
+        return {"queue": queue, "keys": [f"{queue}:{n}" for n in numbers]}
+
+    async def _cmd_take(self, queue: str, count: int | None, wait: float) -> Any:
+        messages = await self.engine.take(queue, count or 1)
+        if not messages and wait > 0:
+            messages = await self._long_poll(queue, count or 1, wait)
+        return self._one_or_list(messages, count)
+
+    async def _long_poll(self, queue: str, count: int, wait: float) -> list[Message]:
+        """Wait up to ``wait`` seconds for messages, woken by adds anywhere (no polling)."""
+        hub = self.engine.hub
+        if hub is None:
+            return []
+        deadline = time.monotonic() + wait
+        watch = hub.watch(queue)
+        try:
+            await watch.ready
+            while True:
+                messages = await self.engine.take(queue, count)
+                remaining = deadline - time.monotonic()
+                if messages or remaining <= 0:
+                    return messages
+                await watch.wait(remaining)
+        finally:
+            watch.close()
+
+    @staticmethod
+    def _one_or_list(messages: list[Message], count: int | None) -> Any:
+        if count is not None:
+            return [m.to_dict() for m in messages]
+        if not messages:
+            raise Empty("empty queue")
+        return messages[0].to_dict()
+
+    async def _cmd_peek(self, queue: str, count: int | None) -> Any:
+        return self._one_or_list(await self.engine.peek(queue, count or 1), count)
+
+    @staticmethod
+    def _number(queue: str, key: str) -> int:
+        """The ``n`` of key ``<queue>:<n>`` (a bare ``n`` is accepted too)."""
+        prefix, _, n = key.rpartition(":")
+        if prefix and prefix != queue:
+            raise NotFound(f"key {key!r} does not belong to queue {queue!r}")
+        if not n.isdigit():
+            raise BadRequest(f"bad message key {key!r}: expected '{queue}:<number>'")
+        return int(n)
+
+    async def _cmd_get(self, queue: str, key: str | None) -> dict[str, Any]:
+        if key is None:
+            message = await self.engine.soft_get(queue)
+            if message is None:
+                raise Empty("empty queue")
+        else:
+            message = await self.engine.get(queue, self._number(queue, key))
+            if message is None:
+                raise NotFound(f"no message {key!r} in queue {queue!r}")
+        return message.to_dict()
+
+    async def _cmd_del(self, queue: str, key: str) -> dict[str, Any]:
+        n = self._number(queue, key)
+        deleted = await self.engine.delete(queue, n)
+        return {"queue": queue, "deleted": deleted, "key": f"{queue}:{n}"}
+
+    async def _cmd_purge(self, queue: str) -> dict[str, Any]:
+        purged = await self.engine.purge(queue)
+        return {"queue": queue, "status": 1 if purged else 0, "purged": purged}
+
+    async def _cmd_len(self, queue: str) -> dict[str, Any]:
+        return _length_dict(queue, await self.engine.length(queue))
+
+    async def _cmd_list(self) -> dict[str, Any]:
+        names = await self.engine.queues()
+        lengths = await self.engine.lengths(names)
+        return {
+            "queues": {name: _length_dict(name, length) for name, length in lengths.items()},
+            "count": len(names),
+        }
+
+    async def _redis_description(self) -> str:
+        info = await self.engine.redis_info()
+        flavour = "valkey" if "valkey_version" in info else "redis"
+        version = info.get("valkey_version") or info.get("redis_version", "?")
+        return f"{flavour} {version} ({info.get('redis_mode', 'standalone')})"
+
+    async def _cmd_stats(self, queue: str | None) -> dict[str, Any]:
+        redis = await self._redis_description()
+        if queue is not None:
+            found = await self.engine.queue_stats(queue)
+            length: QueueLength = found["length"]
+            counters = {k: found["counters"].get(k, 0) for k in ("added", "taken", "acked", "nacked", "expired", "dead")}
+            return {
+                **_state_dict(found["state"]),
+                "len": length.total,
+                "redis": redis,
+                "policy": found["state"].policy,
+                "length": length.to_dict(),
+                "counters": counters,
+                "subscribers": found["subscribers"],
+            }
+        names = await self.engine.queues()
+        found_all = await defer.gatherResults(
+            [defer.ensureDeferred(self.engine.queue_stats(q)) for q in names], consumeErrors=True
+        ).addErrback(lambda f: f.value.subFailure.raiseException())
+        queues = {}
+        for name, found in zip(names, found_all):
+            state: QueueState = found["state"]
+            queues[name] = {
+                "name": name,
+                "len": found["length"].total,
+                "status": 0 if state.paused else 1,
+                "state": state.state,
+                "policy": 1 if state.policy == "broadcast" else 2,
+                "policy_name": state.policy,
+                "subscribers": found["subscribers"],
+            }
+        return {
+            "queues": queues,
+            "count": len(names),
+            "redis": redis,
+            "uptime": round(time.time() - self.engine.started_at, 3),
+            "process": self.engine.process_id,
+            "commands": dict(self.calls),
+        }
+
+    async def _cmd_state(self, queue: str | None) -> dict[str, Any]:
+        if queue is not None:
+            return _state_dict(await self.engine.conf(queue))
+        names = await self.engine.queues()
+        states = await defer.gatherResults(
+            [defer.ensureDeferred(self.engine.conf(q)) for q in names], consumeErrors=True
+        ).addErrback(lambda f: f.value.subFailure.raiseException())
+        return {"queues": {s.queue: _state_dict(s) for s in states}}
+
+    async def _cmd_pause(self, queue: str) -> dict[str, Any]:
+        return _state_dict(await self.engine.conf(queue, "pause"))
+
+    async def _cmd_resume(self, queue: str) -> dict[str, Any]:
+        return _state_dict(await self.engine.conf(queue, "resume"))
+
+    async def _cmd_policy(self, queue: str, policy: str | None) -> dict[str, Any]:
+        state = await self.engine.conf(queue, "policy" if policy else "get", policy or "")
+        return {"queue": queue, "policy": state.policy, "value": state.policy}
+
+    async def _cmd_health(self) -> dict[str, Any]:
+        facts = await self.engine.facts()
+        return {"status": "ok", "redis": facts, "warnings": facts.get("warnings", [])}

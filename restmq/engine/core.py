@@ -1,0 +1,255 @@
+"""QueueEngine: one async method per queue operation, each one Lua script (one round trip).
+
+The engine knows Redis and Deferreds and nothing of HTTP; the dispatcher is its only caller. Every
+Redis call is bounded by ``timeout`` so a dead or frozen Redis turns into ``backend_unavailable``
+quickly instead of a hung request.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import txredisapi
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from restmq.engine import keys as K
+from restmq.engine.hub import Hub, SubscriberEndpoint
+from restmq.engine.scripts import Scripts
+from restmq.errors import BackendUnavailable, RestMQError
+from restmq.model import Message, QueueLength, QueueState
+
+log = Logger()
+
+#: How long a queue name stays in this process's "already registered" cache before the next add
+#: registers it again (cheap insurance after a FLUSHALL or a restored backup).
+REGISTRY_REFRESH = 10.0
+
+
+def parse_record(queue: str, n: bytes | int, record: bytes, seen: bytes | int = 0) -> Message:
+    """Turn a stored record ``priority:enqueued_ms:attempts:expire_ms:value`` into a Message."""
+    priority, enqueued, attempts, _expire, value = record.split(b":", 4)
+    return Message(queue, int(n), value, int(priority), int(attempts), int(enqueued), int(seen))
+
+
+def parse_triples(queue: str, flat: Sequence[Any], start: int = 0) -> list[Message]:
+    """Scripts answer messages as flat ``n, record, seen`` triples."""
+    return [parse_record(queue, flat[i], flat[i + 1], flat[i + 2]) for i in range(start, len(flat), 3)]
+
+
+class QueueEngine:
+    """The queue operations on one Redis, shared by every front end through the dispatcher."""
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        clock: IReactorTime,
+        subscriber: SubscriberEndpoint | None = None,
+        timeout: float = 1.0,
+        default_policy: str = "broadcast",
+    ) -> None:
+        self.redis = redis
+        self.clock = clock
+        self.timeout = timeout
+        self.default_policy = default_policy
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.scripts = Scripts()
+        self.hub = Hub(self, subscriber, clock=clock) if subscriber is not None else None
+        self._registered: dict[str, float] = {}
+        self.started_at = time.time()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the scripts (if Redis is up) and start listening for queue events."""
+        try:
+            await self._bounded(self.scripts.load(self.redis))
+        except RestMQError as e:
+            log.warn("redis not ready at start ({error}); scripts load on first use", error=e.message)
+        if self.hub is not None:
+            self.hub.start()
+
+    async def stop(self) -> None:
+        """End every stream and stop listening."""
+        if self.hub is not None:
+            await self.hub.stop()
+
+    async def _bounded(self, work: Any) -> Any:
+        """Await ``work`` (a coroutine or Deferred) within ``timeout``; map Redis failures to errors."""
+        d = defer.ensureDeferred(work) if not isinstance(work, defer.Deferred) else work
+        d.addTimeout(self.timeout, self.clock)
+        try:
+            return await d
+        except RestMQError:
+            raise
+        except defer.TimeoutError:
+            raise BackendUnavailable(f"redis did not answer within {self.timeout:g} s") from None
+        except (txredisapi.ConnectionError, ConnectionError) as e:
+            raise BackendUnavailable(f"redis is unreachable: {e}") from None
+        except txredisapi.ResponseError as e:
+            text = str(e)
+            if text.startswith(("LOADING", "MASTERDOWN", "READONLY", "BUSY", "MISCONF", "OOM")):
+                raise BackendUnavailable(f"redis refused: {text}") from None
+            raise
+
+    async def _script(self, name: str, queue: str, args: list[Any], extra: Sequence[str] = ()) -> Any:
+        qk = K.for_queue(queue)
+        return await self._bounded(self.scripts.call(self.redis, name, [*qk.script_keys(), *extra], args))
+
+    async def _register(self, queue: str) -> None:
+        """Keep the queue in the registry of names (a separate, idempotent write: see keys.py)."""
+        now = self.clock.seconds()
+        if now - self._registered.get(queue, -REGISTRY_REFRESH) < REGISTRY_REFRESH:
+            return
+        await self._bounded(self.redis.sadd(K.REGISTRY, queue))
+        self._registered[queue] = now
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def add(self, queue: str, items: Sequence[tuple[bytes, int]]) -> tuple[float, list[int]]:
+        """Store messages (value JSON, priority); answer the enqueue time and their numbers."""
+        args: list[Any] = [K.for_queue(queue).channel]
+        for value_json, priority in items:
+            args.append(priority)
+            args.append(value_json)
+        register = defer.ensureDeferred(self._register(queue))
+        reply = await self._script("add", queue, args)
+        await register
+        return int(reply[0]) / 1000.0, [int(n) for n in reply[1:]]
+
+    async def take(self, queue: str, count: int) -> list[Message]:
+        """Remove up to ``count`` ready messages (none while the queue is paused)."""
+        reply = await self._script("take", queue, [count, "take"])
+        return parse_triples(queue, reply, 1) if reply[0] == b"ok" else []
+
+    async def stream_take(self, queue: str, count: int) -> tuple[str, list[Message]]:
+        """The hub's drain step: ``("paused", [])``, ``("broadcast", [])`` after publishing, or
+        ``("roundrobin", messages)`` for this process's subscribers to share."""
+        qk = K.for_queue(queue)
+        reply = await self._script("take", queue, [count, "stream", qk.channel, self.default_policy])
+        status = reply[0].decode()
+        if status == "ok":
+            return "roundrobin", parse_triples(queue, reply, 1)
+        if status == "broadcast":
+            return ("broadcast", []) if int(reply[1]) else ("empty", [])
+        return status, []
+
+    async def peek(self, queue: str, count: int) -> list[Message]:
+        """The next ``count`` ready messages, left in place."""
+        return parse_triples(queue, await self._script("read", queue, ["peek", count]))
+
+    async def get(self, queue: str, n: int) -> Message | None:
+        """Message number ``n`` if it is still queued."""
+        found = parse_triples(queue, await self._script("read", queue, ["key", n]))
+        return found[0] if found else None
+
+    async def soft_get(self, queue: str) -> Message | None:
+        """The original soft get: the next message, left in place, its look count increased."""
+        found = parse_triples(queue, await self._script("read", queue, ["soft"]))
+        return found[0] if found else None
+
+    async def delete(self, queue: str, n: int) -> bool:
+        """Delete message ``n`` wherever it is; False when it was not there."""
+        return bool(await self._script("del", queue, [n]))
+
+    async def purge(self, queue: str) -> int:
+        """Remove every message and end the queue's streams everywhere; answer how many went."""
+        return int(await self._script("purge", queue, [K.for_queue(queue).channel]))
+
+    async def length(self, queue: str) -> QueueLength:
+        """Messages by state."""
+        ready, reserved, delayed, dead = await self._script("len", queue, [])
+        return QueueLength(int(ready), int(reserved), int(delayed), int(dead))
+
+    async def queues(self) -> list[str]:
+        """Every queue name ever added to, sorted."""
+        names = await self._bounded(self.redis.smembers(K.REGISTRY))
+        return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+
+    async def lengths(self, queues: Sequence[str]) -> dict[str, QueueLength]:
+        """Lengths of many queues, their scripts sent together (pipelined on the pool)."""
+        found = await defer.gatherResults(
+            [defer.ensureDeferred(self.length(q)) for q in queues], consumeErrors=True
+        ).addErrback(lambda f: f.value.subFailure.raiseException())
+        return dict(zip(queues, found))
+
+    async def conf(self, queue: str, op: str = "get", policy: str = "") -> QueueState:
+        """Read the queue's state and policy, or pause / resume / set the policy."""
+        channel = K.for_queue(queue).channel
+        state, current = await self._script("conf", queue, [channel, op, policy, self.default_policy])
+        return QueueState(queue, state == b"paused", current.decode())
+
+    async def queue_stats(self, queue: str) -> dict[str, Any]:
+        """Counters, lengths, state, policy and subscribers of one queue."""
+        counters, lens, state, policy, subs = await self._script("stats", queue, [self.default_policy])
+        flat = [c.decode() if isinstance(c, bytes) else c for c in counters]
+        numbers = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        length = QueueLength(*(int(x) for x in lens))
+        return {
+            "length": length,
+            "counters": numbers,
+            "state": QueueState(queue, state == b"paused", policy.decode()),
+            "subscribers": int(subs),
+        }
+
+    async def set_subscribers(self, queue: str, count: int) -> None:
+        """Publish how many stream subscribers this process has on ``queue`` (for stats)."""
+        subs = K.for_queue(queue).subs
+        if count:
+            await self._bounded(self.redis.hset(subs, self.process_id, count))
+        else:
+            await self._bounded(self.redis.hdel(subs, self.process_id))
+
+    async def redis_info(self) -> dict[str, str]:
+        """Redis's INFO server section as text fields (version, mode, uptime)."""
+        raw = await self._bounded(self.redis.execute_command("INFO", "server"))
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        info = {}
+        for line in text.splitlines():
+            if ":" in line and not line.startswith("#"):
+                k, _, v = line.partition(":")
+                info[k] = v.strip()
+        return info
+
+    async def config_get(self, name: str) -> str:
+        """One Redis CONFIG value, or "unknown" where CONFIG is disabled (managed servers)."""
+        try:
+            reply = await self._bounded(self.redis.execute_command("CONFIG", "GET", name))
+        except txredisapi.ResponseError:
+            return "unknown"
+        if isinstance(reply, dict):
+            value = reply.get(name.encode(), reply.get(name, b"unknown"))
+        else:
+            value = reply[1] if len(reply) > 1 else b"unknown"
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def facts(self) -> dict[str, Any]:
+        """What a queue operator must know about this Redis: version and whether data is safe."""
+        info = await self.redis_info()
+        flavour = "valkey" if "valkey_version" in info else "redis"
+        facts: dict[str, Any] = {
+            "flavour": flavour,
+            "version": info.get("valkey_version") or info.get("redis_version", "unknown"),
+            "mode": info.get("redis_mode", "standalone"),
+        }
+        for name in ("appendonly", "appendfsync", "maxmemory-policy", "save"):
+            facts[name.replace("-", "_")] = await self.config_get(name)
+        warnings = []
+        if facts["maxmemory_policy"] not in ("noeviction", "unknown"):
+            warnings.append(
+                f"maxmemory-policy is {facts['maxmemory_policy']}: Redis may evict queued messages"
+            )
+        if facts["appendonly"] == "no" and facts["save"] in ("", "unknown"):
+            warnings.append("Redis does not persist (no AOF, no RDB saves): a restart loses every message")
+        elif facts["appendonly"] == "no":
+            warnings.append("Redis persists by RDB snapshots only: a crash loses recent messages")
+        facts["warnings"] = warnings
+        return facts
+

@@ -1,0 +1,309 @@
+"""The subscription hub: who gets which message, for every stream and long poll of this process.
+
+Front ends register a sink (``deliver``, ``close``). The hub listens on each interesting queue's
+Redis channel (one pub/sub connection per process) and, on a wake-up, drains the queue through the
+engine's atomic stream step: in ``roundrobin`` each message goes to exactly one subscriber anywhere,
+in ``broadcast`` the step publishes it and every process hands it to all its subscribers. Pause,
+policy and purge live in Redis, so every process sharing the Redis honours them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import txredisapi
+from twisted.application.internet import ClientService
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
+
+from restmq.engine import keys as K
+
+if TYPE_CHECKING:
+    from restmq.engine.core import QueueEngine
+
+log = Logger()
+
+#: Wait before draining again after a failed drain (Redis away): streams recover by themselves.
+RETRY_DELAY = 1.0
+
+
+class Sink(Protocol):
+    """What a stream front end gives the hub: where messages go, and how the stream ends."""
+
+    def deliver(self, message: dict[str, Any]) -> None: ...
+
+    def close(self, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SubscriberEndpoint:
+    """How to open the hub's pub/sub connection: an endpoint plus the Redis credentials."""
+
+    endpoint: IStreamClientEndpoint
+    password: str | None = None
+    username: str | None = None
+
+
+@dataclass(eq=False)
+class _Local:
+    """This process's interest in one queue: stream sinks, long-poll waiters, drain state."""
+
+    queue: str
+    channel: bytes
+    sinks: list[Sink] = field(default_factory=list)
+    waiters: list[defer.Deferred[bool]] = field(default_factory=list)
+    watchers: int = 0
+    subscribed: defer.Deferred[None] = field(default_factory=defer.Deferred)
+    draining: bool = False
+    again: bool = False
+    turn: itertools.count[int] = field(default_factory=itertools.count)
+
+    @property
+    def idle(self) -> bool:
+        return not self.sinks and not self.waiters and not self.watchers
+
+
+class Subscription:
+    """A registered sink; ``cancel()`` removes it (the client went away)."""
+
+    def __init__(self, hub: Hub, queue: str, sink: Sink) -> None:
+        self._hub, self.queue, self.sink = hub, queue, sink
+
+    def cancel(self) -> None:
+        self._hub._remove_sink(self.queue, self.sink)
+
+
+class Watch:
+    """Interest in a queue's adds for a long poll; subscribed before the first look, so no add is
+    missed between an empty take and the wait."""
+
+    def __init__(self, hub: Hub, local: _Local) -> None:
+        self._hub, self._local, self.ready = hub, local, local.subscribed
+
+    def wait(self, timeout: float) -> defer.Deferred[bool]:
+        """Fire True on the queue's next add or resume, False after ``timeout`` seconds."""
+        d: defer.Deferred[bool] = defer.Deferred()
+        self._local.waiters.append(d)
+        call = self._hub.clock.callLater(timeout, self._expire, d)
+        d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+        return d
+
+    def _expire(self, d: defer.Deferred[bool]) -> None:
+        if d in self._local.waiters:
+            self._local.waiters.remove(d)
+            d.callback(False)
+
+    def close(self) -> None:
+        self._local.watchers -= 1
+        self._hub._maybe_forget(self._local)
+
+
+class _HubProtocol(txredisapi.SubscriberProtocol):
+    """The pub/sub connection: hands every channel message to the hub."""
+
+    hub: Hub
+
+    def connectionMade(self) -> Any:
+        d = super().connectionMade()
+        self.whenConnected().addCallback(lambda _: self.hub._connected(self))
+        return d
+
+    def connectionLost(self, why: Any) -> None:
+        self.hub._disconnected(self)
+        super().connectionLost(why)
+
+    def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
+        self.hub._event(channel, message)
+
+
+class _HubFactory(protocol.Factory):
+    """Builds the pub/sub protocol with raw bytes and the server's credentials."""
+
+    isLazy = True
+
+    def __init__(self, hub: Hub, target: SubscriberEndpoint) -> None:
+        self.hub, self.target = hub, target
+
+    def buildProtocol(self, addr: Any) -> _HubProtocol:
+        p = _HubProtocol(
+            None, password=self.target.password, username=self.target.username, convertNumbers=False
+        )
+        p.factory = self
+        p.hub = self.hub
+        return p
+
+    def stopTrying(self) -> None:
+        """txredisapi calls this when AUTH fails; the ClientService keeps retrying regardless."""
+
+    def connectionError(self, why: str) -> None:
+        log.error("redis pub/sub connection failed: {why}", why=why)
+
+
+class Hub:
+    """Per-process registry of stream sinks and long-poll waiters, fed by Redis pub/sub."""
+
+    def __init__(self, engine: QueueEngine, target: SubscriberEndpoint, *, clock: IReactorTime) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._local: dict[str, _Local] = {}
+        self._by_channel: dict[bytes, _Local] = {}
+        self._proto: _HubProtocol | None = None
+        self._service = ClientService(target.endpoint, _HubFactory(self, target), clock=clock)
+        self._stopping = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._service.startService()
+
+    async def stop(self) -> None:
+        """End every stream (``shutdown``) and close the pub/sub connection."""
+        self._stopping = True
+        for local in list(self._local.values()):
+            for sink in list(local.sinks):
+                sink.close("shutdown")
+            for d in list(local.waiters):
+                local.waiters.remove(d)
+                d.callback(False)
+        for queue in list(self._local):
+            await self._publish_count(queue, 0)
+        await self._service.stopService()
+
+    # -- registration -------------------------------------------------------------------------
+
+    def subscribe(self, queue: str, sink: Sink) -> Subscription:
+        """Register a stream sink; it receives the queue's messages by the queue's policy."""
+        local = self._interest(queue)
+        local.sinks.append(sink)
+        defer.ensureDeferred(self._publish_count(queue, len(local.sinks)))
+        local.subscribed.addCallback(lambda _: self.drain(local))
+        return Subscription(self, queue, sink)
+
+    def watch(self, queue: str) -> Watch:
+        """Start watching a queue for adds (long polls)."""
+        local = self._interest(queue)
+        local.watchers += 1
+        return Watch(self, local)
+
+    def subscribers(self, queue: str) -> int:
+        """How many stream sinks this process has on ``queue``."""
+        local = self._local.get(queue)
+        return len(local.sinks) if local else 0
+
+    def _interest(self, queue: str) -> _Local:
+        local = self._local.get(queue)
+        if local is None:
+            channel = K.for_queue(queue).channel.encode()
+            local = self._local[queue] = _Local(queue, channel)
+            self._by_channel[channel] = local
+            if self._proto is not None:
+                self._subscribe(self._proto, local)
+        return local
+
+    def _remove_sink(self, queue: str, sink: Sink) -> None:
+        local = self._local.get(queue)
+        if local is None or sink not in local.sinks:
+            return
+        local.sinks.remove(sink)
+        if not self._stopping:
+            defer.ensureDeferred(self._publish_count(queue, len(local.sinks)))
+        self._maybe_forget(local)
+
+    def _maybe_forget(self, local: _Local) -> None:
+        if local.idle and self._local.get(local.queue) is local:
+            del self._local[local.queue]
+            del self._by_channel[local.channel]
+            if self._proto is not None and self._proto.connected:
+                self._proto.unsubscribe([local.channel]).addErrback(lambda _: None)
+
+    async def _publish_count(self, queue: str, count: int) -> None:
+        try:
+            await self.engine.set_subscribers(queue, count)
+        except Exception as e:  # stats only: never let it break a stream
+            log.debug("could not record subscribers queue={queue}: {error}", queue=queue, error=e)
+
+    # -- pub/sub connection -------------------------------------------------------------------
+
+    def _subscribe(self, proto: _HubProtocol, local: _Local) -> None:
+        def done(_: Any) -> None:
+            if not local.subscribed.called:
+                local.subscribed.callback(None)
+
+        proto.subscribe([local.channel]).addCallbacks(done, lambda f: log.failure("subscribe", f))
+
+    def _connected(self, proto: _HubProtocol) -> None:
+        log.info("redis pub/sub connected queues={count}", count=len(self._local))
+        self._proto = proto
+        for local in self._local.values():
+            self._subscribe(proto, local)
+            if local.subscribed.called:
+                # Reconnected: events may have been missed while away, so look at the queue again.
+                self.drain(local)
+                self._wake(local)
+
+    def _disconnected(self, proto: _HubProtocol) -> None:
+        if self._proto is proto:
+            self._proto = None
+            if not self._stopping:
+                log.warn("redis pub/sub connection lost; reconnecting")
+
+    def _event(self, channel: bytes, message: bytes) -> None:
+        local = self._by_channel.get(channel)
+        if local is None:
+            return
+        kind = message[:1]
+        if kind == b"a" or kind == b"r":
+            self._wake(local)
+            if local.sinks:
+                self.drain(local)
+        elif kind == b"b":
+            self._broadcast(local, message[1:])
+        elif kind == b"p":
+            for sink in list(local.sinks):
+                sink.close("purged")
+
+    def _wake(self, local: _Local) -> None:
+        waiters, local.waiters = local.waiters, []
+        for d in waiters:
+            d.callback(True)
+
+    def _broadcast(self, local: _Local, payload: bytes) -> None:
+        from restmq.engine.core import parse_record
+
+        n, seen, record = payload.split(b"|", 2)
+        message = parse_record(local.queue, n, record, seen).to_dict()
+        for sink in list(local.sinks):
+            sink.deliver(message)
+
+    # -- draining -----------------------------------------------------------------------------
+
+    def drain(self, local: _Local) -> None:
+        """Move ready messages to this process's sinks until the queue is empty or paused."""
+        if local.draining:
+            local.again = True
+            return
+        defer.ensureDeferred(self._drain(local))
+
+    async def _drain(self, local: _Local) -> None:
+        local.draining = True
+        try:
+            while local.sinks and self._local.get(local.queue) is local:
+                local.again = False
+                status, messages = await self.engine.stream_take(local.queue, max(1, len(local.sinks)))
+                for message in messages:
+                    if not local.sinks:
+                        break  # nobody left; at-most-once take: the message is gone, like the original
+                    sink = local.sinks[next(local.turn) % len(local.sinks)]
+                    sink.deliver(message.to_dict())
+                if status in ("paused", "empty") or (status == "roundrobin" and not messages):
+                    if not local.again:
+                        break
+        except Exception as e:
+            log.warn("stream drain failed queue={queue}: {error}; retrying", queue=local.queue, error=e)
+            self.clock.callLater(RETRY_DELAY, self.drain, local)
+        finally:
+            local.draining = False
+

@@ -1,0 +1,17 @@
+-- Add one or more messages atomically. KEYS: the fixed per-queue list (keys.py script_keys).
+-- ARGV[1] = event channel; then (priority, value JSON) pairs.
+-- Returns {now_ms, n1, n2, ...}. Publishes "a" so waiting consumers and streams wake up.
+local ready, msgs, seq, stats = KEYS[1], KEYS[2], KEYS[4], KEYS[6]
+local t = redis.call('TIME')
+local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+local out = {now}
+for i = 2, #ARGV, 2 do
+  local n = redis.call('INCR', seq)
+  local p = tonumber(ARGV[i])
+  redis.call('ZADD', ready, string.format('%.0f', p * 1e13 + n), n)
+  redis.call('HSET', msgs, n, ARGV[i] .. ':' .. now .. ':0:0:' .. ARGV[i + 1])
+  out[#out + 1] = n
+end
+redis.call('HINCRBY', stats, 'added', #out - 1)
+redis.call('PUBLISH', ARGV[1], 'a')
+return out

@@ -1,0 +1,18 @@
+-- One queue's counters, lengths, state and subscribers, in one round trip.
+-- ARGV[1] = the server's default policy. KEYS[10] is the subscriber hash (process -> count).
+-- Returns {counters (flat HGETALL), {ready, reserved, delayed, dead}, state, policy, subscribers}.
+local conf = KEYS[5]
+local subs = 0
+for i, v in ipairs(redis.call('HVALS', KEYS[10])) do subs = subs + tonumber(v) end
+return {
+  redis.call('HGETALL', KEYS[6]),
+  {
+    redis.call('ZCARD', KEYS[1]),
+    redis.call('ZCARD', KEYS[7]),
+    redis.call('ZCARD', KEYS[8]),
+    redis.call('ZCARD', KEYS[9]),
+  },
+  redis.call('HGET', conf, 'state') or 'running',
+  redis.call('HGET', conf, 'policy') or ARGV[1],
+  subs,
+}

@@ -1,0 +1,37 @@
+-- Remove up to ARGV[1] ready messages, lowest priority then oldest first (at-most-once).
+-- ARGV[2] = "take" (a consumer asked) or "stream" (the hub drains for subscribers; then
+-- ARGV[3] = event channel, ARGV[4] = the server's default policy).
+-- Returns {"paused"}, or {"ok", n, record, seen, ...}, or for a broadcast stream
+-- {"broadcast", how many} after publishing each message as "b<n>|<seen>|<record>".
+local ready, msgs, seen, conf, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6]
+if redis.call('HGET', conf, 'state') == 'paused' then
+  return {'paused'}
+end
+local broadcast = false
+if ARGV[2] == 'stream' then
+  local policy = redis.call('HGET', conf, 'policy') or ARGV[4]
+  broadcast = policy == 'broadcast'
+end
+local popped = redis.call('ZPOPMIN', ready, ARGV[1])
+local out = {'ok'}
+local taken = 0
+for i = 1, #popped, 2 do
+  local n = popped[i]
+  local rec = redis.call('HGET', msgs, n)
+  if rec then
+    redis.call('HDEL', msgs, n)
+    local c = redis.call('HGET', seen, n) or '0'
+    if c ~= '0' then redis.call('HDEL', seen, n) end
+    taken = taken + 1
+    if broadcast then
+      redis.call('PUBLISH', ARGV[3], 'b' .. n .. '|' .. c .. '|' .. rec)
+    else
+      out[#out + 1] = n
+      out[#out + 1] = rec
+      out[#out + 1] = c
+    end
+  end
+end
+if taken > 0 then redis.call('HINCRBY', stats, 'taken', taken) end
+if broadcast then return {'broadcast', taken} end
+return out

@@ -1,0 +1,96 @@
+"""Errors as data: every failure a client can see has a stable code and a human message.
+
+Front ends map ``code`` to their framing (HTTP status, XML-RPC fault, error line) in one table each;
+nothing else about an error is front-end specific.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RestMQError(Exception):
+    """A failure with a stable ``code`` that clients can match on, and extra ``fields`` for context."""
+
+    code = "internal"
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as the JSON body every front end sends: ``{"error", "code"}`` plus fields."""
+        body: dict[str, Any] = {"error": self.message, "code": self.code}
+        body.update(self.fields)
+        return body
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class BadRequest(RestMQError):
+    code = "bad_request"
+
+
+class BadQueueName(RestMQError):
+    code = "bad_queue_name"
+
+
+class UnknownCommand(RestMQError):
+    code = "unknown_command"
+
+
+class Empty(RestMQError):
+    code = "empty"
+
+
+class NotFound(RestMQError):
+    code = "not_found"
+
+
+class StaleReceipt(RestMQError):
+    code = "stale_receipt"
+
+
+class TooLarge(RestMQError):
+    code = "too_large"
+
+
+class QueueFull(RestMQError):
+    code = "queue_full"
+
+
+class Unauthorized(RestMQError):
+    code = "unauthorized"
+
+
+class Forbidden(RestMQError):
+    code = "forbidden"
+
+
+class BackendUnavailable(RestMQError):
+    code = "backend_unavailable"
+
+
+ERRORS: dict[str, type[RestMQError]] = {
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        BadQueueName,
+        UnknownCommand,
+        Empty,
+        NotFound,
+        StaleReceipt,
+        TooLarge,
+        QueueFull,
+        Unauthorized,
+        Forbidden,
+        BackendUnavailable,
+    )
+}
+
+
+def from_code(code: str, message: str, **fields: Any) -> RestMQError:
+    """Rebuild an error from its wire form (used by clients of the HTTP API)."""
+    return ERRORS.get(code, RestMQError)(message, **fields)

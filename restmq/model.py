@@ -1,0 +1,80 @@
+"""Frozen value types passed from the engine to the dispatcher; each knows its JSON shape."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message as stored: ``value_json`` is the JSON text kept in Redis, decoded on demand.
+
+    ``count`` is how many times the original soft ``get`` looked at it (0 for a plain take), kept in
+    every answer because original clients read it.
+    """
+
+    queue: str
+    n: int
+    value_json: bytes
+    priority: int
+    attempts: int
+    enqueued_ms: int
+    count: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.queue}:{self.n}"
+
+    @property
+    def value(self) -> Any:
+        return json.loads(self.value_json)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SPEC §1 message shape (plus ``count``)."""
+        return {
+            "key": self.key,
+            "queue": self.queue,
+            "value": self.value,
+            "priority": self.priority,
+            "attempts": self.attempts,
+            "enqueued_at": self.enqueued_ms / 1000.0,
+            "count": self.count,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLength:
+    """How many messages a queue holds in each state."""
+
+    ready: int
+    reserved: int
+    delayed: int
+    dead: int
+
+    @property
+    def total(self) -> int:
+        """What the original RestMQ called the queue's ``len``: everything still owed to consumers."""
+        return self.ready + self.reserved + self.delayed
+
+    def to_dict(self) -> dict[str, int]:
+        return {"ready": self.ready, "reserved": self.reserved, "delayed": self.delayed, "dead": self.dead}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """A queue's delivery switch and stream policy."""
+
+    queue: str
+    paused: bool
+    policy: str
+
+    @property
+    def state(self) -> str:
+        return "paused" if self.paused else "running"
+
+
+def encode_value(value: Any) -> bytes:
+    """The JSON text stored for a message value (text stays text: "42" is kept as a string)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
