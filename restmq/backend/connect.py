@@ -1,0 +1,301 @@
+"""Turn a :class:`RedisTarget` into a txredisapi connection pool, and describe the server behind it.
+
+txredisapi is imported inside the functions: it imports the global reactor at import time, and
+importing this module must not choose a reactor (``twistd --reactor``, pytest-twisted).
+
+Behaviour while Redis is down (measured with txredisapi 1.6, see tests/test_backend.py):
+
+- The pool is always *lazy*: :func:`connect` hands out the handler even when no connection could be
+  made, and every pool slot keeps reconnecting on its own (backoff from 0.1 s up to
+  ``RECONNECT_MAX_DELAY``), so a RestMQ started before its Redis works once Redis comes up.
+- A command issued while no connection is up does **not** fail: it waits (forever, there is no
+  reply timeout) for a connection and is sent once the pool has reconnected. Callers must put their
+  own timeout on every call (``Deferred.addTimeout``); cancelling the Deferred is safe and
+  withdraws the waiting command, it is never sent later.
+- A command already sent when the connection drops fails with ``txredisapi.ConnectionError``
+  ("Lost connection"). It may or may not have been executed by the server.
+- Errors the server returns arrive as ``txredisapi.ResponseError`` (``NOSCRIPT`` as
+  ``txredisapi.ScriptDoesNotExist``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from restmq.backend.redisconf import (
+    MINIMUM_VERSIONS,
+    RedisTarget,
+    parse_flavour,
+    parse_version,
+)
+from restmq.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    import txredisapi
+    from twisted.internet.interfaces import IReactorTime
+
+log = Logger()
+
+#: Longest wait between two reconnection attempts of a pool slot. txredisapi's default (10 s) would
+#: leave RestMQ answering ``backend_unavailable`` for up to 10 s after Redis came back.
+RECONNECT_MAX_DELAY = 2.0
+RECONNECT_INITIAL_DELAY = 0.1
+
+
+def _reactor(reactor: Any) -> Any:
+    """The given reactor, else the global one (imported only now, never at module import)."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        return global_reactor
+    return reactor
+
+
+@functools.cache
+def _sentinel_factory_class() -> type:
+    """A Sentinel master factory whose role check works with ``charset=None``.
+
+    txredisapi's SentinelRedisProtocol compares ``ROLE``'s first element with the *str* "master"; with
+    raw bytes replies that is never equal, so it would drop every connection to the master forever.
+    """
+    import txredisapi
+
+    class BytesSentinelProtocol(txredisapi.SentinelRedisProtocol):
+        def connectionMade(self) -> Any:
+            def check_role(role: list[Any]) -> Any:
+                first = role[0].decode() if isinstance(role[0], bytes) else role[0]
+                if self.factory.is_master and first != "master":
+                    self.transport.loseConnection()
+                    return None
+                return txredisapi.RedisProtocol.connectionMade(self)
+
+            if self.password is not None:
+                self.auth(self.password, self.username)
+            return self.role().addCallback(check_role)
+
+    class BytesSentinelFactory(txredisapi.SentinelConnectionFactory):
+        protocol = BytesSentinelProtocol
+        maxDelay = RECONNECT_MAX_DELAY
+
+    return BytesSentinelFactory
+
+
+def _endpoint(target: RedisTarget, reactor: Any, timeout: float) -> Any:
+    """The client endpoint for a tcp (optionally TLS) or unix target."""
+    from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+
+    if target.kind == "unix":
+        return UNIXClientEndpoint(reactor, target.path, timeout=timeout)
+    endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
+    if target.tls:
+        from twisted.internet.ssl import optionsForClientTLS
+
+        endpoint = wrapClientTLS(optionsForClientTLS(target.host), endpoint)
+    return endpoint
+
+
+def _make_pool(target: RedisTarget, poolsize: int, reactor: Any, timeout: float) -> Any:
+    """A started, lazy txredisapi factory for ``target``; raw bytes in and out.
+
+    Built by hand rather than with ``lazyConnectionPool``/``lazyUnixConnectionPool`` so we choose the
+    reactor of the endpoint, TLS verification (hostname checked) and a short reconnect backoff.
+    ``startConnecting`` is the factory's documented way of connecting.
+    """
+    import txredisapi
+
+    common: dict[str, Any] = {
+        "charset": None,
+        "password": target.password,
+        "replyTimeout": None,
+        "convertNumbers": False,
+        "username": target.username,
+    }
+    if target.kind == "sentinel":
+        sentinel = txredisapi.Sentinel(
+            list(target.sentinels), connectTimeout=timeout, password=None
+        )
+        handler = sentinel.master_for(
+            target.master,
+            factory_class=_sentinel_factory_class(),
+            dbid=target.db,
+            poolsize=poolsize,
+            **common,
+        )
+        factory = handler._factory
+        factory.initialDelay = RECONNECT_INITIAL_DELAY
+        # the Sentinel's own connections must go when the pool goes
+        original_disconnect = factory.disconnect
+
+        def disconnect() -> Deferred[Any]:
+            d = original_disconnect()
+            d.addBoth(lambda result: sentinel.disconnect().addBoth(lambda _: result))
+            return d
+
+        factory.disconnect = disconnect
+        return factory
+
+    handler_class = (
+        txredisapi.UnixConnectionHandler if target.kind == "unix" else txredisapi.ConnectionHandler
+    )
+    uuid = target.path if target.kind == "unix" else f"{target.host}:{target.port}"
+    factory = txredisapi.RedisFactory(
+        uuid, target.db, poolsize, isLazy=True, handler=handler_class, **common
+    )
+    factory.reconnect = True
+    factory.initialDelay = RECONNECT_INITIAL_DELAY
+    factory.maxDelay = RECONNECT_MAX_DELAY
+    factory.startConnecting(_endpoint(target, reactor, timeout))
+    return factory
+
+
+def connect(
+    target: RedisTarget,
+    *,
+    poolsize: int = 10,
+    reactor: IReactorTime | None = None,
+    timeout: float = 1.0,
+    wait: float = 3.0,
+) -> Deferred[txredisapi.ConnectionHandler]:
+    """Open a pool of ``poolsize`` connections; fire with the handler once all are up.
+
+    If they are not all up within ``wait`` seconds (Redis down, slow, Sentinel without a master)
+    it fires anyway, logs a warning, and the pool keeps reconnecting in the background: the service
+    can start and answer ``backend_unavailable`` until Redis is back. It errbacks
+    (``BackendUnavailable``) only for what retrying cannot fix: a rejected password or database.
+    ``timeout`` is the connect timeout of each attempt. Cancelling the Deferred closes the pool.
+    """
+    reactor = _reactor(reactor)
+    factory = _make_pool(target, poolsize, reactor, timeout)
+    handler = factory.handler
+    where = target.display()
+
+    def cancel(_: Deferred[Any]) -> None:
+        if timer.active():
+            timer.cancel()
+        factory.disconnect()
+
+    result: Deferred[Any] = Deferred(cancel)
+
+    def all_connected(_: Any) -> None:
+        if not result.called:
+            timer.cancel()
+            log.info("redis connected url={url} poolsize={poolsize}", url=where, poolsize=poolsize)
+            result.callback(handler)
+
+    def rejected(failure: Failure) -> None:
+        # txredisapi reports auth/SELECT failures as ValueError and stops reconnecting
+        message = failure.getErrorMessage()
+        log.error("redis refused the connection url={url} error={error}", url=where, error=message)
+        if not result.called:
+            timer.cancel()
+            factory.disconnect()
+            result.errback(
+                BackendUnavailable(f"redis at {where} refused the connection: {message}")
+            )
+
+    def waited_enough() -> None:
+        if not result.called:
+            log.warn(
+                "redis not reachable yet url={url} connected={connected}/{poolsize}; "
+                "starting anyway, the pool keeps reconnecting",
+                url=where,
+                connected=factory.size,
+                poolsize=poolsize,
+            )
+            result.callback(handler)
+
+    timer = reactor.callLater(wait, waited_enough)
+    if factory.deferred is not None:
+        factory.deferred.addCallbacks(all_connected, rejected)
+    else:  # already complete
+        all_connected(handler)
+    return result
+
+
+def disconnect(client: txredisapi.ConnectionHandler) -> Deferred[None]:
+    """Close every connection of the pool and stop reconnecting; fires when the pool is empty."""
+    return client.disconnect()
+
+
+def _decode(value: Any) -> str:
+    """Raw reply -> str, for the few text replies we interpret."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+async def _config_get(client: Any, name: str) -> str:
+    """One ``CONFIG GET`` value, or ``unknown`` where CONFIG is renamed away or denied by ACL."""
+    import txredisapi
+
+    try:
+        reply = await client.execute_command("CONFIG", "GET", name)
+    except txredisapi.ResponseError as e:
+        log.info("redis CONFIG GET {name} not allowed: {error}", name=name, error=str(e))
+        return "unknown"
+    if isinstance(reply, dict):  # RESP3-style map, not expected but harmless
+        reply = [x for kv in reply.items() for x in kv]
+    if not reply or len(reply) < 2:
+        return "unknown"
+    return _decode(reply[1])
+
+
+async def _facts(client: Any) -> dict[str, Any]:
+    """Body of :func:`redis_facts`."""
+    raw = await client.execute_command("INFO", "server")
+    info: dict[str, str] = {}
+    for line in _decode(raw).splitlines():
+        if ":" in line and not line.startswith("#"):
+            key, _, value = line.partition(":")
+            info[key.strip()] = value.strip()
+    flavour = parse_flavour(info.get("server_name", "redis"))
+    version = info.get("valkey_version") if flavour == "valkey" else None
+    version = version or info.get("redis_version", "unknown")
+    facts: dict[str, Any] = {
+        "version": version,
+        "flavour": flavour,
+        "appendonly": await _config_get(client, "appendonly"),
+        "appendfsync": await _config_get(client, "appendfsync"),
+        "maxmemory_policy": await _config_get(client, "maxmemory-policy"),
+        "save": await _config_get(client, "save"),
+    }
+    warnings: list[str] = []
+    try:
+        too_old = parse_version(f"v={version}") < MINIMUM_VERSIONS[flavour]
+    except Exception:
+        too_old = False
+    if too_old:
+        warnings.append(
+            f"{flavour} {version} is older than RestMQ supports (Redis >= 7.0, Valkey >= 8)"
+        )
+    if facts["appendonly"] == "no" and facts["save"] == "":
+        warnings.append(
+            "persistence is off (appendonly no, no RDB save points): a restart loses every message"
+        )
+    elif facts["appendonly"] == "no":
+        warnings.append(
+            "appendonly is off: messages since the last RDB snapshot are lost on a crash"
+        )
+    if facts["maxmemory_policy"] not in ("noeviction", "unknown"):
+        warnings.append(
+            f"maxmemory-policy is {facts['maxmemory_policy']}: Redis may evict queued messages; "
+            "use noeviction"
+        )
+    facts["warnings"] = warnings
+    return facts
+
+
+def redis_facts(client: txredisapi.ConnectionHandler) -> Deferred[dict[str, Any]]:
+    """What a person deploying RestMQ should know about its server: version, flavour, durability.
+
+    Keys: ``version``, ``flavour`` (``redis``/``valkey``), ``appendonly``, ``appendfsync``,
+    ``maxmemory_policy``, ``save`` and ``warnings`` (list of sentences). Values that CONFIG cannot
+    give (renamed or denied on managed servers) are ``"unknown"`` rather than an error.
+    """
+    return ensureDeferred(_facts(client))
+
+
+__all__ = ["RECONNECT_MAX_DELAY", "connect", "disconnect", "redis_facts"]
