@@ -83,8 +83,6 @@ class Dispatcher:
             raise BadRequest(f"stream mode {mode!r} is not supported; use take")
         if self.authorize is not None:
             self.authorize(principal, "read", queue)
-        if self.engine.hub is None:
-            raise BadRequest("streams are not available on this server")
         self.calls["subscribe"] += 1
         return self.engine.hub.subscribe(queue, sink)
 
@@ -116,12 +114,10 @@ class Dispatcher:
     async def _long_poll(self, queue: str, count: int, wait: float) -> list[Message]:
         """Wait up to ``wait`` seconds for messages, woken by adds anywhere (no polling)."""
         hub = self.engine.hub
-        if hub is None:
-            return []
         deadline = time.monotonic() + wait
         watch = hub.watch(queue)
         try:
-            await watch.ready
+            await watch.ready(wait)
             while True:
                 messages = await self.engine.take(queue, count)
                 remaining = deadline - time.monotonic()
@@ -187,7 +183,7 @@ class Dispatcher:
         info = await self.engine.redis_info()
         flavour = "valkey" if "valkey_version" in info else "redis"
         version = info.get("valkey_version") or info.get("redis_version", "?")
-        return f"{flavour} {version} ({info.get('redis_mode', 'standalone')})"
+        return f"{flavour} {version}"
 
     async def _cmd_stats(self, queue: str | None) -> dict[str, Any]:
         redis = await self._redis_description()

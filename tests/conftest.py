@@ -53,9 +53,9 @@ class RedisServer:
             return s.recv(65536)
 
 
-def start_redis(directory: str) -> RedisServer:
-    """Start redis-server on a free port in ``directory`` and wait until it answers PING."""
-    port = free_port()
+def start_redis(directory: str, port: int | None = None) -> RedisServer:
+    """Start redis-server on ``port`` (default: a free one) in ``directory``; wait for PING."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             redis_binary(),
@@ -112,14 +112,8 @@ async def make_engine(server: RedisServer, *, default_policy: str = "broadcast",
     pool = await txredisapi.ConnectionPool(
         server.host, server.port, poolsize=4, charset=None, convertNumbers=False
     )
-    engine = QueueEngine(
-        pool,
-        clock=reactor,
-        subscriber=SubscriberEndpoint(TCP4ClientEndpoint(reactor, server.host, server.port)),
-        timeout=timeout,
-        default_policy=default_policy,
-    )
-    await engine.start()
+    engine = QueueEngine(clock=reactor, timeout=timeout, default_policy=default_policy)
+    await engine.attach(pool, SubscriberEndpoint(TCP4ClientEndpoint(reactor, server.host, server.port)))
     return engine
 
 

@@ -180,3 +180,52 @@ async def test_scripts_reload_after_script_flush(dispatcher, redis):
     """After Redis forgets the Lua scripts (restart, SCRIPT FLUSH) commands still work."""
     redis.cli("SCRIPT", "FLUSH")
     assert (await run(dispatcher, "add", queue="q", value="x"))["key"] == "q:1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_reports_redis_facts_and_warns_without_persistence(dispatcher):
+    """health answers the Redis version and warns that the test Redis (no AOF, no RDB) loses data."""
+    health = await run(dispatcher, "health")
+    assert health["status"] == "ok"
+    assert health["redis"]["flavour"] in ("redis", "valkey")
+    assert health["redis"]["appendonly"] == "no"
+    assert any("persist" in w for w in health["warnings"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_gone_is_backend_unavailable_then_recovers(redis_server):
+    """With Redis stopped commands fail fast with backend_unavailable; they work again once it is back."""
+    import tempfile
+    import time
+
+    from restmq.dispatch import Dispatcher
+    from tests.conftest import make_engine, start_redis
+
+    private = start_redis(tempfile.mkdtemp(prefix="restmq-gone-"))
+    engine = await make_engine(private, timeout=0.5)
+    dispatcher = Dispatcher(engine)
+    try:
+        assert (await run(dispatcher, "add", queue="q", value="x"))["key"] == "q:1"
+        private.process.terminate()
+        private.process.wait(10)
+        start = time.monotonic()
+        await fails(dispatcher, "backend_unavailable", "add", queue="q", value="y")
+        await fails(dispatcher, "backend_unavailable", "len", queue="q")
+        assert time.monotonic() - start < 2.5
+        directory = tempfile.mkdtemp(prefix="restmq-back-")
+        private = start_redis(directory, port=private.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert (await run(dispatcher, "add", queue="q", value="z"))["queue"] == "q"
+                break
+            except errors.BackendUnavailable:
+                assert time.monotonic() < deadline, "did not recover"
+                from twisted.internet import reactor, task
+
+                await task.deferLater(reactor, 0.1, lambda: None)
+        assert time.monotonic() - start < 5
+    finally:
+        private.process.terminate()
+        await engine.stop()
+        engine.redis.disconnect()

@@ -48,41 +48,43 @@ class QueueEngine:
 
     def __init__(
         self,
-        redis: Any,
         *,
         clock: IReactorTime,
-        subscriber: SubscriberEndpoint | None = None,
         timeout: float = 1.0,
         default_policy: str = "broadcast",
     ) -> None:
-        self.redis = redis
+        self.redis: Any = None
         self.clock = clock
         self.timeout = timeout
         self.default_policy = default_policy
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.scripts = Scripts()
-        self.hub = Hub(self, subscriber, clock=clock) if subscriber is not None else None
+        self.hub = Hub(self, clock=clock)
         self._registered: dict[str, float] = {}
         self.started_at = time.time()
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Load the scripts (if Redis is up) and start listening for queue events."""
+    async def attach(self, redis: Any, subscriber: SubscriberEndpoint) -> None:
+        """Start working on ``redis`` (a txredisapi pool); until then commands answer
+        ``backend_unavailable``. ``subscriber`` opens the hub's pub/sub connection."""
+        self.redis = redis
+        self.hub.start(subscriber)
         try:
-            await self._bounded(self.scripts.load(self.redis))
+            await self._bounded(self.scripts.load(redis))
         except RestMQError as e:
             log.warn("redis not ready at start ({error}); scripts load on first use", error=e.message)
-        if self.hub is not None:
-            self.hub.start()
 
     async def stop(self) -> None:
         """End every stream and stop listening."""
-        if self.hub is not None:
-            await self.hub.stop()
+        await self.hub.stop()
 
     async def _bounded(self, work: Any) -> Any:
         """Await ``work`` (a coroutine or Deferred) within ``timeout``; map Redis failures to errors."""
+        if self.redis is None:
+            if not isinstance(work, defer.Deferred):
+                work.close()
+            raise BackendUnavailable("redis is not connected yet")
         d = defer.ensureDeferred(work) if not isinstance(work, defer.Deferred) else work
         d.addTimeout(self.timeout, self.clock)
         try:
@@ -218,38 +220,8 @@ class QueueEngine:
                 info[k] = v.strip()
         return info
 
-    async def config_get(self, name: str) -> str:
-        """One Redis CONFIG value, or "unknown" where CONFIG is disabled (managed servers)."""
-        try:
-            reply = await self._bounded(self.redis.execute_command("CONFIG", "GET", name))
-        except txredisapi.ResponseError:
-            return "unknown"
-        if isinstance(reply, dict):
-            value = reply.get(name.encode(), reply.get(name, b"unknown"))
-        else:
-            value = reply[1] if len(reply) > 1 else b"unknown"
-        return value.decode() if isinstance(value, bytes) else str(value)
-
     async def facts(self) -> dict[str, Any]:
-        """What a queue operator must know about this Redis: version and whether data is safe."""
-        info = await self.redis_info()
-        flavour = "valkey" if "valkey_version" in info else "redis"
-        facts: dict[str, Any] = {
-            "flavour": flavour,
-            "version": info.get("valkey_version") or info.get("redis_version", "unknown"),
-            "mode": info.get("redis_mode", "standalone"),
-        }
-        for name in ("appendonly", "appendfsync", "maxmemory-policy", "save"):
-            facts[name.replace("-", "_")] = await self.config_get(name)
-        warnings = []
-        if facts["maxmemory_policy"] not in ("noeviction", "unknown"):
-            warnings.append(
-                f"maxmemory-policy is {facts['maxmemory_policy']}: Redis may evict queued messages"
-            )
-        if facts["appendonly"] == "no" and facts["save"] in ("", "unknown"):
-            warnings.append("Redis does not persist (no AOF, no RDB saves): a restart loses every message")
-        elif facts["appendonly"] == "no":
-            warnings.append("Redis persists by RDB snapshots only: a crash loses recent messages")
-        facts["warnings"] = warnings
-        return facts
+        """What an operator must know about this Redis: version, persistence, eviction, warnings."""
+        from restmq.backend.connect import redis_facts
 
+        return dict(await self._bounded(redis_facts(self.redis)))

@@ -81,20 +81,33 @@ class Watch:
     missed between an empty take and the wait."""
 
     def __init__(self, hub: Hub, local: _Local) -> None:
-        self._hub, self._local, self.ready = hub, local, local.subscribed
+        self._hub, self._local = hub, local
+
+    def ready(self, timeout: float) -> defer.Deferred[bool]:
+        """Fire True once the queue's channel is subscribed, False if that takes over ``timeout``
+        (Redis away: the caller then just looks once more instead of waiting for wake-ups)."""
+        if self._local.subscribed.called:
+            return defer.succeed(True)
+        d: defer.Deferred[bool] = defer.Deferred()
+        self._local.subscribed.addCallback(lambda r: (d.called or d.callback(True), r)[1])
+        return self._bound(d, timeout)
 
     def wait(self, timeout: float) -> defer.Deferred[bool]:
         """Fire True on the queue's next add or resume, False after ``timeout`` seconds."""
         d: defer.Deferred[bool] = defer.Deferred()
         self._local.waiters.append(d)
-        call = self._hub.clock.callLater(timeout, self._expire, d)
+        return self._bound(d, timeout)
+
+    def _bound(self, d: defer.Deferred[bool], timeout: float) -> defer.Deferred[bool]:
+        def expire() -> None:
+            if d in self._local.waiters:
+                self._local.waiters.remove(d)
+            if not d.called:
+                d.callback(False)
+
+        call = self._hub.clock.callLater(timeout, expire)
         d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
         return d
-
-    def _expire(self, d: defer.Deferred[bool]) -> None:
-        if d in self._local.waiters:
-            self._local.waiters.remove(d)
-            d.callback(False)
 
     def close(self) -> None:
         self._local.watchers -= 1
@@ -145,18 +158,20 @@ class _HubFactory(protocol.Factory):
 class Hub:
     """Per-process registry of stream sinks and long-poll waiters, fed by Redis pub/sub."""
 
-    def __init__(self, engine: QueueEngine, target: SubscriberEndpoint, *, clock: IReactorTime) -> None:
+    def __init__(self, engine: QueueEngine, *, clock: IReactorTime) -> None:
         self.engine = engine
         self.clock = clock
         self._local: dict[str, _Local] = {}
         self._by_channel: dict[bytes, _Local] = {}
         self._proto: _HubProtocol | None = None
-        self._service = ClientService(target.endpoint, _HubFactory(self, target), clock=clock)
+        self._service: ClientService | None = None
         self._stopping = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, target: SubscriberEndpoint) -> None:
+        """Open (and keep reopening) the pub/sub connection; sinks registered earlier wait for it."""
+        self._service = ClientService(target.endpoint, _HubFactory(self, target), clock=self.clock)
         self._service.startService()
 
     async def stop(self) -> None:
@@ -165,12 +180,14 @@ class Hub:
         for local in list(self._local.values()):
             for sink in list(local.sinks):
                 sink.close("shutdown")
-            for d in list(local.waiters):
-                local.waiters.remove(d)
-                d.callback(False)
+            waiters, local.waiters = local.waiters, []
+            for d in waiters:
+                if not d.called:
+                    d.callback(False)
         for queue in list(self._local):
             await self._publish_count(queue, 0)
-        await self._service.stopService()
+        if self._service is not None:
+            await self._service.stopService()
 
     # -- registration -------------------------------------------------------------------------
 
@@ -268,7 +285,8 @@ class Hub:
     def _wake(self, local: _Local) -> None:
         waiters, local.waiters = local.waiters, []
         for d in waiters:
-            d.callback(True)
+            if not d.called:  # a cancelled long poll (client gone) is already called
+                d.callback(True)
 
     def _broadcast(self, local: _Local, payload: bytes) -> None:
         from restmq.engine.core import parse_record
