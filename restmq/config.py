@@ -1,0 +1,58 @@
+"""The server's configuration: one frozen value built by tap.py from options or RESTMQ_* variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service tree needs; defaults are the documented ones."""
+
+    http: str = "tcp:8888:interface=127.0.0.1"
+    line: str | None = "tcp:8889:interface=127.0.0.1"
+    syslog: str | None = None
+    redis: str | None = None
+    redis_server: str | None = None
+    redis_pool: int = 10
+    redis_timeout: float = 1.0
+    data: str = "./restmq-data"
+    durability: str = "everysec"
+    max_message_size: int = 1 << 20
+    default_policy: str = "broadcast"
+    log_format: str = "text"
+    insecure: bool = False
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """The listeners to start, by front end name."""
+        found = {"http": self.http, "line": self.line, "syslog": self.syslog}
+        return {name: ep for name, ep in found.items() if ep}
+
+
+def endpoint_interface(description: str) -> str | None:
+    """The address a server endpoint string binds (``None`` for all addresses; ``unix:`` → "unix")."""
+    kind, _, rest = description.partition(":")
+    if kind == "unix":
+        return "unix"
+    for part in re.split(r"(?<!\\):", rest):
+        if part.startswith("interface="):
+            return part[len("interface="):].replace("\\:", ":")
+    return None
+
+
+def is_loopback(description: str) -> bool:
+    """True when the endpoint only accepts connections from this machine."""
+    interface = endpoint_interface(description)
+    if interface == "unix":
+        return True
+    if interface in (None, ""):
+        return False
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface.strip("[]")).is_loopback
+    except ValueError:
+        return False

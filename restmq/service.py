@@ -1,0 +1,177 @@
+"""The service tree, built in one place for ``restmq serve``, ``twistd restmq`` and the tac.
+
+::
+
+    RestMQService        starts children in order, stops them in reverse, one after the other
+      RedisBackend       embedded redis-server (AOF) or an external pool
+      EngineService      attaches the engine once Redis is ready; ends streams on stop
+      Listener http      twisted.web Site (XML-RPC at /RPC2 and /xmlrpc)
+      Listener line      line protocol
+      Listener syslog    the original syslog receiver (when --syslog is given)
+
+Listeners bind in ``privilegedStartService`` so ``twistd --uid/--gid`` can drop privileges after
+binding; until Redis is ready they answer ``backend_unavailable``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from restmq.backend import RedisBackend
+from restmq.backend.redisconf import RedisTarget
+from restmq.config import Config
+from restmq.dispatch import Dispatcher
+from restmq.engine import QueueEngine
+from restmq.engine.hub import SubscriberEndpoint
+
+log = Logger()
+
+
+async def subscriber_endpoint(target: RedisTarget, reactor: Any) -> SubscriberEndpoint:
+    """Where the hub's pub/sub connection goes: the same server as the pool (for Sentinel, the
+    master it names now; following a failover is the fault-tolerance issue's work)."""
+    if target.kind == "unix":
+        endpoint: Any = UNIXClientEndpoint(reactor, target.path)
+    elif target.kind == "tcp":
+        endpoint = HostnameEndpoint(reactor, target.host, target.port)
+    else:
+        import txredisapi
+
+        sentinel = txredisapi.Sentinel(list(target.sentinels))
+        try:
+            host, port = await sentinel.discover_master(target.master)
+        finally:
+            sentinel.disconnect()
+        endpoint = HostnameEndpoint(reactor, host, port)
+    if target.tls:
+        from twisted.internet.endpoints import wrapClientTLS
+        from twisted.internet.ssl import optionsForClientTLS
+
+        endpoint = wrapClientTLS(optionsForClientTLS(target.host or ""), endpoint)
+    return SubscriberEndpoint(endpoint, password=target.password, username=target.username)
+
+
+class EngineService(Service):
+    """Attaches the engine to Redis when the backend is ready; on stop ends every stream."""
+
+    def __init__(self, engine: QueueEngine, backend: RedisBackend, reactor: Any) -> None:
+        self.engine, self.backend, self.reactor = engine, backend, reactor
+        self._attaching: defer.Deferred[Any] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._attaching = defer.ensureDeferred(self._attach())
+        self._attaching.addErrback(lambda f: log.failure("redis backend failed to start", f))
+
+    async def _attach(self) -> None:
+        client = await self.backend.whenReady()
+        target = self.backend.target
+        await self.engine.attach(client, await subscriber_endpoint(target, self.reactor))
+        log.info("engine ready redis={url}", url=target.display())
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        if self._attaching is not None and not self._attaching.called:
+            self._attaching.cancel()
+        return defer.ensureDeferred(self.engine.stop())
+
+
+class Listener(StreamServerEndpointService):
+    """A front end on an endpoint string; logs ``listening`` with the real address (port 0 too)."""
+
+    def __init__(self, name: str, description: str, factory: Any, reactor: Any) -> None:
+        super().__init__(serverFromString(reactor, description), factory)
+        self.setName(name)
+        self.description = description
+        self._raiseSynchronously = True
+        self.port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        host = port.getHost()
+        address = getattr(host, "name", None) or f"{host.host}:{host.port}"
+        log.info(
+            "{frontend} listening on {address}",
+            frontend=self.name,
+            address=address if isinstance(address, str) else address.decode(),
+            host=getattr(host, "host", None),
+            port=getattr(host, "port", None),
+        )
+        return port
+
+
+class RestMQService(MultiService):
+    """The root: children start in order and stop in reverse, each waiting for the one before."""
+
+    def __init__(self, config: Config, dispatcher: Dispatcher) -> None:
+        super().__init__()
+        self.config = config
+        self.dispatcher = dispatcher
+
+    def stopService(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            try:
+                await defer.maybeDeferred(child.stopService)
+            except Exception:
+                log.failure("error stopping {name}", name=child.name)
+        log.info("restmq stopped")
+
+    def listener(self, name: str) -> Listener:
+        """The listener of front end ``name`` (tests read its real port)."""
+        found = self.getServiceNamed(name)
+        assert isinstance(found, Listener)
+        return found
+
+
+def build(config: Config, reactor: Any = None) -> RestMQService:
+    """Build the whole service tree for ``config``; nothing starts until the tree is started."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    from restmq.frontends.http.routes import build_site
+    from restmq.frontends.line import LineFactory
+    from restmq.frontends.syslog import SyslogFactory
+
+    backend = RedisBackend(
+        config.redis,
+        data_dir=config.data,
+        binary=config.redis_server,
+        durability=config.durability,
+        poolsize=config.redis_pool,
+        timeout=config.redis_timeout,
+        reactor=reactor,
+    )
+    engine = QueueEngine(
+        clock=reactor, timeout=config.redis_timeout, default_policy=config.default_policy
+    )
+    dispatcher = Dispatcher(engine, max_message_size=config.max_message_size)
+    root = RestMQService(config, dispatcher)
+    backend.setName("backend")
+    backend.setServiceParent(root)
+    engine_service = EngineService(engine, backend, reactor)
+    engine_service.setName("engine")
+    engine_service.setServiceParent(root)
+    factories = {
+        "http": lambda: build_site(dispatcher, max_message_size=config.max_message_size, reactor=reactor),
+        "line": lambda: LineFactory(dispatcher, max_line=config.max_message_size),
+        "syslog": lambda: SyslogFactory(dispatcher, max_line=config.max_message_size),
+    }
+    for name, description in config.endpoints.items():
+        Listener(name, description, factories[name](), reactor).setServiceParent(root)
+    return root

@@ -1,0 +1,160 @@
+"""Command-line options and ``makeService``: shared by ``twistd restmq``, ``restmq serve`` and the tac.
+
+One option parser for every way of starting RestMQ, so the three cannot drift apart. The original
+RestMQ daemon's options (``--port``, ``--listen``, ``--redis-host`` …) are accepted as aliases.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from restmq import __version__
+from restmq.commands import POLICIES
+from restmq.config import Config, is_loopback
+
+DEFAULTS = Config()
+MAX_MESSAGE_CEILING = 64 << 20
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Any:
+    def coerce(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    coerce.coerceDoc = f"One of {', '.join(choices)}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _positive(kind: type, name: str, ceiling: float | None = None) -> Any:
+    def coerce(value: str) -> Any:
+        number = kind(value)
+        if number <= 0 or (ceiling is not None and number > ceiling):
+            raise ValueError(f"{name} must be positive" + (f" and at most {ceiling}" if ceiling else ""))
+        return number
+
+    return coerce
+
+
+def _endpoint_or_off(value: str) -> str | None:
+    return None if value.lower() in ("", "none", "off", "no") else value
+
+
+class Options(usage.Options):
+    """``restmq serve`` / ``twistd restmq`` options (also read from RESTMQ_* by the tac)."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run RestMQ: a Redis-backed message queue over HTTP, XML-RPC and a line protocol. "
+        "Without --redis it starts its own redis-server (append-only file on) under --data."
+    )
+    optParameters = [
+        ["http", None, DEFAULTS.http, "HTTP endpoint (Twisted endpoint string)."],
+        ["line", None, DEFAULTS.line, "Line-protocol endpoint, or 'none'.", _endpoint_or_off],
+        ["syslog", None, None, "Syslog line receiver endpoint (off unless given), e.g. tcp:25000."],
+        ["redis", None, None, "Redis URL: redis://host:port/db, rediss://…, unix:///path, "
+         "redis+sentinel://host:port/master. Default: a private embedded server."],
+        ["redis-server", None, None, "redis-server/valkey-server binary for the embedded server."],
+        ["data", None, DEFAULTS.data, "Directory of the embedded server's files."],
+        ["durability", None, DEFAULTS.durability, "Embedded AOF fsync: everysec or always.",
+         _choice("durability", ("everysec", "always"))],
+        ["redis-pool", None, DEFAULTS.redis_pool, "Redis connections in the pool.",
+         _positive(int, "redis-pool", 256)],
+        ["redis-timeout", None, DEFAULTS.redis_timeout,
+         "Seconds before an unanswered Redis call fails with backend_unavailable.",
+         _positive(float, "redis-timeout", 60)],
+        ["max-message-size", None, DEFAULTS.max_message_size, "Largest message/line in bytes.",
+         _positive(int, "max-message-size", MAX_MESSAGE_CEILING)],
+        ["default-policy", None, DEFAULTS.default_policy, "Stream policy of queues that set none.",
+         _choice("default-policy", POLICIES)],
+        ["log-format", None, DEFAULTS.log_format, "text, or json (one object per line; restmq serve).",
+         _choice("log-format", ("text", "json"))],
+        # The original RestMQ daemon's options, kept as aliases.
+        ["port", None, None, "Original option: HTTP port (with --listen).", int],
+        ["listen", None, None, "Original option: HTTP interface (with --port)."],
+        ["redis-host", None, None, "Original option: Redis host (builds --redis)."],
+        ["redis-port", None, None, "Original option: Redis port (builds --redis).", int],
+        ["redis-db", None, None, "Original option: Redis database number (builds --redis).", int],
+    ]
+    optFlags = [
+        ["insecure", None, "Allow listening on a non-loopback address without authentication."],
+    ]
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        print(f"restmq {__version__}")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        if self["port"] is not None or self["listen"] is not None:
+            interface = (self["listen"] or "127.0.0.1").replace(":", "\\:")
+            self["http"] = f"tcp:{self['port'] or 8888}:interface={interface}"
+        if self["redis-host"] or self["redis-port"] or self["redis-db"] is not None:
+            if self["redis"]:
+                raise usage.UsageError("give either --redis or the --redis-host/port/db aliases")
+            self["redis"] = (
+                f"redis://{self['redis-host'] or '127.0.0.1'}:{self['redis-port'] or 6379}"
+                f"/{self['redis-db'] or 0}"
+            )
+        config = Config(
+            http=self["http"],
+            line=self["line"],
+            syslog=self["syslog"],
+            redis=self["redis"],
+            redis_server=self["redis-server"],
+            redis_pool=self["redis-pool"],
+            redis_timeout=self["redis-timeout"],
+            data=self["data"],
+            durability=self["durability"],
+            max_message_size=self["max-message-size"],
+            default_policy=self["default-policy"],
+            log_format=self["log-format"],
+            insecure=bool(self["insecure"]),
+        )
+        if not config.insecure:
+            for name, endpoint in config.endpoints.items():
+                if not is_loopback(endpoint):
+                    raise usage.UsageError(
+                        f"--{name} {endpoint} listens beyond this machine and RestMQ has no "
+                        "authentication configured; bind a loopback interface or pass --insecure",
+                    )
+        self["config"] = config
+
+
+def parse(argv: list[str]) -> Config:
+    """Parse command-line words into a Config (raises usage.UsageError on bad input)."""
+    options = Options()
+    options.parseOptions(argv)
+    config: Config = options["config"]
+    return config
+
+
+def argv_from_env(environ: Mapping[str, str]) -> list[str]:
+    """RESTMQ_HTTP=… RESTMQ_MAX_MESSAGE_SIZE=… → ``["--http", …]``: the tac's way in."""
+    argv: list[str] = []
+    names = [p[0] for p in Options.optParameters]
+    for name in names:
+        value = environ.get("RESTMQ_" + name.upper().replace("-", "_"))
+        if value is not None:
+            argv += [f"--{name}", value]
+    for flag, *_ in Options.optFlags:
+        if environ.get("RESTMQ_" + flag.upper().replace("-", "_"), "").lower() in ("1", "true", "yes"):
+            argv.append(f"--{flag}")
+    return argv
+
+
+def makeService(options: Mapping[str, Any]) -> IService:
+    """twistd's entry point (named by Twisted's plugin convention)."""
+    from restmq.service import build
+
+    return build(options["config"])
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> Config:
+    """The tac's configuration: RESTMQ_* variables through the same parser."""
+    return parse(argv_from_env(os.environ if environ is None else environ))

@@ -1,0 +1,199 @@
+"""End to end: RestMQ as real processes (restmq serve, twistd restmq, the tac), killed and restarted."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+LISTENING = re.compile(r"(\w+) listening on (\S+)")
+
+
+class Server:
+    """A RestMQ process and the addresses it logged; its output is read by a thread."""
+
+    def __init__(self, argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        self.addresses: dict[str, str] = {}
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> str:
+        """Read output until a line matches ``pattern``; remember every listening address seen."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.log.append(line)
+            text = line
+            if line.startswith("{"):
+                event = json.loads(line)
+                text = event.get("log_format", "").format(**{k: v for k, v in event.items()})
+            found = LISTENING.search(text)
+            if found:
+                self.addresses[found.group(1)] = found.group(2)
+            if re.search(pattern, text):
+                return text
+        raise AssertionError(f"no {pattern!r} in output:\n{''.join(self.log)}")
+
+    def url(self, path: str = "") -> str:
+        return f"http://{self.addresses['http']}{path}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def http(method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None):
+    """A plain urllib request answering (status, body bytes), errors included."""
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def serve_argv(data: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "restmq.cli", "serve", "--log-format", "json",
+        "--http", "tcp:0:interface=127.0.0.1", "--line", "tcp:0:interface=127.0.0.1",
+        "--data", str(data), *extra,
+    ]
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Processes started by a test; any left running are killed at the end."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(10)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_serve_with_embedded_redis_survives_kill_9(tmp_path, servers):
+    """restmq serve keeps an added message across kill -9 and a restart, and stops its Redis on exit."""
+    data = tmp_path / "data"
+    first = Server(serve_argv(data), cwd=tmp_path)
+    servers.append(first)
+    first.wait_for("engine ready")
+    status, body = http("POST", first.url("/q/jobs"), b"value=hello", {"content-type": "application/x-www-form-urlencoded"})
+    assert (status, body) == (200, b"jobs:1\r\n")
+    orphan = int((data / "redis.pid").read_text())
+    first.stop(signal.SIGKILL)
+    assert pid_alive(orphan), "redis-server should outlive a kill -9 of RestMQ (an orphan)"
+
+    second = Server(serve_argv(data), cwd=tmp_path)
+    servers.append(second)
+    second.wait_for("engine ready")
+    status, body = http("GET", second.url("/q/jobs"))
+    assert status == 200 and json.loads(body)["value"] == "hello"
+    assert not pid_alive(orphan), "the orphaned redis-server was replaced"
+    redis_pid = int((data / "redis.pid").read_text())
+    assert second.stop() == 0
+    deadline = time.monotonic() + 5
+    while pid_alive(redis_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(redis_pid), "no redis-server left behind after a clean stop"
+
+
+def test_serve_line_protocol_and_http_share_one_queue(tmp_path, servers):
+    """A message added over the line protocol is taken over HTTP from the same process."""
+    server = Server(serve_argv(tmp_path / "data"), cwd=tmp_path)
+    servers.append(server)
+    server.wait_for("engine ready")
+    while "line" not in server.addresses or "http" not in server.addresses:
+        server.wait_for("listening")
+    host, port = server.addresses["line"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"add q hello world\r\nping\n")
+        reply = b""
+        while reply.count(b"\n") < 2:
+            reply += s.recv(4096)
+    first, second = reply.splitlines()[:2]
+    assert json.loads(first)["key"] == "q:1"
+    assert b"pong" in second
+    status, body = http("GET", server.url("/q/q"))
+    assert status == 200 and json.loads(body)["value"] == "hello world"
+    assert server.stop() == 0
+
+
+def test_serve_refuses_public_bind_without_insecure(tmp_path):
+    """restmq serve exits with a usage error instead of exposing an unauthenticated queue."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "restmq.cli", "serve", "--http", "tcp:0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "--insecure" in proc.stderr
+
+
+def test_twistd_plugin_serves(tmp_path, servers, redis):
+    """twistd -n restmq runs the same service tree against an external Redis."""
+    server = Server(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "restmq", "--redis", redis.url,
+         "--http", "tcp:0:interface=127.0.0.1", "--line", "none"],
+        cwd=tmp_path,
+    )
+    servers.append(server)
+    server.wait_for("engine ready")
+    if "http" not in server.addresses:
+        server.wait_for("http listening")
+    status, body = http("POST", server.url("/q/t"), b"x", {"accept": "application/json", "content-type": "text/plain"})
+    assert status == 201 and json.loads(body)["key"] == "t:1"
+    assert server.stop() == 0
+
+
+def test_tac_serves_from_environment(tmp_path, servers, redis):
+    """twistd -ny restmq_server.tac reads RESTMQ_* variables and answers."""
+    server = Server(
+        [str(BIN / "twistd"), "-ny", str(ROOT / "restmq_server.tac"), "--pidfile="],
+        cwd=tmp_path,
+        env={"RESTMQ_REDIS": redis.url, "RESTMQ_HTTP": "tcp:0:interface=127.0.0.1", "RESTMQ_LINE": "none"},
+    )
+    servers.append(server)
+    server.wait_for("engine ready")
+    if "http" not in server.addresses:
+        server.wait_for("http listening")
+    status, body = http("GET", server.url("/stats"))
+    assert status == 200 and "queues" in json.loads(body)
+    assert server.stop() == 0
