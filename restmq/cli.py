@@ -56,6 +56,8 @@ def start_logging(log_format: str, stream: IO[str]) -> None:
     """Send twisted.logger events to ``stream``, info and above."""
     observer = json_observer(stream) if log_format == "json" else textFileLogObserver(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+    # Reconnect attempts while Redis is away are logged by the backend once, not per pool slot.
+    predicate.setLogLevelForNamespace("twisted.application._client_service.ClientService", LogLevel.warn)
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])], redirectStandardIO=False)
 
 

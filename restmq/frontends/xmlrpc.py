@@ -1,12 +1,238 @@
-"""XML-RPC front end (placeholder until the real one lands)."""
+"""The XML-RPC front end (SPEC §4): ``restmq.<cmd>`` for every command, plus the original methods.
+
+Methods are generated from the command table, so a new command is served with no change here:
+``restmq.<name>(args…)`` passes its parameters positionally in the table's order
+(:func:`restmq.commands.from_positional`). The original RestMQ's ``set(queue, value)`` answers the
+new key and ``get(queue)`` takes one message (a struct with ``key``, ``value``, ``count`` 0, plus
+our other message fields). ``system.listMethods``, ``system.methodHelp`` and
+``system.methodSignature`` describe them.
+
+Every failure is a fault whose faultString starts with the error code (``"empty: empty queue"``)
+and whose faultCode comes from :data:`FAULT_CODES`: unreadable requests are ``bad_request``, unknown
+methods ``unknown_command``, anything unexpected ``internal`` (logged, details never sent).
+
+XML-RPC cannot carry everything JSON can, so answers are adapted: ``None`` is ``<nil/>``
+(allowNone), integers outside 32 bits are sent as decimal strings, and a string holding characters
+XML 1.0 forbids (control characters, lone surrogates) is sent as base64 of its UTF-8 bytes. On the
+way in, base64 parameters must be UTF-8 text (they become strings) and ``dateTime.iso8601`` values
+become their ISO 8601 text.
+"""
 
 from __future__ import annotations
 
+import datetime
+import re
+import warnings
+import xmlrpc.client as xmlrpclib
+from collections.abc import Callable
 from typing import Any
 
-from twisted.web.resource import IResource, Resource
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.resource import IResource
+
+with warnings.catch_warnings():
+    # twisted.web.xmlrpc's *client* half subclasses the deprecated HTTPClient; we only serve.
+    warnings.filterwarnings("ignore", r"twisted\.web\.http\.HTTPClient", DeprecationWarning)
+    from twisted.web.xmlrpc import XMLRPC, Fault, NoSuchFunction, addIntrospection
+
+from restmq import commands
+from restmq.errors import BadRequest, RestMQError, UnknownCommand
+
+log = Logger()
+
+#: faultCode for each error code; stable, part of the contract.
+FAULT_CODES: dict[str, int] = {
+    "bad_request": 1,
+    "bad_queue_name": 2,
+    "unknown_command": 3,
+    "empty": 4,
+    "not_found": 5,
+    "stale_receipt": 6,
+    "too_large": 7,
+    "queue_full": 8,
+    "unauthorized": 9,
+    "forbidden": 10,
+    "backend_unavailable": 11,
+    "internal": 99,
+}
+
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def fault(error: RestMQError) -> Fault:
+    """The fault for an error: ``faultString`` is ``"<code>: <message>"``."""
+    return Fault(FAULT_CODES.get(error.code, FAULT_CODES["internal"]), f"{error.code}: {error.message}")
+
+
+INTERNAL_FAULT = fault(RestMQError("internal error"))
+
+
+def from_xmlrpc(value: Any) -> Any:
+    """A parameter as the command table expects JSON-like data."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("base64 parameters must be UTF-8 text: RestMQ values are JSON") from None
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [from_xmlrpc(v) for v in value]
+    if isinstance(value, dict):
+        return {k: from_xmlrpc(v) for k, v in value.items()}
+    return value
+
+
+def to_xmlrpc(value: Any) -> Any:
+    """An answer as XML-RPC can carry it (see the module docstring)."""
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if INT_MIN <= value <= INT_MAX else str(value)
+    if isinstance(value, str):
+        return xmlrpclib.Binary(value.encode("utf-8", "surrogatepass")) if _NOT_XML.search(value) else value
+    if isinstance(value, (list, tuple)):
+        return [to_xmlrpc(v) for v in value]
+    if isinstance(value, dict):
+        return {_NOT_XML.sub("\ufffd", str(k)): to_xmlrpc(v) for k, v in value.items()}
+    return value
+
+
+Procedure = Callable[..., Any]
+
+
+class RestMQXMLRPC(XMLRPC):
+    """``/RPC2`` and ``/xmlrpc``: XML-RPC over the dispatcher."""
+
+    def __init__(self, dispatcher: Any) -> None:
+        super().__init__(allowNone=True, useDateTime=False)
+        self.dispatcher = dispatcher
+        self.procedures: dict[str, Procedure] = {
+            f"restmq.{name}": self._command(command) for name, command in commands.COMMANDS.items()
+        }
+        self.procedures["set"] = self._original(
+            "set", ("queue", "value"), "add", lambda answer: answer["key"],
+            "set(queue, value): add a message; answers its key (original RestMQ).",
+        )  # fmt: skip
+        self.procedures["get"] = self._original(
+            "get", ("queue",), "take", lambda answer: answer,
+            "get(queue): take the next message: {key, value, count: 0, …} (original RestMQ).",
+        )  # fmt: skip
+        addIntrospection(self)
+
+    # -- the methods --------------------------------------------------------------------------
+
+    def _principal(self, request: server.Request) -> Any:
+        """Who is calling, for the dispatcher's authorization (tokens come with SPEC §8)."""
+        return None
+
+    def _command(self, command: commands.Command) -> Procedure:
+        def call(request: server.Request, *params: Any) -> defer.Deferred[Any]:
+            args = commands.from_positional(command, [from_xmlrpc(p) for p in params])
+            return self.dispatcher.execute(command.name, args, self._principal(request))
+
+        call.withRequest = True  # type: ignore[attr-defined]
+        call.help = f"restmq.{command.name}({', '.join(command.positional)}): {command.doc}"  # type: ignore[attr-defined]
+        return call
+
+    def _original(
+        self,
+        method: str,
+        names: tuple[str, ...],
+        command: str,
+        shape: Callable[[Any], Any],
+        help: str,
+    ) -> Procedure:
+        def call(request: server.Request, *params: Any) -> defer.Deferred[Any]:
+            if len(params) != len(names):
+                raise BadRequest(f"{method} takes ({', '.join(names)}), got {len(params)} parameters")
+            args = dict(zip(names, (from_xmlrpc(p) for p in params)))
+            return self.dispatcher.execute(command, args, self._principal(request)).addCallback(shape)
+
+        call.withRequest = True  # type: ignore[attr-defined]
+        call.help = help  # type: ignore[attr-defined]
+        return call
+
+    def lookupProcedure(self, procedurePath: str) -> Procedure:
+        found = self.procedures.get(procedurePath)
+        if found is not None:
+            return found
+        try:
+            return super().lookupProcedure(procedurePath)  # system.* (introspection)
+        except NoSuchFunction:
+            known = ", ".join(sorted(self.procedures))
+            raise fault(UnknownCommand(f"unknown method {procedurePath!r:.80}; known: {known}")) from None
+
+    def listProcedures(self) -> list[str]:
+        return sorted(self.procedures)
+
+    # -- framing ------------------------------------------------------------------------------
+
+    def render(self, request: server.Request) -> bytes | int:
+        """Anything but POST gets a 405 with a fault body, not twisted.web's HTML error page."""
+        if request.method != b"POST":
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"POST")
+            request.setHeader(b"content-type", b"text/xml; charset=utf-8")
+            return self._body(fault(BadRequest("XML-RPC calls are HTTP POST requests")))
+        return super().render(request)
+
+    def render_POST(self, request: server.Request) -> bytes | int:
+        """Parse, look up, call, answer: every way out is a methodResponse, never HTML."""
+        request.setHeader(b"content-type", b"text/xml; charset=utf-8")
+        body = b""
+        if request.content is not None:
+            request.content.seek(0, 0)
+            body = request.content.read()
+        try:
+            params, method = xmlrpclib.loads(body, use_builtin_types=True)
+        except Exception as e:
+            return self._body(fault(BadRequest(f"not an XML-RPC call: {e}"[:300])))
+        if not isinstance(method, str):
+            return self._body(fault(BadRequest("not an XML-RPC call: no methodName")))
+        try:
+            function = self.lookupProcedure(method)
+        except Fault as f:
+            return self._body(f)
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+        if getattr(function, "withRequest", False):
+            d = defer.maybeDeferred(function, request, *params)
+        else:
+            d = defer.maybeDeferred(function, *params)
+        d.addCallbacks(lambda answer: (to_xmlrpc(answer),), self._failed, errbackArgs=(method,))
+        d.addCallback(self._respond, request, gone)
+        return server.NOT_DONE_YET
+
+    def _failed(self, failure: Failure, method: str) -> Fault:
+        if isinstance(failure.value, Fault):
+            return failure.value
+        if isinstance(failure.value, RestMQError):
+            return fault(failure.value)
+        log.failure("XML-RPC method {method} failed", failure, method=method)
+        return INTERNAL_FAULT
+
+    def _body(self, result: tuple[Any] | Fault) -> bytes:
+        try:
+            content = xmlrpclib.dumps(result, methodresponse=True, allow_none=self.allowNone)
+        except Exception:
+            log.failure("XML-RPC answer cannot be serialized")
+            content = xmlrpclib.dumps(INTERNAL_FAULT, methodresponse=True)
+        return content.encode("utf-8")
+
+    def _respond(self, result: tuple[Any] | Fault, request: server.Request, gone: list[Failure]) -> None:
+        if gone:
+            return  # the client went away; the command's effect stands, its answer is dropped
+        body = self._body(result)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
 
 
 def build_xmlrpc(dispatcher: Any) -> IResource:
     """The XML-RPC resource mounted at /RPC2 and /xmlrpc."""
-    return Resource()
+    return RestMQXMLRPC(dispatcher)

@@ -1,0 +1,333 @@
+"""The line protocol front end (SPEC §5): UTF-8 lines over TCP, one JSON answer line per request.
+
+Framing only: :mod:`restmq.wire.line` says what a line means, the dispatcher runs it. What this
+module owns is the connection:
+
+- Pipelining: requests are read ahead, but commands run one at a time in request order (so
+  ``add q x`` then ``take q`` sees that x, as in a Redis pipeline) and answers are written in
+  request order (a queue of slots; ``ping`` and errors are answered in their turn too). At most
+  ``MAX_PENDING`` answers may be outstanding; beyond that the connection stops reading until some
+  are written, so one fast writer cannot make the server buffer without bound.
+- ``quit`` (and an over-long line, which answers ``too_large``) close the connection once every
+  earlier answer has been written; lines after it are ignored.
+- ``subscribe QUEUE [MODE]`` takes effect in order: after every earlier request has been answered
+  (reading pauses until then, so no later line can overtake it). It answers
+  ``{"subscribed": QUEUE, "mode": MODE}``, then one JSON message per line as they arrive. While
+  subscribed, ``ping`` and ``quit`` still work and any other line is answered with a
+  ``bad_request`` error line (distinguishable from messages by its ``error`` field). When the hub
+  ends the stream (purge, shutdown) the last line is ``{"end": REASON}`` and the connection closes;
+  a disconnect cancels the subscription.
+- Commands already read keep running if the client goes away, so a fire-and-forget producer
+  (``printf 'add q x\\n' | nc -N host 8889``) never loses its add; their answers are dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IAddress
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from restmq.engine.hub import Subscription
+from restmq.errors import BadRequest, RestMQError, TooLarge
+from restmq.wire import line as wire
+
+log = Logger()
+
+#: The answer to a failure nobody planned for; the details go to the log, never to the client.
+INTERNAL = RestMQError("internal error")
+
+
+def describe_peer(address: IAddress) -> tuple[str, str]:
+    """``(host, label)`` of a peer address: host for naming things (``127.0.0.1``), label for logs
+    (``127.0.0.1:5000``, ``[::1]:5000``). Non-IP transports (unix sockets) have host ``local``."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if not isinstance(host, str):
+        name = getattr(address, "name", None)
+        return "local", f"unix:{name.decode(errors='replace') if isinstance(name, bytes) else name}"
+    return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+
+class NewlineReceiver(LineReceiver):
+    """Framing shared by the line protocol and the syslog receiver: lines end in ``\\n``, a trailing
+    ``\\r`` is dropped, and connects/disconnects are logged at debug with the peer."""
+
+    delimiter = b"\n"
+    #: A TCP/TLS/unix transport: ``disconnecting``, ``getPeer`` and producer methods are used.
+    transport: Any
+    #: What the logs call this kind of client.
+    kind = "line"
+    peer_host = "unknown"
+    peer = "unknown"
+
+    def connectionMade(self) -> None:
+        self.peer_host, self.peer = describe_peer(self.transport.getPeer())
+        log.debug("{kind} client connected peer={peer}", kind=self.kind, peer=self.peer)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        log.debug(
+            "{kind} client disconnected peer={peer}: {why}",
+            kind=self.kind,
+            peer=self.peer,
+            why=reason.getErrorMessage(),
+        )
+
+    def lineReceived(self, line: bytes) -> None:
+        self.line_received(line[:-1] if line.endswith(b"\r") else line)
+
+    def line_received(self, line: bytes) -> None:
+        """One line without its terminator."""
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One answer's place in the output order: its bytes once known, and what to do after writing."""
+
+    data: bytes = b""
+    ready: bool = False
+    then: Callable[[], None] | None = None
+
+    def fill(self, data: bytes) -> None:
+        self.data, self.ready = data, True
+
+
+class _StreamSink:
+    """The hub's handle on one subscribed connection; deaf once the stream has ended."""
+
+    def __init__(self, proto: LineProtocol) -> None:
+        self._proto = proto
+        self.active = True
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        if self.active:
+            self._proto._answer_now(wire.encode(message))
+
+    def close(self, reason: str) -> None:
+        if self.active:
+            self.active = False
+            self._proto._stream_ended(reason)
+
+
+class LineProtocol(NewlineReceiver):
+    """One line-protocol connection (see the module docstring for its rules)."""
+
+    #: Answers that may be outstanding before the connection stops reading.
+    MAX_PENDING = 1000
+
+    def __init__(self, dispatcher: Any, max_line: int) -> None:
+        self.dispatcher = dispatcher
+        self.MAX_LENGTH = max_line
+        #: Who the client is for the dispatcher's authorization (``auth`` comes with SPEC §8).
+        self.principal: Any = None
+        self._out: deque[_Slot] = deque()
+        self._calls: deque[tuple[wire.Call, _Slot]] = deque()
+        self._running = False  # a command is with the dispatcher
+        self._dispatching = False
+        self._flushing = False
+        self._closing = False  # quit or over-long line seen: ignore what follows
+        self._gone = False  # connection lost: write nothing more
+        self._held = False  # a subscribe is waiting for its turn
+        self._paused = False
+        self._sink: _StreamSink | None = None
+        self._subscription: Subscription | None = None
+        self._stream_queue = ""
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def line_received(self, line: bytes) -> None:
+        if self._closing:
+            return
+        request = wire.parse_line(line)
+        if self._subscription is not None:
+            self._while_streaming(request)
+        elif isinstance(request, wire.Call):
+            self._call(request)
+        elif isinstance(request, wire.Ping):
+            self._answer_now(wire.encode(wire.PONG))
+        elif isinstance(request, wire.Quit):
+            self._quit(wire.encode(wire.BYE))
+        elif isinstance(request, wire.Subscribe):
+            self._held = True
+            self._push(_Slot(ready=True, then=partial(self._start_stream, request)))
+        elif isinstance(request, wire.Auth):
+            self._answer_now(wire.encode_error(BadRequest("auth is not enabled on this server")))
+        else:
+            self._answer_now(wire.encode_error(request.error))
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Answer ``too_large`` after the earlier answers, then close: the rest of an over-long line
+        cannot be told apart from the next request."""
+        if not self._closing:
+            self._quit(wire.encode_error(TooLarge(f"line is longer than {self.MAX_LENGTH} bytes")))
+
+    def _update_reading(self) -> None:
+        """Pause reading while a subscribe waits for its turn or too many answers are outstanding."""
+        if self._gone or self._closing or self.transport.disconnecting:
+            return
+        want_pause = self._held or len(self._out) >= self.MAX_PENDING
+        if want_pause and not self._paused:
+            self._paused = True
+            self.pauseProducing()
+        elif not want_pause and self._paused:
+            self._paused = False
+            self.resumeProducing()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _call(self, request: wire.Call) -> None:
+        slot = _Slot()
+        self._push(slot)
+        self._calls.append((request, slot))
+        self._next_call()
+
+    def _next_call(self) -> None:
+        """Run queued commands one at a time, so their effects happen in request order too
+        (``add q x`` then ``take q`` takes that x), like a Redis pipeline."""
+        if self._dispatching:
+            return  # a command finished synchronously inside the loop below: it continues
+        self._dispatching = True
+        try:
+            while self._calls and not self._running:
+                request, slot = self._calls.popleft()
+                self._running = True
+                d = self.dispatcher.execute(request.name, request.args, self.principal)
+                d.addCallbacks(self._encode_answer, self._encode_failure, errbackArgs=(request.name,))
+                d.addCallback(self._call_done, slot)
+        finally:
+            self._dispatching = False
+
+    def _call_done(self, data: bytes, slot: _Slot) -> None:
+        self._running = False
+        slot.fill(data)
+        self._flush()
+        self._next_call()
+
+    def _encode_answer(self, answer: Any) -> bytes:
+        try:
+            return wire.encode(answer)
+        except (TypeError, ValueError):
+            log.failure("line answer is not JSON peer={peer}", peer=self.peer)
+            return wire.encode_error(INTERNAL)
+
+    def _encode_failure(self, failure: Failure, name: str) -> bytes:
+        if isinstance(failure.value, RestMQError):
+            return wire.encode_error(failure.value)
+        log.failure("line command {cmd} failed peer={peer}", failure, cmd=name, peer=self.peer)
+        return wire.encode_error(INTERNAL)
+
+    def _answer_now(self, data: bytes) -> None:
+        """An answer (or stream line) known now, written in order after those still pending."""
+        self._push(_Slot(data, ready=True))
+
+    def _quit(self, last: bytes) -> None:
+        self._closing = True
+        self._push(_Slot(last, ready=True, then=self._close))
+
+    def _close(self) -> None:
+        self._cancel_stream()
+        self.transport.loseConnection()
+
+    # -- writing in order ---------------------------------------------------------------------
+
+    def _push(self, slot: _Slot) -> None:
+        self._out.append(slot)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write every answer at the head of the queue that is ready; stop at the first pending."""
+        if self._flushing:
+            return  # the outer loop picks up whatever was pushed meanwhile
+        self._flushing = True
+        try:
+            while self._out and self._out[0].ready:
+                slot = self._out.popleft()
+                if self._gone:
+                    continue
+                if slot.data:
+                    self.transport.write(slot.data)
+                if slot.then is not None:
+                    slot.then()
+        finally:
+            self._flushing = False
+        self._update_reading()
+
+    # -- streams ------------------------------------------------------------------------------
+
+    def _start_stream(self, request: wire.Subscribe) -> None:
+        """Runs when the subscribe's turn comes: every earlier request has been answered."""
+        self._held = False
+        ack = _Slot()
+        self._push(ack)  # messages delivered during subscribe() queue up behind the answer
+        sink = _StreamSink(self)
+        try:
+            subscription = self.dispatcher.subscribe(
+                request.queue, sink, mode=request.mode, principal=self.principal
+            )
+        except RestMQError as e:
+            sink.active = False
+            ack.fill(wire.encode_error(e))
+        except Exception:
+            sink.active = False
+            log.failure("line subscribe failed peer={peer}", peer=self.peer)
+            ack.fill(wire.encode_error(INTERNAL))
+        else:
+            self._sink, self._subscription, self._stream_queue = sink, subscription, request.queue
+            log.debug("line stream started queue={queue} peer={peer}", queue=request.queue, peer=self.peer)
+            ack.fill(wire.encode({"subscribed": request.queue, "mode": request.mode}))
+        self._flush()
+
+    def _while_streaming(self, request: wire.Request) -> None:
+        if isinstance(request, wire.Ping):
+            self._answer_now(wire.encode(wire.PONG))
+        elif isinstance(request, wire.Quit):
+            self._cancel_stream()
+            self._quit(wire.encode(wire.BYE))
+        else:
+            self._answer_now(
+                wire.encode_error(
+                    BadRequest(f"this connection streams queue {self._stream_queue}; only ping and quit work")
+                )
+            )
+
+    def _stream_ended(self, reason: str) -> None:
+        """The hub ended the stream (purge, shutdown): say why, then close."""
+        self._cancel_stream()
+        if not self._closing:
+            self._quit(wire.encode({"end": reason}))
+
+    def _cancel_stream(self) -> None:
+        if self._sink is not None:
+            self._sink.active = False
+        if self._subscription is not None:
+            self._subscription.cancel()
+            log.debug("line stream ended queue={queue} peer={peer}", queue=self._stream_queue, peer=self.peer)
+        self._sink = self._subscription = None
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._gone = True
+        self._cancel_stream()
+        self._out.clear()
+        super().connectionLost(reason)
+
+
+class LineFactory(protocol.Factory):
+    """Builds line-protocol connections on one dispatcher; ``max_line`` is the longest line in bytes
+    (``--max-message-size``)."""
+
+    def __init__(self, dispatcher: Any, *, max_line: int = 1 << 20) -> None:
+        self.dispatcher = dispatcher
+        self.max_line = max_line
+
+    def buildProtocol(self, addr: IAddress | None) -> LineProtocol:
+        proto = LineProtocol(self.dispatcher, self.max_line)
+        proto.factory = self
+        return proto
