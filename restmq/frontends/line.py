@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from restmq.engine.hub import Subscription
+from restmq.dispatch import Subscription
 from restmq.errors import BadRequest, RestMQError, TooLarge
 from restmq.wire import line as wire
 
@@ -87,6 +87,17 @@ class NewlineReceiver(LineReceiver):
         """One line without its terminator."""
         raise NotImplementedError
 
+    _paused = False
+
+    def set_reading(self, want_pause: bool) -> None:
+        """Pause or resume reading the socket (back-pressure on a client that sends too much)."""
+        if want_pause and not self._paused:
+            self._paused = True
+            self.pauseProducing()
+        elif not want_pause and self._paused:
+            self._paused = False
+            self.resumeProducing()
+
 
 @dataclass(eq=False)
 class _Slot:
@@ -136,7 +147,6 @@ class LineProtocol(NewlineReceiver):
         self._closing = False  # quit or over-long line seen: ignore what follows
         self._gone = False  # connection lost: write nothing more
         self._held = False  # a subscribe is waiting for its turn
-        self._paused = False
         self._sink: _StreamSink | None = None
         self._subscription: Subscription | None = None
         self._stream_queue = ""
@@ -173,13 +183,7 @@ class LineProtocol(NewlineReceiver):
         """Pause reading while a subscribe waits for its turn or too many answers are outstanding."""
         if self._gone or self._closing or self.transport.disconnecting:
             return
-        want_pause = self._held or len(self._out) >= self.MAX_PENDING
-        if want_pause and not self._paused:
-            self._paused = True
-            self.pauseProducing()
-        elif not want_pause and self._paused:
-            self._paused = False
-            self.resumeProducing()
+        self.set_reading(self._held or len(self._out) >= self.MAX_PENDING)
 
     # -- requests -----------------------------------------------------------------------------
 

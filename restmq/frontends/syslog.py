@@ -46,7 +46,6 @@ class SyslogProtocol(NewlineReceiver):
         self.queue = wire.queue_for(self.host)
         self._backlog: deque[str] = deque()
         self._sending = False
-        self._paused = False
         self._gone = False
         self._discarding = False  # inside an over-long line: drop up to its newline
         self._leftover = b""  # what followed an over-long line, still to be read
@@ -101,13 +100,7 @@ class SyslogProtocol(NewlineReceiver):
     def _update_reading(self) -> None:
         if self._gone or self.transport.disconnecting:
             return
-        want_pause = len(self._backlog) >= self.MAX_BACKLOG
-        if want_pause and not self._paused:
-            self._paused = True
-            self.pauseProducing()
-        elif not want_pause and self._paused:
-            self._paused = False
-            self.resumeProducing()
+        self.set_reading(len(self._backlog) >= self.MAX_BACKLOG)
 
     # -- storing ------------------------------------------------------------------------------
 
