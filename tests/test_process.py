@@ -19,8 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from restmq.backend.embedded import pid_alive
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+#: twistd stops cleanly on SIGTERM, then re-raises the signal so its parent sees why it ended.
+TWISTD_CLEAN_EXIT = (0, -signal.SIGTERM)
 LISTENING = re.compile(r"(\w+) listening on (\S+)")
 
 
@@ -35,7 +39,8 @@ class Server:
             argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -49,8 +54,8 @@ class Server:
             try:
                 line = self.lines.get(timeout=0.1)
             except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
+                if not self.reader.is_alive() and self.lines.empty():
+                    break  # the process closed its output and every line was read
                 continue
             self.log.append(line)
             text = line
@@ -92,22 +97,22 @@ def serve_argv(data: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    """Processes started by a test; any left running are killed at the end."""
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    """Processes started by a test; any left running, and any redis-server they left, are killed."""
     started: list[Server] = []
     yield started
     for server in started:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait(10)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(tmp_path).encode() in cmdline:
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def test_serve_with_embedded_redis_survives_kill_9(tmp_path, servers):
@@ -180,7 +185,8 @@ def test_twistd_plugin_serves(tmp_path, servers, redis):
         server.wait_for("http listening")
     status, body = http("POST", server.url("/q/t"), b"x", {"accept": "application/json", "content-type": "text/plain"})
     assert status == 201 and json.loads(body)["key"] == "t:1"
-    assert server.stop() == 0
+    assert server.stop() in TWISTD_CLEAN_EXIT
+    server.wait_for("restmq stopped")
 
 
 def test_tac_serves_from_environment(tmp_path, servers, redis):
@@ -196,4 +202,5 @@ def test_tac_serves_from_environment(tmp_path, servers, redis):
         server.wait_for("http listening")
     status, body = http("GET", server.url("/stats"))
     assert status == 200 and "queues" in json.loads(body)
-    assert server.stop() == 0
+    assert server.stop() in TWISTD_CLEAN_EXIT
+    server.wait_for("restmq stopped")

@@ -121,7 +121,11 @@ class QueueEngine:
         for value_json, priority in items:
             args.append(priority)
             args.append(value_json)
-        register = defer.ensureDeferred(self._register(queue))
+        # Sent alongside the script; best effort, since failing an add that Redis applied would make
+        # the client retry and duplicate it.
+        register = defer.ensureDeferred(self._register(queue)).addErrback(
+            lambda f: log.warn("could not register queue={queue}: {error}", queue=queue, error=f.value)
+        )
         reply = await self._script("add", queue, args)
         await register
         return int(reply[0]) / 1000.0, [int(n) for n in reply[1:]]

@@ -94,7 +94,12 @@ class Watch:
 
     def wait(self, timeout: float) -> defer.Deferred[bool]:
         """Fire True on the queue's next add or resume, False after ``timeout`` seconds."""
-        d: defer.Deferred[bool] = defer.Deferred()
+
+        def cancel(d: defer.Deferred[bool]) -> None:  # the long-polling client went away
+            if d in self._local.waiters:
+                self._local.waiters.remove(d)
+
+        d: defer.Deferred[bool] = defer.Deferred(cancel)
         self._local.waiters.append(d)
         return self._bound(d, timeout)
 

@@ -1,0 +1,132 @@
+"""The HTTP front end's entry point: :func:`build_site` builds the resource tree and its Site.
+
+The tree (``putChild`` at the root, ``getChild`` below; a trailing slash is optional everywhere)::
+
+    /                 Root          POST add, GET ?queue= take, GET -> 302 /dashboard   (rest.py)
+    /q, /q/<q>[/…]    Queues        list, take/add/purge, <n>, peek, ack, …               (rest.py)
+    /queue            JsonProtocol  the JSON protocol; GET: a form to try it             (rest.py)
+    /c/<q>            Comet         COMET stream                                          (stream.py)
+    /stats, /control, /p, /health, /dashboard, /j                                        (admin.py)
+    /RPC2, /xmlrpc    XML-RPC       restmq.frontends.xmlrpc
+    anything else     JSON 404
+
+Later issues mount theirs in :func:`build_tree` where marked: ``/ws/`` (autobahn's
+``WebSocketResource``), ``/sse/``, ``/metrics``, ``/openapi.json`` and the live ``/dashboard``.
+
+What the Site adds to twisted.web's:
+
+- Request bodies are capped at :func:`restmq.wire.form.body_limit` (3 x ``max_message_size`` +
+  64 KiB: room for a form's percent-encoding and add_many's framing; each value's own limit is
+  checked by the dispatcher, also 413). Over the cap, by ``Content-Length`` or while a chunked body
+  arrives, the rest of the body is read and dropped (never buffered) and the answer is a 413 JSON.
+  Bodies are kept in memory (at most the cap), not in temp files.
+- Form bodies are not parsed by twisted.web (its multipart errors are bare 400s and its
+  Content-Type parsing is costly); routes decode bodies on demand with :mod:`restmq.wire.form`.
+- A failure inside a resource is logged with its traceback and answered as a JSON 500; no HTML
+  page, no traceback to the client. The access log is off (it costs more than a queue add).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.resource import IResource
+
+from restmq.errors import TooLarge
+from restmq.frontends.http.admin import Control, Dashboard, Health, Jobs, Policies, Stats
+from restmq.frontends.http.common import Front, describe, send_error, send_internal
+from restmq.frontends.http.rest import JsonProtocol, Queues, Root
+from restmq.frontends.http.stream import Comet
+from restmq.frontends.xmlrpc import build_xmlrpc
+
+log = Logger()
+
+
+class RestMQRequest(server.Request):
+    """A twisted.web Request with a body cap, JSON failures and no form parsing of its own."""
+
+    too_large = False
+    _received = 0
+    content: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._parsePOSTFormSubmission = False  # bodies are decoded on demand by the routes
+
+    def _limit(self) -> int:
+        return getattr(getattr(self.channel, "site", None), "body_limit", 1 << 62)
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = io.BytesIO()
+        if length is not None and length > self._limit():
+            self.too_large = True
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        self._received += len(data)
+        if self._received > self._limit():
+            self.too_large = True
+            self.content = io.BytesIO()  # drop what was kept; the rest is not kept either
+            return
+        self.content.write(data)
+
+    def process(self) -> None:
+        if self.too_large:
+            self.site = self.channel.site  # type: ignore[attr-defined]
+            limit = self._limit()
+            send_error(self, TooLarge(f"request body is over {limit} bytes", limit=limit))
+            return
+        super().process()
+
+    def processingFailed(self, reason: Failure) -> Failure:
+        log.failure("HTTP {request} failed", reason, request=describe(self))
+        send_internal(self)
+        return reason
+
+
+class RestMQSite(server.Site):
+    """The Site: RestMQ's requests, quiet factory, no access log, no tracebacks."""
+
+    displayTracebacks = False
+    noisy = False
+
+    def __init__(self, resource: IResource, *, body_limit: int) -> None:
+        super().__init__(resource, requestFactory=RestMQRequest)
+        self.body_limit = body_limit
+
+    def log(self, request: http.Request) -> None:
+        """No access log: a line per request would cost more than the queue add itself."""
+
+
+def build_tree(front: Front) -> Root:
+    """The resource tree over ``front`` (see the module docstring)."""
+    root = Root(front)
+    root.putChild(b"q", Queues(front))
+    root.putChild(b"queue", JsonProtocol(front))
+    root.putChild(b"c", Comet(front))
+    root.putChild(b"stats", Stats(front))
+    root.putChild(b"control", Control(front))
+    root.putChild(b"p", Policies(front))
+    root.putChild(b"health", Health(front))
+    root.putChild(b"j", Jobs(front))
+    root.putChild(b"dashboard", Dashboard(front))  # the live page replaces this one later
+    xmlrpc = build_xmlrpc(front.dispatcher)
+    root.putChild(b"RPC2", xmlrpc)
+    root.putChild(b"xmlrpc", xmlrpc)
+    # Later issues mount here:
+    #   root.putChild(b"ws", <autobahn WebSocketResource over restmq.frontends.http.ws>)
+    #   root.putChild(b"sse", <SSE streams>)
+    #   root.putChild(b"metrics", <Prometheus text>)
+    #   root.putChild(b"openapi.json", <the route description>)
+    return root
+
+
+def build_site(dispatcher: Any, *, max_message_size: int = 1 << 20, reactor: Any = None) -> server.Site:
+    """The twisted.web Site serving every HTTP route of SPEC §3 over ``dispatcher``."""
+    front = Front(dispatcher, max_message_size=max_message_size, reactor=reactor)
+    return RestMQSite(build_tree(front), body_limit=front.body_limit)
