@@ -63,6 +63,9 @@ class Command:
 QUEUE = Arg("queue", "queue", required=True, doc="queue name")
 OPT_QUEUE = Arg("queue", "queue", doc="queue name (all queues when absent)")
 COUNT = Arg("count", "int", low=1, high=MAX_COUNT, doc="how many messages (a list is returned)")
+#: Longest ttl: a year. A message older than its ttl is dropped unconsumed (counted as expired).
+MAX_TTL = 365 * 86400.0
+TTL = Arg("ttl", "seconds", default=0.0, low=0, high=MAX_TTL, doc="drop if not taken within (0: never)")
 WAIT = Arg("wait", "seconds", default=0.0, low=0, high=MAX_WAIT, doc="long-poll up to this long")
 
 _TABLE = (
@@ -72,6 +75,7 @@ _TABLE = (
             QUEUE,
             Arg("value", "value", required=True, doc="the message: any JSON value"),
             Arg("priority", "int", default=5, low=0, high=9, doc="0-9, lower is served first"),
+            TTL,
         ),
         "write",
         "Add one message; answers its key.",
@@ -81,7 +85,7 @@ _TABLE = (
         "add_many",
         (
             QUEUE,
-            Arg("messages", "messages", required=True, doc="values or {value, priority}"),
+            Arg("messages", "messages", required=True, doc="values or {value, priority, ttl}"),
         ),
         "write",
         "Add up to 1000 messages in one round trip; answers their keys.",
@@ -194,25 +198,29 @@ def _value(arg: Arg, raw: Any) -> Any:
     return raw
 
 
-def _messages(arg: Arg, raw: Any) -> list[tuple[Any, int]]:
-    """``add_many``'s list: each item a bare value or ``{"value", "priority"}``."""
+def _messages(arg: Arg, raw: Any) -> list[tuple[Any, int, float]]:
+    """``add_many``'s list: each item a bare value or ``{"value", "priority", "ttl"}``."""
     if not isinstance(raw, list) or not raw:
         raise BadRequest("messages must be a non-empty list")
     if len(raw) > MAX_COUNT:
         raise BadRequest(f"at most {MAX_COUNT} messages in one add_many, not {len(raw)}")
+    add = COMMANDS["add"]
     out = []
-    priority_arg = COMMANDS["add"].by_name["priority"]
     for item in raw:
         if isinstance(item, dict):
-            unknown = set(item) - {"value", "priority"}
+            unknown = set(item) - {"value", "priority", "ttl"}
             if unknown:
                 raise BadRequest(f"unknown message field(s): {', '.join(sorted(unknown))}")
             if "value" not in item:
                 raise BadRequest("each message object needs a value")
-            priority = _int(priority_arg, item.get("priority", priority_arg.default))
-            out.append((_value(arg, item["value"]), priority))
+            value_arg, priority_arg = add.by_name["value"], add.by_name["priority"]
+            out.append((
+                _value(value_arg, item["value"]),
+                _int(priority_arg, item["priority"]) if "priority" in item else priority_arg.default,
+                _seconds(TTL, item["ttl"]) if "ttl" in item else TTL.default,
+            ))
         else:
-            out.append((_value(arg, item), priority_arg.default))
+            out.append((_value(arg, item), add.by_name["priority"].default, TTL.default))
     return out
 
 

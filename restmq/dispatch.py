@@ -96,12 +96,12 @@ class Dispatcher:
             )
         return encoded
 
-    async def _cmd_add(self, queue: str, value: Any, priority: int) -> dict[str, Any]:
-        _, numbers = await self.engine.add(queue, [(self._encode(value), priority)])
+    async def _cmd_add(self, queue: str, value: Any, priority: int, ttl: float) -> dict[str, Any]:
+        _, numbers = await self.engine.add(queue, [(self._encode(value), priority, ttl)])
         return {"queue": queue, "value": value, "key": f"{queue}:{numbers[0]}"}
 
-    async def _cmd_add_many(self, queue: str, messages: list[tuple[Any, int]]) -> dict[str, Any]:
-        items = [(self._encode(value), priority) for value, priority in messages]
+    async def _cmd_add_many(self, queue: str, messages: list[tuple[Any, int, float]]) -> dict[str, Any]:
+        items = [(self._encode(value), priority, ttl) for value, priority, ttl in messages]
         _, numbers = await self.engine.add(queue, items)
         return {"queue": queue, "keys": [f"{queue}:{n}" for n in numbers]}
 

@@ -229,3 +229,22 @@ async def test_redis_gone_is_backend_unavailable_then_recovers(redis_server):
         private.process.terminate()
         await engine.stop()
         engine.redis.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_ttl_drops_unconsumed_messages_and_counts_them(dispatcher):
+    """A message past its ttl is never delivered or shown, and stats count it as expired."""
+    from twisted.internet import reactor, task
+
+    await run(dispatcher, "add", queue="q", value="short", ttl=0.05)
+    await run(dispatcher, "add_many", queue="q", messages=[{"value": "brief", "ttl": "0.05"}, "keeps"])
+    await task.deferLater(reactor, 0.1, lambda: None)
+    await fails(dispatcher, "not_found", "get", queue="q", key="q:1")
+    assert [m["value"] for m in await run(dispatcher, "peek", queue="q", count=5)] == ["keeps"]
+    assert (await run(dispatcher, "get", queue="q"))["value"] == "keeps"
+    assert [m["value"] for m in await run(dispatcher, "take", queue="q", count=5)] == ["keeps"]
+    counters = (await run(dispatcher, "stats", queue="q"))["counters"]
+    assert counters["expired"] == 2 and counters["taken"] == 1
+    await fails(dispatcher, "bad_request", "add", queue="q", value="x", ttl=-1)
+    await fails(dispatcher, "bad_request", "add", queue="q", value="x", ttl="soon")
+    await fails(dispatcher, "bad_request", "add_many", queue="q", messages=[{"value": "x", "ttl": -1}])

@@ -346,6 +346,15 @@ async def test_root_post_adds_and_get_takes(http):
 
 
 @pytest_twisted.ensureDeferred
+async def test_root_post_with_original_ttl_drops_the_message_later(http):
+    """The original ttl field is accepted on POST / and an expired message is never taken."""
+    reply = await http.post("/", data={"queue": "q", "value": "brief", "ttl": "0.05"})
+    assert reply.body == b"q:1\r\n"
+    await sleep(0.1)
+    assert (await http.get("/q/q")).status == 204
+
+
+@pytest_twisted.ensureDeferred
 async def test_root_without_queue_redirects_to_dashboard(http):
     """GET / without a queue is a 302 to the dashboard."""
     response = await treq.get(http.base + "/", allow_redirects=False, persistent=False)

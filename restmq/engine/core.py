@@ -115,12 +115,12 @@ class QueueEngine:
 
     # -- commands -----------------------------------------------------------------------------
 
-    async def add(self, queue: str, items: Sequence[tuple[bytes, int]]) -> tuple[float, list[int]]:
-        """Store messages (value JSON, priority); answer the enqueue time and their numbers."""
+    async def add(self, queue: str, items: Sequence[tuple[bytes, int, float]]) -> tuple[float, list[int]]:
+        """Store messages (value JSON, priority, ttl seconds or 0); answer the enqueue time and
+        their numbers."""
         args: list[Any] = [K.for_queue(queue).channel]
-        for value_json, priority in items:
-            args.append(priority)
-            args.append(value_json)
+        for value_json, priority, ttl in items:
+            args += (priority, int(ttl * 1000), value_json)
         # Sent alongside the script; best effort, since failing an add that Redis applied would make
         # the client retry and duplicate it.
         register = defer.ensureDeferred(self._register(queue)).addErrback(
