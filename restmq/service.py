@@ -140,6 +140,12 @@ class RestMQService(MultiService):
 
 def build(config: Config, reactor: Any = None) -> RestMQService:
     """Build the whole service tree for ``config``; nothing starts until the tree is started."""
+    # Load now what later work imports lazily: twistd --uid/--gid drops privileges after this, and
+    # the service user may not be able to read Python's library (e.g. a Python under /root).
+    import encodings.idna  # noqa: F401  (host name resolution)
+
+    import txredisapi  # noqa: F401
+
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 

@@ -204,3 +204,22 @@ def test_tac_serves_from_environment(tmp_path, servers, redis):
     assert status == 200 and "queues" in json.loads(body)
     assert server.stop() in TWISTD_CLEAN_EXIT
     server.wait_for("restmq stopped")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_twistd_epoll_binds_then_drops_privileges(tmp_path, servers, redis):
+    """twistd --reactor=epoll --uid --gid binds as root, then serves as the unprivileged user."""
+    server = Server(
+        [str(BIN / "twistd"), "--reactor=epoll", "--uid=65534", "--gid=65534", "-n", "--pidfile=",
+         "restmq", "--redis", redis.url, "--http", "tcp:0:interface=127.0.0.1", "--line", "none"],
+        cwd=tmp_path,
+    )
+    servers.append(server)
+    server.wait_for("EPollReactor")
+    server.wait_for("engine ready")
+    status_file = Path(f"/proc/{server.proc.pid}/status").read_text()
+    assert re.search(r"^Uid:\s+65534\s", status_file, re.M), status_file
+    status, body = http("POST", server.url("/q/u"), b"value=x", {"content-type": "application/x-www-form-urlencoded"})
+    assert (status, body) == (200, b"u:1\r\n")
+    assert json.loads(http("GET", server.url("/q/u"))[1])["value"] == "x"
+    assert server.stop() in TWISTD_CLEAN_EXIT
