@@ -713,3 +713,15 @@ async def test_redis_outage_is_503_json(redis_server):
         await port.stopListening()
         await engine.stop()
         engine.redis.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_static_comet_page_is_served_and_unknown_files_are_json_404(http):
+    """The COMET example page is served from the server's origin; other names get the JSON 404."""
+    page = await http.get("/static/comet.html")
+    assert page.status == 200 and page.type == "text/html; charset=utf-8"
+    assert b"/c/${encodeURIComponent(queue)}" in page.body
+    missing = await http.get("/static/secret.txt")
+    assert missing.status == 404 and missing.json()["code"] == "not_found"
+    posted = await http.post("/static/comet.html", data={"x": "1"})
+    assert posted.status == 405 and posted.json()["code"] == "bad_request"

@@ -140,6 +140,8 @@ class _HubProtocol(txredisapi.SubscriberProtocol):
 class _HubFactory(protocol.Factory):
     """Builds the pub/sub protocol with raw bytes and the server's credentials."""
 
+    noisy = False  # the service logs "listening" / "pub/sub connected" itself
+
     isLazy = True
 
     def __init__(self, hub: Hub, target: SubscriberEndpoint) -> None:

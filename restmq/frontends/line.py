@@ -327,6 +327,8 @@ class LineFactory(protocol.Factory):
     """Builds line-protocol connections on one dispatcher; ``max_line`` is the longest line in bytes
     (``--max-message-size``)."""
 
+    noisy = False  # the service logs "listening" / "pub/sub connected" itself
+
     def __init__(self, dispatcher: Any, *, max_line: int = 1 << 20) -> None:
         self.dispatcher = dispatcher
         self.max_line = max_line

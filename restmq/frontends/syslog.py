@@ -140,6 +140,8 @@ class SyslogProtocol(NewlineReceiver):
 class SyslogFactory(protocol.Factory):
     """Builds syslog receiver connections; ``clock`` stamps lines (the reactor unless given)."""
 
+    noisy = False  # the service logs "listening" / "pub/sub connected" itself
+
     def __init__(
         self, dispatcher: Any, *, max_line: int = 1 << 20, clock: IReactorTime | None = None
     ) -> None:

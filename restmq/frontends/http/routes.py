@@ -8,6 +8,7 @@ The tree (``putChild`` at the root, ``getChild`` below; a trailing slash is opti
     /c/<q>            Comet         COMET stream                                          (stream.py)
     /stats, /control, /p, /health, /dashboard, /j                                        (admin.py)
     /RPC2, /xmlrpc    XML-RPC       restmq.frontends.xmlrpc
+    /static/<file>    Static        the example pages shipped in the package (COMET demo)
     anything else     JSON 404
 
 Later issues mount theirs in :func:`build_tree` where marked: ``/ws/`` (autobahn's
@@ -29,16 +30,18 @@ What the Site adds to twisted.web's:
 from __future__ import annotations
 
 import io
+from importlib import resources
 from typing import Any
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
-from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.resource import IResource, Resource
 
-from restmq.errors import TooLarge
+from restmq.errors import BadRequest, TooLarge
 from restmq.frontends.http.admin import Control, Dashboard, Health, Jobs, Policies, Stats
-from restmq.frontends.http.common import Front, describe, send_error, send_internal
+from restmq.frontends.http.common import NOT_FOUND, Front, describe, send_error, send_internal
 from restmq.frontends.http.rest import JsonProtocol, Queues, Root
 from restmq.frontends.http.stream import Comet
 from restmq.frontends.xmlrpc import build_xmlrpc
@@ -89,6 +92,42 @@ class RestMQRequest(server.Request):
         return reason
 
 
+#: Pages served under /static/: name -> content type. Read once at start; a browser example must
+#: come from the server's own origin to read its streams.
+STATIC = {b"comet.html": "text/html; charset=utf-8"}
+
+
+class Static(Resource):
+    """The packaged example pages; any other name is the JSON 404 (not twisted.web's HTML one)."""
+
+    def __init__(self, files: dict[bytes, str]) -> None:
+        super().__init__()
+        folder = resources.files("restmq.frontends.http").joinpath("static")
+        for name, content_type in files.items():
+            self.putChild(name, _Page(folder.joinpath(name.decode()).read_bytes(), content_type))
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        return NOT_FOUND
+
+
+class _Page(Resource):
+    """One fixed page (twisted.web.static would import its deprecated HTML error pages)."""
+
+    isLeaf = True
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        super().__init__()
+        self.body, self.content_type = body, content_type.encode()
+
+    def render(self, request: Any) -> bytes | int:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            send_error(request, BadRequest("use GET for this page"), status=405)
+            return NOT_DONE_YET
+        request.setHeader(b"content-type", self.content_type)
+        return self.body
+
+
 class RestMQSite(server.Site):
     """The Site: RestMQ's requests, quiet factory, no access log, no tracebacks."""
 
@@ -115,6 +154,7 @@ def build_tree(front: Front) -> Root:
     root.putChild(b"health", Health(front))
     root.putChild(b"j", Jobs(front))
     root.putChild(b"dashboard", Dashboard(front))  # the live page replaces this one later
+    root.putChild(b"static", Static(STATIC))
     xmlrpc = build_xmlrpc(front.dispatcher)
     root.putChild(b"RPC2", xmlrpc)
     root.putChild(b"xmlrpc", xmlrpc)
