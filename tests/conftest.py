@@ -102,16 +102,16 @@ def redis(redis_server: RedisServer) -> RedisServer:
 
 async def make_engine(server: RedisServer, *, default_policy: str = "broadcast", timeout: float = 1.0):
     """A started QueueEngine on ``server`` with its pub/sub hub (the service tree does the same)."""
-    import txredisapi
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ClientEndpoint
 
     from restmq.engine import QueueEngine
     from restmq.engine.hub import SubscriberEndpoint
 
-    pool = await txredisapi.ConnectionPool(
-        server.host, server.port, poolsize=4, charset=None, convertNumbers=False
-    )
+    from restmq.backend.connect import connect
+    from restmq.backend.redisconf import parse_redis_url
+
+    pool = await connect(parse_redis_url(server.url), poolsize=4, timeout=timeout)
     engine = QueueEngine(clock=reactor, timeout=timeout, default_policy=default_policy)
     await engine.attach(pool, SubscriberEndpoint(TCP4ClientEndpoint(reactor, server.host, server.port)))
     return engine

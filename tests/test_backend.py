@@ -628,3 +628,18 @@ async def test_embedded_stop_while_starting(tmp_path: Path, delay: float) -> Non
     again = EmbeddedRedis(data)
     async with running(again):
         assert await within(again.whenReady(), 15)
+
+
+@pytest.mark.parametrize("args,expected", [
+    ((b"PING",), b"*1\r\n$4\r\nPING\r\n"),
+    (("SET", "k\u00e9", 42), b"*3\r\n$3\r\nSET\r\n$3\r\nk\xc3\xa9\r\n$2\r\n42\r\n"),
+    (("X", -7, 1.5, b""), b"*4\r\n$1\r\nX\r\n$2\r\n-7\r\n$8\r\n1.500000\r\n$0\r\n\r\n"),
+])
+def test_build_command_is_resp(args, expected):
+    """Commands are framed as RESP arrays of bulk strings, floats as txredisapi formats them."""
+    import txredisapi
+
+    from restmq.backend.connect import build_command
+
+    encode = txredisapi.RedisProtocol(charset=None)._encode_value
+    assert build_command(encode, args) == expected

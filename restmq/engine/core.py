@@ -18,6 +18,7 @@ import txredisapi
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from restmq.engine import keys as K
 from restmq.engine.hub import Hub, SubscriberEndpoint
@@ -79,39 +80,42 @@ class QueueEngine:
         """End every stream and stop listening."""
         await self.hub.stop()
 
-    async def _bounded(self, work: Any) -> Any:
-        """Await ``work`` (a coroutine or Deferred) within ``timeout``; map Redis failures to errors."""
+    def _bounded(self, work: Any) -> defer.Deferred[Any]:
+        """``work`` (a coroutine or Deferred) bounded by ``timeout``, Redis failures mapped to
+        ``backend_unavailable``. A plain Deferred chain: this is on every command's path."""
         if self.redis is None:
             if not isinstance(work, defer.Deferred):
                 work.close()
-            raise BackendUnavailable("redis is not connected yet")
-        d = defer.ensureDeferred(work) if not isinstance(work, defer.Deferred) else work
-        d.addTimeout(self.timeout, self.clock)
-        try:
-            return await d
-        except RestMQError:
-            raise
-        except defer.TimeoutError:
-            raise BackendUnavailable(f"redis did not answer within {self.timeout:g} s") from None
-        except (txredisapi.ConnectionError, ConnectionError) as e:
-            raise BackendUnavailable(f"redis is unreachable: {e}") from None
-        except txredisapi.ResponseError as e:
-            text = str(e)
+            return defer.fail(BackendUnavailable("redis is not connected yet"))
+        d = work if isinstance(work, defer.Deferred) else defer.ensureDeferred(work)
+        return d.addTimeout(self.timeout, self.clock).addErrback(self._redis_failed)
+
+    def _redis_failed(self, failure: Failure) -> Failure:
+        if failure.check(defer.TimeoutError):
+            raise BackendUnavailable(f"redis did not answer within {self.timeout:g} s")
+        if failure.check(txredisapi.ConnectionError, ConnectionError):
+            raise BackendUnavailable(f"redis is unreachable: {failure.value}")
+        if failure.check(txredisapi.ResponseError):
+            text = str(failure.value)
             if text.startswith(("LOADING", "MASTERDOWN", "READONLY", "BUSY", "MISCONF", "OOM")):
-                raise BackendUnavailable(f"redis refused: {text}") from None
-            raise
+                raise BackendUnavailable(f"redis refused: {text}")
+        return failure
 
-    async def _script(self, name: str, queue: str, args: list[Any], extra: Sequence[str] = ()) -> Any:
-        qk = K.for_queue(queue)
-        return await self._bounded(self.scripts.call(self.redis, name, [*qk.script_keys(), *extra], args))
+    def _script(self, name: str, queue: str, args: list[Any]) -> defer.Deferred[Any]:
+        keys = K.for_queue(queue).pick(self.scripts.keys[name])
+        return self._bounded(self.scripts.call(self.redis, name, keys, args))
 
-    async def _register(self, queue: str) -> None:
-        """Keep the queue in the registry of names (a separate, idempotent write: see keys.py)."""
+    def _register(self, queue: str) -> defer.Deferred[Any] | None:
+        """Keep the queue in the registry of names (a separate, idempotent write: see keys.py);
+        None when this process registered it recently."""
         now = self.clock.seconds()
         if now - self._registered.get(queue, -REGISTRY_REFRESH) < REGISTRY_REFRESH:
-            return
-        await self._bounded(self.redis.sadd(K.REGISTRY, queue))
-        self._registered[queue] = now
+            return None
+
+        def done(_: Any) -> None:
+            self._registered[queue] = now
+
+        return self._bounded(self.redis.sadd(K.REGISTRY, queue)).addCallback(done)
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -123,11 +127,14 @@ class QueueEngine:
             args += (priority, int(ttl * 1000), value_json)
         # Sent alongside the script; best effort, since failing an add that Redis applied would make
         # the client retry and duplicate it.
-        register = defer.ensureDeferred(self._register(queue)).addErrback(
-            lambda f: log.warn("could not register queue={queue}: {error}", queue=queue, error=f.value)
-        )
+        register = self._register(queue)
+        if register is not None:
+            register.addErrback(
+                lambda f: log.warn("could not register queue={queue}: {error}", queue=queue, error=f.value)
+            )
         reply = await self._script("add", queue, args)
-        await register
+        if register is not None:
+            await register
         return int(reply[0]) / 1000.0, [int(n) for n in reply[1:]]
 
     async def take(self, queue: str, count: int) -> list[Message]:

@@ -8,6 +8,7 @@ written by separate idempotent commands. Pure: no Redis, no Twisted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 PREFIX = "rmq"
 REGISTRY = f"{PREFIX}:queues"
@@ -33,22 +34,12 @@ class QueueKeys:
     dead: str  # ZSET of the dead-letter queue's ready set
     channel: str  # pub/sub channel for wake-ups, purge and broadcast
 
-    def script_keys(self) -> list[str]:
-        """The fixed key list every per-queue script receives, in this order (see lua/*.lua)."""
-        return [
-            self.ready,
-            self.messages,
-            self.seen,
-            self.seq,
-            self.conf,
-            self.stats,
-            self.reserved,
-            self.delayed,
-            self.dead,
-            self.subs,
-        ]
+    def pick(self, roles: tuple[str, ...]) -> list[str]:
+        """The key names for ``roles`` (a script's declared ``-- KEYS:`` line), in that order."""
+        return [getattr(self, role) for role in roles]
 
 
+@lru_cache(maxsize=65536)
 def for_queue(queue: str) -> QueueKeys:
     """Keys of ``queue``; ``x.dead`` lives beside ``x`` under the same hash tag."""
     if queue.endswith(DEAD_SUFFIX) and len(queue) > len(DEAD_SUFFIX):

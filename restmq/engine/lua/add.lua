@@ -1,7 +1,8 @@
--- Add one or more messages atomically. KEYS: the fixed per-queue list (keys.py script_keys).
+-- KEYS: ready messages seq stats
+-- Add one or more messages atomically.
 -- ARGV[1] = event channel; then (priority, ttl ms or 0, value JSON) triples.
 -- Returns {now_ms, n1, n2, ...}. Publishes "a" so waiting consumers and streams wake up.
-local ready, msgs, seq, stats = KEYS[1], KEYS[2], KEYS[4], KEYS[6]
+local ready, msgs, seq, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local t = redis.call('TIME')
 local nowms = t[1] * 1000 + math.floor(t[2] / 1000)
 local now = string.format('%d', nowms)

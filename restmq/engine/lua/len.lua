@@ -1,7 +1,8 @@
+-- KEYS: ready reserved delayed dead
 -- Count the queue's messages by state: {ready, reserved, delayed, dead}.
 return {
   redis.call('ZCARD', KEYS[1]),
-  redis.call('ZCARD', KEYS[7]),
-  redis.call('ZCARD', KEYS[8]),
-  redis.call('ZCARD', KEYS[9]),
+  redis.call('ZCARD', KEYS[2]),
+  redis.call('ZCARD', KEYS[3]),
+  redis.call('ZCARD', KEYS[4]),
 }

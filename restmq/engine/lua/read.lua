@@ -1,3 +1,4 @@
+-- KEYS: ready messages seen
 -- Read messages without taking them. ARGV[1] = "peek" (ARGV[2] = count), "key" (ARGV[2] = n)
 -- or "soft" (the original soft get: the next message, counting how often it was looked at).
 -- Messages past their ttl are invisible here (take drops them). Returns {n, record, seen, ...}.

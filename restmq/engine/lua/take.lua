@@ -1,10 +1,11 @@
+-- KEYS: ready messages seen conf stats
 -- Remove up to ARGV[1] ready messages, lowest priority then oldest first (at-most-once).
 -- Messages past their ttl are dropped on the way and counted as expired.
 -- ARGV[2] = "take" (a consumer asked) or "stream" (the hub drains for subscribers; then
 -- ARGV[3] = event channel, ARGV[4] = the server's default policy).
 -- Returns {"paused"}, or {"ok", n, record, seen, ...}, or for a broadcast stream
 -- {"broadcast", how many} after publishing each message as "b<n>|<seen>|<record>".
-local ready, msgs, seen, conf, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6]
+local ready, msgs, seen, conf, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('HGET', conf, 'state') == 'paused' then
   return {'paused'}
 end
