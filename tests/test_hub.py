@@ -1,0 +1,138 @@
+"""The stream hub across processes: two engines on one Redis stand for two RestMQ processes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from restmq.dispatch import Dispatcher
+from tests.conftest import make_engine
+
+
+class Sink:
+    """A stream consumer that records what it gets and how it ended."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.closed: str | None = None
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+
+
+async def until(check, timeout: float = 3.0) -> float:
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, "condition not met in time"
+        await task.deferLater(reactor, 0.005, lambda: None)
+    return time.monotonic() - start
+
+
+@pytest_twisted.async_yield_fixture
+async def two(redis):
+    """Two dispatchers over two engines (two 'processes') sharing the test Redis."""
+    engines = [await make_engine(redis), await make_engine(redis)]
+    yield [Dispatcher(e) for e in engines]
+    for e in engines:
+        await e.stop()
+        await e.redis.disconnect()
+
+
+async def subscribed(dispatcher: Dispatcher, queue: str) -> Sink:
+    sink = Sink()
+    dispatcher.subscribe(queue, sink)
+    await dispatcher.engine.hub.watch(queue).ready(2)
+    return sink
+
+
+@pytest_twisted.ensureDeferred
+async def test_broadcast_reaches_subscribers_in_every_process_quickly(two):
+    """With the default broadcast policy every subscriber anywhere gets each message, within 100 ms."""
+    a, b = two
+    sinks = [await subscribed(a, "news"), await subscribed(b, "news"), await subscribed(b, "news")]
+    start = time.monotonic()
+    await a.execute("add", {"queue": "news", "value": "hello"})
+    await until(lambda: all(s.messages for s in sinks))
+    assert time.monotonic() - start < 0.1
+    assert [s.messages[0]["value"] for s in sinks] == ["hello"] * 3
+    assert (await a.execute("len", {"queue": "news"}))["len"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_roundrobin_gives_each_message_to_exactly_one_subscriber_across_processes(two):
+    """With roundrobin every message goes to exactly one subscriber, whichever process it is in."""
+    a, b = two
+    await a.execute("policy", {"queue": "jobs", "policy": "roundrobin"})
+    sinks = [await subscribed(a, "jobs"), await subscribed(b, "jobs")]
+    await b.execute("add_many", {"queue": "jobs", "messages": [str(i) for i in range(40)]})
+    await until(lambda: sum(len(s.messages) for s in sinks) >= 40)
+    await task.deferLater(reactor, 0.05, lambda: None)
+    got = sorted(int(m["value"]) for s in sinks for m in s.messages)
+    assert got == list(range(40))
+
+
+@pytest_twisted.ensureDeferred
+async def test_pause_holds_streams_and_resume_releases(two):
+    """A paused queue delivers nothing to streams; resuming delivers what accumulated."""
+    a, b = two
+    sink = await subscribed(b, "held")
+    await a.execute("pause", {"queue": "held"})
+    await a.execute("add", {"queue": "held", "value": "wait"})
+    await task.deferLater(reactor, 0.1, lambda: None)
+    assert sink.messages == []
+    await a.execute("resume", {"queue": "held"})
+    await until(lambda: sink.messages)
+    assert sink.messages[0]["value"] == "wait"
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_ends_streams_in_every_process(two):
+    """Purging a queue closes its streams everywhere with the reason 'purged'."""
+    a, b = two
+    sinks = [await subscribed(a, "gone"), await subscribed(b, "gone")]
+    await b.execute("purge", {"queue": "gone"})
+    await until(lambda: all(s.closed for s in sinks))
+    assert [s.closed for s in sinks] == ["purged", "purged"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscribers_are_counted_across_processes_and_forgotten_on_cancel(two):
+    """stats counts the subscribers of every process; a cancelled subscription stops counting."""
+    a, b = two
+    a.subscribe("count", Sink())
+    subscription = b.subscribe("count", Sink())
+    b.subscribe("count", Sink())
+    await task.deferLater(reactor, 0.1, lambda: None)
+    assert (await a.execute("stats", {"queue": "count"}))["subscribers"] == 3
+    subscription.cancel()
+    await task.deferLater(reactor, 0.1, lambda: None)
+    assert (await a.execute("stats", {"queue": "count"}))["subscribers"] == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_backlog_is_delivered_on_subscribe(two):
+    """Messages waiting in the queue go to the first subscriber as soon as it subscribes."""
+    a, _ = two
+    await a.execute("add_many", {"queue": "backlog", "messages": ["1", "2", "3"]})
+    sink = await subscribed(a, "backlog")
+    await until(lambda: len(sink.messages) == 3)
+    assert [m["value"] for m in sink.messages] == ["1", "2", "3"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscribe_refuses_bad_queue_names(two):
+    """A stream on an invalid queue name is refused with bad_queue_name."""
+    from restmq.errors import BadQueueName
+
+    a, _ = two
+    try:
+        a.subscribe("bad name", Sink())
+    except BadQueueName:
+        return
+    raise AssertionError("expected bad_queue_name")
