@@ -212,13 +212,9 @@ class QueueEngine:
             "subscribers": int(subs),
         }
 
-    async def set_subscribers(self, queue: str, count: int) -> None:
-        """Publish how many stream subscribers this process has on ``queue`` (for stats)."""
-        subs = K.for_queue(queue).subs
-        if count:
-            await self._bounded(self.redis.hset(subs, self.process_id, count))
-        else:
-            await self._bounded(self.redis.hdel(subs, self.process_id))
+    async def count_subscribers(self, queue: str, delta: int) -> None:
+        """Add ``delta`` to this process's stream subscribers on ``queue`` (summed by stats)."""
+        await self._script("subs", queue, [self.process_id, delta])
 
     async def redis_info(self) -> dict[str, str]:
         """Redis's INFO server section as text fields (version, mode, uptime)."""

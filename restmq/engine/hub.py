@@ -185,14 +185,14 @@ class Hub:
         """End every stream (``shutdown``) and close the pub/sub connection."""
         self._stopping = True
         for local in list(self._local.values()):
+            if local.sinks:
+                await self._count(local.queue, -len(local.sinks))
             for sink in list(local.sinks):
                 sink.close("shutdown")
             waiters, local.waiters = local.waiters, []
             for d in waiters:
                 if not d.called:
                     d.callback(False)
-        for queue in list(self._local):
-            await self._publish_count(queue, 0)
         if self._service is not None:
             await self._service.stopService()
 
@@ -202,7 +202,7 @@ class Hub:
         """Register a stream sink; it receives the queue's messages by the queue's policy."""
         local = self._interest(queue)
         local.sinks.append(sink)
-        defer.ensureDeferred(self._publish_count(queue, len(local.sinks)))
+        defer.ensureDeferred(self._count(queue, 1))
         local.subscribed.addCallback(lambda _: self.drain(local))
         return Subscription(self, queue, sink)
 
@@ -233,7 +233,7 @@ class Hub:
             return
         local.sinks.remove(sink)
         if not self._stopping:
-            defer.ensureDeferred(self._publish_count(queue, len(local.sinks)))
+            defer.ensureDeferred(self._count(queue, -1))
         self._maybe_forget(local)
 
     def _maybe_forget(self, local: _Local) -> None:
@@ -243,11 +243,11 @@ class Hub:
             if self._proto is not None and self._proto.connected:
                 self._proto.unsubscribe([local.channel]).addErrback(lambda _: None)
 
-    async def _publish_count(self, queue: str, count: int) -> None:
+    async def _count(self, queue: str, delta: int) -> None:
         try:
-            await self.engine.set_subscribers(queue, count)
+            await self.engine.count_subscribers(queue, delta)
         except Exception as e:  # stats only: never let it break a stream
-            log.debug("could not record subscribers queue={queue}: {error}", queue=queue, error=e)
+            log.debug("could not count subscribers queue={queue}: {error}", queue=queue, error=e)
 
     # -- pub/sub connection -------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 
 log = Logger()
 
-NAMES = ("add", "take", "read", "del", "purge", "len", "conf", "stats")
+NAMES = ("add", "take", "read", "del", "purge", "len", "conf", "stats", "subs")
 
 
 def source(name: str) -> str:
