@@ -40,6 +40,7 @@ async def subscriber_endpoint(target: RedisTarget, reactor: Any) -> SubscriberEn
     if target.kind == "unix":
         endpoint: Any = UNIXClientEndpoint(reactor, target.path)
     elif target.kind == "tcp":
+        assert target.host is not None and target.port is not None  # parse_redis_url fills them
         endpoint = HostnameEndpoint(reactor, target.host, target.port)
     else:
         import txredisapi

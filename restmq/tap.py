@@ -137,14 +137,15 @@ def parse(argv: list[str]) -> Config:
 def argv_from_env(environ: Mapping[str, str]) -> list[str]:
     """RESTMQ_HTTP=… RESTMQ_MAX_MESSAGE_SIZE=… → ``["--http", …]``: the tac's way in."""
     argv: list[str] = []
-    names = [p[0] for p in Options.optParameters]
-    for name in names:
+    for parameter in Options.optParameters:
+        name = str(parameter[0])
         value = environ.get("RESTMQ_" + name.upper().replace("-", "_"))
         if value is not None:
             argv += [f"--{name}", value]
-    for flag, *_ in Options.optFlags:
-        if environ.get("RESTMQ_" + flag.upper().replace("-", "_"), "").lower() in ("1", "true", "yes"):
-            argv.append(f"--{flag}")
+    for flag in Options.optFlags:
+        name = str(flag[0])
+        if environ.get("RESTMQ_" + name.upper().replace("-", "_"), "").lower() in ("1", "true", "yes"):
+            argv.append(f"--{name}")
     return argv
 
 

@@ -89,7 +89,13 @@ class Watch:
         if self._local.subscribed.called:
             return defer.succeed(True)
         d: defer.Deferred[bool] = defer.Deferred()
-        self._local.subscribed.addCallback(lambda r: (d.called or d.callback(True), r)[1])
+
+        def subscribed(result: None) -> None:
+            if not d.called:
+                d.callback(True)
+            return result
+
+        self._local.subscribed.addCallback(subscribed)
         return self._bound(d, timeout)
 
     def wait(self, timeout: float) -> defer.Deferred[bool]:
@@ -111,8 +117,13 @@ class Watch:
                 d.callback(False)
 
         call = self._hub.clock.callLater(timeout, expire)
-        d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
-        return d
+
+        def settled(result: Any) -> Any:
+            if call.active():
+                call.cancel()
+            return result
+
+        return d.addBoth(settled)
 
     def close(self) -> None:
         self._local.watchers -= 1
