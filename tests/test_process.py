@@ -223,3 +223,19 @@ def test_twistd_epoll_binds_then_drops_privileges(tmp_path, servers, redis):
     assert (status, body) == (200, b"u:1\r\n")
     assert json.loads(http("GET", server.url("/q/u"))[1])["value"] == "x"
     assert server.stop() in TWISTD_CLEAN_EXIT
+
+
+def test_serve_exits_1_when_its_port_is_taken(tmp_path):
+    """restmq serve says why and exits 1 when it cannot bind, starting no redis-server."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "restmq.cli", "serve", "--data", str(tmp_path / "data"),
+             "--http", f"tcp:{port}:interface=127.0.0.1", "--line", "none"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        )
+    assert proc.returncode == 1
+    assert "Address already in use" in proc.stdout
+    assert not (tmp_path / "data" / "redis.pid").exists()
