@@ -63,20 +63,30 @@ class Command:
 QUEUE = Arg("queue", "queue", required=True, doc="queue name")
 OPT_QUEUE = Arg("queue", "queue", doc="queue name (all queues when absent)")
 COUNT = Arg("count", "int", low=1, high=MAX_COUNT, doc="how many messages (a list is returned)")
+DAY = 86400.0
 #: Longest ttl: a year. A message older than its ttl is dropped unconsumed (counted as expired).
-MAX_TTL = 365 * 86400.0
+MAX_TTL = 365 * DAY
 TTL = Arg("ttl", "seconds", default=0.0, low=0, high=MAX_TTL, doc="drop if not taken within (0: never)")
+DELAY = Arg("delay", "seconds", default=0.0, low=0, high=7 * DAY, doc="seconds before it can be delivered")
+DEDUP = Arg("dedup", "text", high=256, doc="adds with the same string within the dedup window add once")
+PRIORITY = Arg("priority", "int", default=5, low=0, high=9, doc="0-9, lower is served first")
+VALUE = Arg("value", "value", required=True, doc="the message: any JSON value")
 WAIT = Arg("wait", "seconds", default=0.0, low=0, high=MAX_WAIT, doc="long-poll up to this long")
+#: Leases from a millisecond (tests, fast retries) to 12 hours.
+LEASE = Arg("lease", "seconds", low=0.001, high=12 * 3600.0, doc="seconds the message stays hidden")
+RECEIPT = Arg("receipt", "text", required=True, high=200, doc="the receipt a reserve answered")
+#: A queue's settings and their defaults (SPEC §2 ``config``); times in seconds.
+SETTINGS = (
+    Arg("max_attempts", "int", default=5, low=1, high=1000, doc="deliveries before the dead-letter queue"),
+    Arg("lease", "seconds", default=30.0, low=0.001, high=12 * 3600.0, doc="default reserve lease"),
+    Arg("dedup_window", "seconds", default=300.0, low=0, high=7 * DAY, doc="how long a dedup string holds"),
+    Arg("max_length", "int", default=0, low=0, high=10**9, doc="most messages held (0: no limit)"),
+)
 
 _TABLE = (
     Command(
         "add",
-        (
-            QUEUE,
-            Arg("value", "value", required=True, doc="the message: any JSON value"),
-            Arg("priority", "int", default=5, low=0, high=9, doc="0-9, lower is served first"),
-            TTL,
-        ),
+        (QUEUE, VALUE, PRIORITY, TTL, DELAY, DEDUP),
         "write",
         "Add one message; answers its key.",
         text=("queue", "value"),
@@ -85,7 +95,8 @@ _TABLE = (
         "add_many",
         (
             QUEUE,
-            Arg("messages", "messages", required=True, doc="values or {value, priority, ttl}"),
+            Arg("messages", "messages", required=True,
+                doc="values or {value, priority, ttl, delay, dedup}"),
         ),
         "write",
         "Add up to 1000 messages in one round trip; answers their keys.",
@@ -98,10 +109,53 @@ _TABLE = (
         text=("queue", "count", "wait"),
     ),
     Command(
-        "peek",
-        (QUEUE, COUNT),
+        "reserve",
+        (QUEUE, COUNT, LEASE, WAIT),
         "read",
-        "Look at the next messages without removing them.",
+        "Deliver the next message hidden for a lease (at-least-once); ack it or it comes back.",
+        text=("queue", "lease", "count", "wait"),
+    ),
+    Command(
+        "ack",
+        (QUEUE, Arg("receipt", "receipts", required=True, doc="a receipt or a list of them")),
+        "read",
+        "Acknowledge reserved messages: they are done and deleted.",
+        text=("queue", "receipt"),
+    ),
+    Command(
+        "nack",
+        (QUEUE, RECEIPT, Arg("delay", "seconds", default=0.0, low=0, high=7 * DAY),
+         Arg("error", "text", high=4096, doc="why it failed (kept with a dead message)")),
+        "read",
+        "Give a reserved message back now (or after delay); dead after max_attempts deliveries.",
+        text=("queue", "receipt", "delay", "error"),
+    ),
+    Command(
+        "touch",
+        (QUEUE, RECEIPT, LEASE),
+        "read",
+        "Extend a reservation's lease from now.",
+        text=("queue", "receipt", "lease"),
+    ),
+    Command(
+        "peek",
+        (QUEUE, COUNT, Arg("state", "choice", default="ready", choices=("ready", "reserved", "delayed", "dead"))),
+        "read",
+        "Look at messages without delivering them.",
+        text=("queue", "count", "state"),
+    ),
+    Command(
+        "config",
+        (QUEUE, *(Arg(a.name, a.kind, low=a.low, high=a.high, doc=a.doc) for a in SETTINGS)),
+        "read",
+        "A queue's settings; sets those given (needs admin).",
+        text=("queue",),
+    ),
+    Command(
+        "redrive",
+        (QUEUE, COUNT),
+        "admin",
+        "Move dead-letter messages back to the queue (all, or count).",
         text=("queue", "count"),
     ),
     Command(
@@ -198,30 +252,39 @@ def _value(arg: Arg, raw: Any) -> Any:
     return raw
 
 
-def _messages(arg: Arg, raw: Any) -> list[tuple[Any, int, float]]:
-    """``add_many``'s list: each item a bare value or ``{"value", "priority", "ttl"}``."""
+MESSAGE_FIELDS = (VALUE, PRIORITY, TTL, DELAY, DEDUP)
+
+
+def _messages(arg: Arg, raw: Any) -> list[dict[str, Any]]:
+    """``add_many``'s list: each item a bare value or ``{"value", "priority", "ttl", "delay",
+    "dedup"}``, checked like ``add``'s arguments."""
     if not isinstance(raw, list) or not raw:
         raise BadRequest("messages must be a non-empty list")
     if len(raw) > MAX_COUNT:
         raise BadRequest(f"at most {MAX_COUNT} messages in one add_many, not {len(raw)}")
-    add = COMMANDS["add"]
     out = []
     for item in raw:
-        if isinstance(item, dict):
-            unknown = set(item) - {"value", "priority", "ttl"}
-            if unknown:
-                raise BadRequest(f"unknown message field(s): {', '.join(sorted(unknown))}")
-            if "value" not in item:
-                raise BadRequest("each message object needs a value")
-            value_arg, priority_arg = add.by_name["value"], add.by_name["priority"]
-            out.append((
-                _value(value_arg, item["value"]),
-                _int(priority_arg, item["priority"]) if "priority" in item else priority_arg.default,
-                _seconds(TTL, item["ttl"]) if "ttl" in item else TTL.default,
-            ))
-        else:
-            out.append((_value(arg, item), add.by_name["priority"].default, TTL.default))
+        fields = item if isinstance(item, dict) else {"value": item}
+        out.append(_check("message", MESSAGE_FIELDS, fields))
     return out
+
+
+def _text(arg: Arg, raw: Any) -> str:
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str) or not raw:
+        raise BadRequest(f"{arg.name} must be a non-empty string")
+    if arg.high is not None and len(raw) > arg.high:
+        raise BadRequest(f"{arg.name} is longer than {arg.high:g} characters")
+    return raw
+
+
+def _receipts(arg: Arg, raw: Any) -> list[str]:
+    """One receipt or a list (up to 1000), as a list without repeats."""
+    items = raw if isinstance(raw, list) else [raw]
+    if not items or len(items) > MAX_COUNT:
+        raise BadRequest(f"{arg.name} must be a receipt or a list of 1 to {MAX_COUNT} receipts")
+    return list(dict.fromkeys(_text(RECEIPT, item) for item in items))
 
 
 def _key(arg: Arg, raw: Any) -> str:
@@ -250,6 +313,8 @@ _COERCE = {
     "messages": _messages,
     "key": _key,
     "choice": _choice,
+    "text": _text,
+    "receipts": _receipts,
 }
 
 
@@ -267,18 +332,23 @@ def parse(command: Command, raw: Mapping[str, Any]) -> dict[str, Any]:
     An argument the command does not take is an error rather than silently ignored, so a typo
     (``priorty``) does not quietly change what a client gets.
     """
-    unknown = [k for k in raw if k not in command.by_name]
+    return _check(command.name, command.args, raw)
+
+
+def _check(what: str, args: tuple[Arg, ...], raw: Mapping[str, Any]) -> dict[str, Any]:
+    names = {a.name for a in args}
+    unknown = [k for k in raw if k not in names]
     if unknown:
         raise BadRequest(
-            f"{command.name} does not take {', '.join(sorted(map(str, unknown)))}; "
-            f"it takes {', '.join(command.positional) or 'no arguments'}",
+            f"{what} does not take {', '.join(sorted(map(str, unknown)))}; "
+            f"it takes {', '.join(a.name for a in args) or 'no arguments'}",
         )
     out: dict[str, Any] = {}
-    for arg in command.args:
+    for arg in args:
         raw_value = raw.get(arg.name, MISSING)
         if raw_value is MISSING or (raw_value is None and arg.kind != "value"):
             if arg.required:
-                raise BadRequest(f"{command.name} needs {arg.name}")
+                raise BadRequest(f"{what} needs {arg.name}")
             out[arg.name] = arg.default
         else:
             out[arg.name] = _COERCE[arg.kind](arg, raw_value)

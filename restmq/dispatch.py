@@ -19,12 +19,25 @@ from restmq import commands
 from restmq.engine import QueueEngine
 from restmq.engine.hub import Sink, Subscription
 from restmq.errors import BadRequest, Empty, NotFound, RestMQError, TooLarge
+from restmq.engine.keys import DEAD_SUFFIX
 from restmq.model import Message, QueueLength, QueueState, encode_value
 
 log = Logger()
 
+#: Per-queue counters that stats always shows (zero until something happens).
+COUNTERS = ("added", "taken", "reserved", "acked", "nacked", "expired", "dead", "redriven")
+
 #: ``authorize(principal, right, queue)`` raises ``unauthorized``/``forbidden``; None allows all.
 Authorizer = Callable[[Any, str, str | None], None]
+
+
+def changes_settings(name: str, parsed: Mapping[str, Any]) -> bool:
+    """``policy`` and ``config`` read with the read right, but change settings with admin."""
+    if name == "policy":
+        return bool(parsed.get("policy"))
+    if name == "config":
+        return any(value is not None for key, value in parsed.items() if key != "queue")
+    return False
 
 
 def _state_dict(state: QueueState) -> dict[str, Any]:
@@ -65,7 +78,7 @@ class Dispatcher:
             command = commands.lookup(name)
             parsed = commands.parse(command, args)
             if self.authorize is not None:
-                right = "admin" if name == "policy" and parsed.get("policy") else command.right
+                right = "admin" if changes_settings(name, parsed) else command.right
                 self.authorize(principal, right, parsed.get("queue"))
             self.calls[name] += 1
             handler = getattr(self, "_cmd_" + name)
@@ -96,36 +109,68 @@ class Dispatcher:
             )
         return encoded
 
-    async def _cmd_add(self, queue: str, value: Any, priority: int, ttl: float) -> dict[str, Any]:
-        _, numbers = await self.engine.add(queue, [(self._encode(value), priority, ttl)])
+    async def _cmd_add(
+        self, queue: str, value: Any, priority: int, ttl: float, delay: float, dedup: str | None
+    ) -> dict[str, Any]:
+        numbers = await self.engine.add(queue, [(self._encode(value), priority, ttl, delay, dedup)])
         return {"queue": queue, "value": value, "key": f"{queue}:{numbers[0]}"}
 
-    async def _cmd_add_many(self, queue: str, messages: list[tuple[Any, int, float]]) -> dict[str, Any]:
-        items = [(self._encode(value), priority, ttl) for value, priority, ttl in messages]
-        _, numbers = await self.engine.add(queue, items)
+    async def _cmd_add_many(self, queue: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        items = [
+            (self._encode(m["value"]), m["priority"], m["ttl"], m["delay"], m["dedup"]) for m in messages
+        ]
+        numbers = await self.engine.add(queue, items)
         return {"queue": queue, "keys": [f"{queue}:{n}" for n in numbers]}
 
     async def _cmd_take(self, queue: str, count: int | None, wait: float) -> Any:
-        messages = await self.engine.take(queue, count or 1)
-        if not messages and wait > 0:
-            messages = await self._long_poll(queue, count or 1, wait)
-        return self._one_or_list(messages, count)
+        return self._one_or_list(await self._deliver(queue, count or 1, wait, None), count)
 
-    async def _long_poll(self, queue: str, count: int, wait: float) -> list[Message]:
-        """Wait up to ``wait`` seconds for messages, woken by adds anywhere (no polling)."""
-        hub = self.engine.hub
+    async def _cmd_reserve(self, queue: str, count: int | None, lease: float | None, wait: float) -> Any:
+        return self._one_or_list(await self._deliver(queue, count or 1, wait, lease or 0.0), count)
+
+    async def _deliver(self, queue: str, count: int, wait: float, lease: float | None) -> list[Message]:
+        """Take (``lease`` None) or reserve up to ``count``, long-polling up to ``wait`` seconds,
+        woken by adds anywhere (no polling)."""
+
+        def once() -> Any:
+            if lease is None:
+                return self.engine.take(queue, count)
+            return self.engine.reserve(queue, count, lease or None)
+
+        messages = await once()
+        if messages or wait <= 0:
+            return messages
         deadline = time.monotonic() + wait
-        watch = hub.watch(queue)
+        watch = self.engine.hub.watch(queue)
         try:
             await watch.ready(wait)
             while True:
-                messages = await self.engine.take(queue, count)
+                messages = await once()
                 remaining = deadline - time.monotonic()
                 if messages or remaining <= 0:
                     return messages
                 await watch.wait(remaining)
         finally:
             watch.close()
+
+    async def _cmd_ack(self, queue: str, receipt: list[str]) -> dict[str, Any]:
+        return {"queue": queue, "acked": await self.engine.ack(queue, receipt)}
+
+    async def _cmd_nack(self, queue: str, receipt: str, delay: float, error: str | None) -> dict[str, Any]:
+        where = await self.engine.nack(queue, receipt, delay, error)
+        return {"queue": queue, "nacked": 1, "state": where}
+
+    async def _cmd_touch(self, queue: str, receipt: str, lease: float | None) -> dict[str, Any]:
+        return {"queue": queue, "lease_until": await self.engine.touch(queue, receipt, lease)}
+
+    async def _cmd_config(self, queue: str, **settings: Any) -> dict[str, Any]:
+        changes = {name: value for name, value in settings.items() if value is not None}
+        return {"queue": queue, **await self.engine.config(queue, changes)}
+
+    async def _cmd_redrive(self, queue: str, count: int | None) -> dict[str, Any]:
+        if queue.endswith(DEAD_SUFFIX):
+            raise BadRequest(f"redrive the queue itself ({queue[: -len(DEAD_SUFFIX)]}), not its dead letters")
+        return {"queue": queue, "moved": await self.engine.redrive(queue, count)}
 
     @staticmethod
     def _one_or_list(messages: list[Message], count: int | None) -> Any:
@@ -135,8 +180,10 @@ class Dispatcher:
             raise Empty("empty queue")
         return messages[0].to_dict()
 
-    async def _cmd_peek(self, queue: str, count: int | None) -> Any:
-        return self._one_or_list(await self.engine.peek(queue, count or 1), count)
+    async def _cmd_peek(self, queue: str, count: int | None, state: str) -> Any:
+        if state == "dead":
+            queue, state = queue + DEAD_SUFFIX, "ready"
+        return self._one_or_list(await self.engine.peek(queue, count or 1, state), count)
 
     @staticmethod
     def _number(queue: str, key: str) -> int:
@@ -190,7 +237,7 @@ class Dispatcher:
         if queue is not None:
             found = await self.engine.queue_stats(queue)
             length: QueueLength = found["length"]
-            counters = {k: found["counters"].get(k, 0) for k in ("added", "taken", "acked", "nacked", "expired", "dead")}
+            counters = {k: found["counters"].get(k, 0) for k in COUNTERS}
             return {
                 **_state_dict(found["state"]),
                 "len": length.total,

@@ -22,6 +22,9 @@ class Message:
     attempts: int
     enqueued_ms: int
     count: int = 0
+    receipt: str = ""
+    lease_until_ms: int = 0
+    error: str = ""
 
     @property
     def key(self) -> str:
@@ -32,8 +35,9 @@ class Message:
         return json.loads(self.value_json)
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC §1 message shape (plus ``count``)."""
-        return {
+        """The SPEC §1 message shape plus ``count``; ``receipt`` and ``lease_until`` when reserved,
+        ``error`` when a nack said why it failed."""
+        shape = {
             "key": self.key,
             "queue": self.queue,
             "value": self.value,
@@ -42,6 +46,12 @@ class Message:
             "enqueued_at": self.enqueued_ms / 1000.0,
             "count": self.count,
         }
+        if self.receipt:
+            shape["receipt"] = self.receipt
+            shape["lease_until"] = self.lease_until_ms / 1000.0
+        if self.error:
+            shape["error"] = self.error
+        return shape
 
 
 @dataclass(frozen=True, slots=True)

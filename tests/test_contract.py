@@ -54,13 +54,48 @@ SCENARIO: list[tuple[str, dict[str, Any], Any]] = [
     ("take", {"queue": Q, "count": 1001}, "bad_request"),
     ("explode", {"queue": Q}, "unknown_command"),
     ("health", {}, lambda answer: answer["status"] == "ok"),
+    # at-least-once: receipts from one step are used by the next (Memo saves and recalls them)
+    ("add_many", {"queue": Q, "messages": ["r1", "r2"]}, {"keys": [f"{Q}:7", f"{Q}:8"]}),
+    ("reserve", {"queue": Q, "lease": 30}, lambda answer: MEMO.save("r1", answer, value="r1", attempts=1)),
+    ("reserve", {"queue": Q, "count": 5, "lease": 30},
+     lambda answer: MEMO.save("r2", answer[0], value="r2") and len(answer) == 1),
+    ("len", {"queue": Q}, {"ready": 0, "reserved": 2}),
+    ("touch", {"queue": Q, "receipt": lambda: MEMO["r1"]}, lambda answer: answer["lease_until"] > 0),
+    ("nack", {"queue": Q, "receipt": lambda: MEMO["r2"], "error": "flaky"}, {"nacked": 1, "state": "ready"}),
+    ("ack", {"queue": Q, "receipt": lambda: MEMO["r1"]}, {"acked": 1}),
+    ("ack", {"queue": Q, "receipt": lambda: MEMO["r1"]}, "stale_receipt"),
+    ("nack", {"queue": Q, "receipt": "1.1.nope"}, "stale_receipt"),
+    ("config", {"queue": Q, "max_attempts": 2}, {"queue": Q, "max_attempts": 2, "lease": 30.0}),
+    ("reserve", {"queue": Q}, lambda answer: MEMO.save("r2", answer, attempts=2)),
+    ("nack", {"queue": Q, "receipt": lambda: MEMO["r2"]}, {"state": "dead"}),
+    ("peek", {"queue": Q, "state": "dead"}, {"key": f"{Q}.dead:8", "attempts": 2, "error": "flaky"}),
+    ("redrive", {"queue": Q}, {"queue": Q, "moved": 1}),
+    ("reserve", {"queue": Q, "lease": -1}, "bad_request"),
+    ("add", {"queue": Q, "value": "d", "delay": 60, "dedup": "once"}, {"key": f"{Q}:9"}),
+    ("add", {"queue": Q, "value": "d", "dedup": "once"}, {"key": f"{Q}:9"}),
+    ("len", {"queue": Q}, {"ready": 1, "delayed": 1, "dead": 0}),
 ]
+
+
+class Memo(dict):
+    """Receipts remembered between steps of one run."""
+
+    def save(self, name: str, message: Any, **expected: Any) -> bool:
+        for key, value in expected.items():
+            assert message[key] == value, (name, message)
+        self[name] = message["receipt"]
+        return True
+
+
+MEMO = Memo()
 
 Call = Callable[[str, dict[str, Any]], Awaitable[tuple[str, Any]]]
 
 
 def bind(value: Any, queue: str) -> Any:
-    """Put the front end's queue name in place of Q, recursively."""
+    """Put the front end's queue name in place of Q, recursively; call remembered values."""
+    if callable(value):
+        return value()
     if isinstance(value, str):
         return value.replace(Q, queue) if value.startswith(Q) else value
     if isinstance(value, dict):
@@ -143,6 +178,7 @@ async def test_every_front_end_keeps_the_same_contract(dispatcher, frontend):
         "line": lambda n, a: via_line(("127.0.0.1", line.getHost().port), n, a),
     }
     queue = f"contract-{frontend}"
+    MEMO.clear()
     try:
         for step, (name, args, expected) in enumerate(SCENARIO):
             outcome = await callers[frontend](name, bind(args, queue))

@@ -279,12 +279,44 @@ async def test_long_poll_client_leaving_does_not_eat_a_message(http):
 
 
 @pytest_twisted.ensureDeferred
-async def test_lease_reserves_through_the_dispatcher(http):
-    """?lease=S asks for reserve; until the command exists the answer is a 400 JSON error."""
+async def test_lease_reserves_and_ack_finishes(http):
+    """GET ?lease=S reserves (hidden, with a receipt); POST /ack with the receipt deletes it."""
     await add(http, "q", "x")
-    reply = await http.get("/q/q?lease=30")
-    assert reply.status == 400 and reply.json()["code"] == "unknown_command"
-    assert (await http.get("/q/q")).json()["value"] == "x"
+    got = (await http.get("/q/q?lease=30")).json()
+    assert got["value"] == "x" and got["attempts"] == 1 and got["receipt"]
+    assert (await http.get("/q/q?lease=30")).status == 204
+    acked = await http.post("/q/q/ack", data={"receipt": got["receipt"]})
+    assert acked.json() == {"queue": "q", "acked": 1}
+    stale = await http.post("/q/q/ack", json_body={"receipt": [got["receipt"]]})
+    assert stale.status == 409 and stale.json()["code"] == "stale_receipt"
+
+
+@pytest_twisted.ensureDeferred
+async def test_nack_touch_and_text_receipts(http):
+    """nack gives back, touch extends, and a text/plain body is the receipt."""
+    await add(http, "q", "x")
+    got = (await http.get("/q/q?lease=30&count=1")).json()[0]
+    touched = await http.post("/q/q/touch", data=got["receipt"].encode(), headers={"Content-Type": "text/plain"})
+    assert touched.json()["lease_until"] > got["lease_until"] - 1
+    nacked = await http.post(f"/q/q/nack?receipt={got['receipt']}", data={"error": "flaky"})
+    assert nacked.json() == {"queue": "q", "nacked": 1, "state": "ready"}
+    assert (await http.get("/q/q?lease=5")).json()["attempts"] == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_config_get_put_and_redrive(http):
+    """GET|PUT /q/<q>/config reads and sets settings; POST /redrive brings dead letters back."""
+    assert (await http.get("/q/q/config")).json()["max_attempts"] == 5
+    put = await http("PUT", "/q/q/config", json_body={"max_attempts": 1, "lease": 10})
+    assert put.json() == {"queue": "q", "max_attempts": 1, "lease": 10.0, "dedup_window": 300.0, "max_length": 0}
+    bad = await http("PUT", "/q/q/config", json_body={"max_attempts": 0})
+    assert bad.status == 400 and bad.json()["code"] == "bad_request"
+    await add(http, "q", "poison")
+    got = (await http.get("/q/q?lease=5")).json()
+    assert (await http.post("/q/q/nack", data={"receipt": got["receipt"]})).json()["state"] == "dead"
+    assert (await http.get("/q/q/peek?state=dead")).json()["key"] == "q.dead:1"
+    assert (await http.post("/q/q/redrive", data={})).json() == {"queue": "q", "moved": 1}
+    assert (await http.get("/q/q")).json()["value"] == "poison"
 
 
 @pytest_twisted.ensureDeferred
@@ -304,14 +336,10 @@ async def test_peek_and_message_by_number(http):
 
 
 @pytest_twisted.ensureDeferred
-async def test_later_actions_answer_json(http):
-    """/ack, /nack, /touch, /redrive and /config answer JSON errors until their commands exist."""
-    actions = [("POST", "ack"), ("POST", "nack"), ("POST", "touch"), ("POST", "redrive"), ("GET", "config")]
-    for method, path in actions:
-        reply = await http(method, f"/q/q/{path}?receipt=r")
-        assert reply.status == 400 and reply.json()["code"] == "unknown_command"
-    reply = await http.post("/q/q/ack", data=b"receipt-text", headers={"Content-Type": "text/plain"})
-    assert reply.json()["code"] == "unknown_command"
+async def test_actions_answer_json_errors(http):
+    """/ack without a receipt is a 400 JSON error, and an unknown action is a JSON 404."""
+    reply = await http.post("/q/q/ack", data={})
+    assert reply.status == 400 and reply.json()["code"] == "bad_request"
     assert (await http.get("/q/q/nope")).status == 404
 
 

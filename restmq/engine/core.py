@@ -8,6 +8,7 @@ quickly instead of a hung request.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -20,28 +21,63 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from restmq import commands
 from restmq.engine import keys as K
 from restmq.engine.hub import Hub, SubscriberEndpoint
-from restmq.engine.scripts import Scripts
-from restmq.errors import BackendUnavailable, RestMQError
+from restmq.engine.maintenance import Sweeper
+from restmq.engine.scripts import Scripts, send
+from restmq.errors import BackendUnavailable, QueueFull, RestMQError, StaleReceipt
 from restmq.model import Message, QueueLength, QueueState
 
 log = Logger()
+
+def script_defaults() -> dict[str, int]:
+    """The queue settings' defaults from the command table, times in ms, for the scripts."""
+    return {a.name: ms(a.default) if a.kind == "seconds" else int(a.default) for a in commands.SETTINGS}
+
 
 #: How long a queue name stays in this process's "already registered" cache before the next add
 #: registers it again (cheap insurance after a FLUSHALL or a restored backup).
 REGISTRY_REFRESH = 10.0
 
 
-def parse_record(queue: str, n: bytes | int, record: bytes, seen: bytes | int = 0) -> Message:
+def parse_record(
+    queue: str,
+    n: bytes | int,
+    record: bytes,
+    seen: bytes | int = 0,
+    receipt: bytes = b"",
+    until: int = 0,
+    error: bytes = b"",
+) -> Message:
     """Turn a stored record ``priority:enqueued_ms:attempts:expire_ms:value`` into a Message."""
     priority, enqueued, attempts, _expire, value = record.split(b":", 4)
-    return Message(queue, int(n), value, int(priority), int(attempts), int(enqueued), int(seen))
+    return Message(
+        queue, int(n), value, int(priority), int(attempts), int(enqueued), int(seen),
+        receipt.decode() if receipt else "", until, error.decode("utf-8", "replace") if error else "",
+    )
 
 
-def parse_triples(queue: str, flat: Sequence[Any], start: int = 0) -> list[Message]:
-    """Scripts answer messages as flat ``n, record, seen`` triples."""
-    return [parse_record(queue, flat[i], flat[i + 1], flat[i + 2]) for i in range(start, len(flat), 3)]
+def parse_reads(queue: str, flat: Sequence[Any]) -> list[Message]:
+    """read.lua answers ``n, record, seen, last error`` for each message."""
+    return [
+        parse_record(queue, flat[i], flat[i + 1], flat[i + 2], error=flat[i + 3])
+        for i in range(0, len(flat), 4)
+    ]
+
+
+def parse_deliveries(queue: str, flat: Sequence[Any]) -> list[Message]:
+    """take.lua's answer after its status: the lease deadline, then ``n, record, seen, receipt``."""
+    until = int(flat[0])
+    return [
+        parse_record(queue, flat[i], flat[i + 1], flat[i + 2], flat[i + 3], until)
+        for i in range(1, len(flat), 4)
+    ]
+
+
+def ms(seconds: float) -> int:
+    """Seconds (fractions allowed) as the integer milliseconds scripts work in."""
+    return int(round(seconds * 1000))
 
 
 class QueueEngine:
@@ -59,8 +95,9 @@ class QueueEngine:
         self.timeout = timeout
         self.default_policy = default_policy
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.scripts = Scripts()
+        self.scripts = Scripts(script_defaults())
         self.hub = Hub(self, clock=clock)
+        self.sweeper = Sweeper(self, clock)
         self._registered: dict[str, float] = {}
         self.started_at = time.time()
 
@@ -71,13 +108,15 @@ class QueueEngine:
         ``backend_unavailable``. ``subscriber`` opens the hub's pub/sub connection."""
         self.redis = redis
         self.hub.start(subscriber)
+        self.sweeper.start()
         try:
             await self._bounded(self.scripts.load(redis))
         except RestMQError as e:
             log.warn("redis not ready at start ({error}); scripts load on first use", error=e.message)
 
     async def stop(self) -> None:
-        """End every stream and stop listening."""
+        """Stop sweeping, end every stream and stop listening."""
+        await self.sweeper.stop()
         await self.hub.stop()
 
     def _bounded(self, work: Any) -> defer.Deferred[Any]:
@@ -99,11 +138,28 @@ class QueueEngine:
             text = str(failure.value)
             if text.startswith(("LOADING", "MASTERDOWN", "READONLY", "BUSY", "MISCONF", "OOM")):
                 raise BackendUnavailable(f"redis refused: {text}")
+            if text.startswith("QUEUE_FULL"):
+                _, held, limit = text.split()[:3]
+                raise QueueFull(f"the queue holds {held} messages; its max_length is {limit}")
         return failure
 
     def _script(self, name: str, queue: str, args: list[Any]) -> defer.Deferred[Any]:
-        keys = K.for_queue(queue).pick(self.scripts.keys[name])
-        return self._bounded(self.scripts.call(self.redis, name, keys, args))
+        """Run a per-queue script (``ARGV[1]`` is the queue's channel). Every script answers
+        ``{next due, …}``; when the queue has something due the global timer is kept, and the rest
+        of the answer is returned."""
+        qk = K.for_queue(queue)
+        call = self.scripts.call(self.redis, name, qk.pick(self.scripts.keys[name]), [qk.channel, *args])
+        return self._bounded(call).addCallback(self._timed, queue)
+
+    def _timed(self, reply: list[Any], queue: str) -> list[Any]:
+        due = int(reply[0])
+        if due >= 0:
+            # LT: never postpone a timer someone else set earlier. Best effort: the sweeper's
+            # full pass re-arms any timer lost here.
+            send(self.redis, b"ZADD", K.TIMERS, b"LT", due, queue).addErrback(
+                lambda f: log.debug("timer not set queue={queue}: {e}", queue=queue, e=f.value)
+            )
+        return reply[1:]
 
     def _register(self, queue: str) -> defer.Deferred[Any] | None:
         """Keep the queue in the registry of names (a separate, idempotent write: see keys.py);
@@ -119,12 +175,12 @@ class QueueEngine:
 
     # -- commands -----------------------------------------------------------------------------
 
-    async def add(self, queue: str, items: Sequence[tuple[bytes, int, float]]) -> tuple[float, list[int]]:
-        """Store messages (value JSON, priority, ttl seconds or 0); answer the enqueue time and
-        their numbers."""
-        args: list[Any] = [K.for_queue(queue).channel]
-        for value_json, priority, ttl in items:
-            args += (priority, int(ttl * 1000), value_json)
+    async def add(self, queue: str, items: Sequence[tuple[bytes, int, float, float, str | None]]) -> list[int]:
+        """Store messages (value JSON, priority, ttl s, delay s, dedup or None); answer their
+        numbers (a dedup hit answers the first message's number)."""
+        args: list[Any] = []
+        for value_json, priority, ttl, delay, dedup in items:
+            args += (priority, ms(delay), ms(ttl), dedup or "", value_json)
         # Sent alongside the script; best effort, since failing an add that Redis applied would make
         # the client retry and duplicate it.
         register = self._register(queue)
@@ -135,49 +191,119 @@ class QueueEngine:
         reply = await self._script("add", queue, args)
         if register is not None:
             await register
-        return int(reply[0]) / 1000.0, [int(n) for n in reply[1:]]
+        return [int(n) for n in reply[1:]]
 
     async def take(self, queue: str, count: int) -> list[Message]:
         """Remove up to ``count`` ready messages (none while the queue is paused)."""
-        reply = await self._script("take", queue, [count, "take"])
-        return parse_triples(queue, reply, 1) if reply[0] == b"ok" else []
+        reply = await self._script("take", queue, [count, "take", 0, "", ""])
+        return parse_deliveries(queue, reply[1:]) if reply[0] == b"ok" else []
+
+    async def reserve(self, queue: str, count: int, lease: float | None) -> list[Message]:
+        """Deliver up to ``count`` ready messages hidden for ``lease`` seconds (None: the queue's
+        lease), each with a receipt."""
+        nonce = secrets.token_hex(4)
+        reply = await self._script("take", queue, [count, "reserve", ms(lease or 0), nonce, ""])
+        return parse_deliveries(queue, reply[1:]) if reply[0] == b"ok" else []
 
     async def stream_take(self, queue: str, count: int) -> tuple[str, list[Message]]:
         """The hub's drain step: ``("paused", [])``, ``("broadcast", [])`` after publishing, or
         ``("roundrobin", messages)`` for this process's subscribers to share."""
-        qk = K.for_queue(queue)
-        reply = await self._script("take", queue, [count, "stream", qk.channel, self.default_policy])
+        reply = await self._script("take", queue, [count, "stream", 0, "", self.default_policy])
         status = reply[0].decode()
         if status == "ok":
-            return "roundrobin", parse_triples(queue, reply, 1)
+            return "roundrobin", parse_deliveries(queue, reply[1:])
         if status == "broadcast":
             return ("broadcast", []) if int(reply[1]) else ("empty", [])
         return status, []
 
-    async def peek(self, queue: str, count: int) -> list[Message]:
-        """The next ``count`` ready messages, left in place."""
-        return parse_triples(queue, await self._script("read", queue, ["peek", count]))
+    async def ack(self, queue: str, receipts: Sequence[str]) -> int:
+        """Finish reservations; all or nothing: any stale receipt raises ``stale_receipt``."""
+        reply = await self._script("ack", queue, list(receipts))
+        if reply[0] == b"stale":
+            stale = [r.decode() for r in reply[1:]]
+            raise StaleReceipt(
+                f"stale or unknown receipt(s): {', '.join(stale[:10])}; the lease ended or the "
+                "message was acked or delivered again. Nothing was acked.",
+                receipts=stale,
+            )
+        return int(reply[1])
+
+    async def nack(self, queue: str, receipt: str, delay: float, error: str | None) -> str:
+        """Give a reservation back; answers where the message went: ready, delayed or dead."""
+        reply = await self._script("nack", queue, [receipt, ms(delay), error or ""])
+        if reply[0] == b"stale":
+            raise self._stale(receipt)
+        return str(reply[1].decode())
+
+    async def touch(self, queue: str, receipt: str, lease: float | None) -> float:
+        """Extend a reservation from now; answers the new deadline (unix seconds)."""
+        reply = await self._script("touch", queue, [receipt, ms(lease or 0)])
+        if reply[0] == b"stale":
+            raise self._stale(receipt)
+        return int(reply[1]) / 1000.0
+
+    @staticmethod
+    def _stale(receipt: str) -> StaleReceipt:
+        return StaleReceipt(
+            f"stale or unknown receipt {receipt!r}: the lease ended or the message was acked or "
+            "delivered again",
+            receipts=[receipt],
+        )
+
+    async def config(self, queue: str, changes: dict[str, float]) -> dict[str, Any]:
+        """Set the given settings (seconds for times), then answer every setting."""
+        args: list[Any] = []
+        for name, value in changes.items():
+            args += (name, ms(value) if name in ("lease", "dedup_window") else int(value))
+        max_attempts, lease, window, max_length = await self._script("config", queue, args)
+        return {
+            "max_attempts": int(max_attempts),
+            "lease": int(lease) / 1000.0,
+            "dedup_window": int(window) / 1000.0,
+            "max_length": int(max_length),
+        }
+
+    async def redrive(self, queue: str, count: int | None) -> int:
+        """Move dead-letter messages (all, or ``count``) back to ``queue``."""
+        return int((await self._script("redrive", queue, [count or 0]))[0])
+
+    async def settle(self, queue: str) -> None:
+        """Bring ``queue`` up to date now and set its timer to what is next due (the sweeper's
+        step for idle queues)."""
+        qk = K.for_queue(queue)
+        call = self.scripts.call(self.redis, "settle", qk.pick(self.scripts.keys["settle"]), [qk.channel])
+        due, settled_at = await self._bounded(call)
+        await self._bounded(self.scripts.call(self.redis, "retime", [K.TIMERS], [b"", queue, due, settled_at]))
+
+    async def due_queues(self, limit: int) -> list[str]:
+        """Queues whose timers are due by Redis's clock."""
+        reply = await self._bounded(self.scripts.call(self.redis, "due", [K.TIMERS], [b"", limit]))
+        return [q.decode() for q in reply[1:]]
+
+    async def peek(self, queue: str, count: int, state: str = "ready") -> list[Message]:
+        """The next ``count`` messages in ``state`` (ready, reserved, delayed), left in place."""
+        return parse_reads(queue, await self._script("read", queue, ["peek", count, state]))
 
     async def get(self, queue: str, n: int) -> Message | None:
         """Message number ``n`` if it is still queued."""
-        found = parse_triples(queue, await self._script("read", queue, ["key", n]))
+        found = parse_reads(queue, await self._script("read", queue, ["key", n]))
         return found[0] if found else None
 
     async def soft_get(self, queue: str) -> Message | None:
         """The original soft get: the next message, left in place, its look count increased."""
-        found = parse_triples(queue, await self._script("read", queue, ["soft"]))
+        found = parse_reads(queue, await self._script("read", queue, ["soft"]))
         return found[0] if found else None
 
     async def delete(self, queue: str, n: int) -> bool:
         """Delete message ``n`` wherever it is; False when it was not there."""
-        return bool(await self._script("del", queue, [n]))
+        return bool((await self._script("del", queue, [n]))[0])
 
     async def purge(self, queue: str) -> int:
         """Remove every message and end the queue's streams everywhere; answer how many went."""
-        return int(await self._script("purge", queue, [K.for_queue(queue).channel]))
+        return int((await self._script("purge", queue, []))[0])
 
     async def length(self, queue: str) -> QueueLength:
-        """Messages by state."""
+        """Messages by state (expired leases and due delays settled first)."""
         ready, reserved, delayed, dead = await self._script("len", queue, [])
         return QueueLength(int(ready), int(reserved), int(delayed), int(dead))
 
@@ -195,8 +321,7 @@ class QueueEngine:
 
     async def conf(self, queue: str, op: str = "get", policy: str = "") -> QueueState:
         """Read the queue's state and policy, or pause / resume / set the policy."""
-        channel = K.for_queue(queue).channel
-        state, current = await self._script("conf", queue, [channel, op, policy, self.default_policy])
+        state, current = await self._script("conf", queue, [op, policy, self.default_policy])
         return QueueState(queue, state == b"paused", current.decode())
 
     async def queue_stats(self, queue: str) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from functools import lru_cache
 
 PREFIX = "rmq"
 REGISTRY = f"{PREFIX}:queues"
+#: ZSET queue -> when something in it is next due (delay, lease, ttl): what the sweeper looks at.
+TIMERS = f"{PREFIX}:timers"
 DEAD_SUFFIX = ".dead"
 #: ZSET score = priority * PRIORITY_STEP + n: lower priority first, FIFO (by n) within one.
 PRIORITY_STEP = 10**13
@@ -23,15 +25,22 @@ class QueueKeys:
 
     queue: str
     ready: str  # ZSET n -> priority * PRIORITY_STEP + n
-    reserved: str  # ZSET n -> lease deadline (ms); used from the delivery issue on
+    reserved: str  # ZSET n -> lease deadline (ms)
     delayed: str  # ZSET n -> due time (ms)
     messages: str  # HASH n -> record "priority:enqueued_ms:attempts:expire_ms:" + value JSON
     seen: str  # HASH n -> how often the soft get looked at it
-    seq: str  # STRING counter of n, never reset: keys are never reused
-    conf: str  # HASH state, policy and (later) settings
-    stats: str  # HASH counters: added, taken, ...
+    receipts: str  # HASH n -> the receipt of its current reservation
+    errors: str  # HASH n -> the last error a nack carried
+    expiry: str  # ZSET n -> when it is dropped unless consumed (ttl), ms
+    dedup: str  # HASH dedup string -> n
+    dedup_until: str  # ZSET dedup string -> end of its window, ms
+    seq: str  # STRING counter of n, shared with the dead-letter queue: keys are never reused
+    conf: str  # HASH state, policy and settings (max_attempts, lease, ...)
+    stats: str  # HASH counters: added, taken, reserved, acked, nacked, expired, dead
     subs: str  # HASH process id -> number of stream subscribers there
-    dead: str  # ZSET of the dead-letter queue's ready set
+    dead: str  # ZSET: the dead-letter queue's ready set
+    dead_messages: str  # HASH: the dead-letter queue's records
+    dead_errors: str  # HASH: the dead-letter queue's last errors
     channel: str  # pub/sub channel for wake-ups, purge and broadcast
 
     def pick(self, roles: tuple[str, ...]) -> list[str]:
@@ -47,8 +56,9 @@ def for_queue(queue: str) -> QueueKeys:
     else:
         tag, part = queue, ""
     base = f"{PREFIX}:{{{tag}}}:{part}"
-    # A dead-letter queue has no dead-letter queue of its own: its ``dead`` key stays empty.
-    dead = f"{PREFIX}:{{{tag}}}:d:ready" if not part else base + "dead"
+    own = f"{PREFIX}:{{{tag}}}:"
+    # A dead-letter queue has no dead-letter queue of its own: its ``dead*`` keys stay empty.
+    dead = own + "d:" if not part else base + "dead:"
     return QueueKeys(
         queue=queue,
         ready=base + "ready",
@@ -56,10 +66,17 @@ def for_queue(queue: str) -> QueueKeys:
         delayed=base + "delayed",
         messages=base + "msg",
         seen=base + "seen",
-        seq=base + "seq",
+        receipts=base + "rcpt",
+        errors=base + "err",
+        expiry=base + "ttl",
+        dedup=base + "dedup",
+        dedup_until=base + "dedupx",
+        seq=own + "seq",
         conf=base + "conf",
         stats=base + "stats",
         subs=base + "subs",
-        dead=dead,
+        dead=dead + "ready",
+        dead_messages=dead + "msg",
+        dead_errors=dead + "err",
         channel=base + "ev",
     )

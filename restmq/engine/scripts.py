@@ -13,7 +13,10 @@ from twisted.python.failure import Failure
 
 log = Logger()
 
-NAMES = ("add", "take", "read", "del", "purge", "len", "conf", "stats", "subs")
+NAMES = (
+    "add", "take", "read", "del", "purge", "len", "conf", "config", "stats", "subs", "ack", "nack",
+    "touch", "redrive", "settle", "due", "retime",
+)
 
 
 def source(name: str) -> str:
@@ -30,14 +33,32 @@ def declared_keys(text: str) -> tuple[str, ...]:
     return tuple(first[len("-- KEYS:"):].split())
 
 
-class Scripts:
-    """Calls scripts by name with EVALSHA, loading them again on NOSCRIPT (Redis restarted or flushed)."""
+def assemble(text: str, defaults: dict[str, int]) -> str:
+    """The script Redis runs: its declared keys by role (``K.ready`` …), the event channel
+    (``ARGV[1]`` of every script), the settings' defaults, the shared library, then its body."""
+    roles = declared_keys(text)
+    keys = ", ".join(f"{role} = KEYS[{i}]" for i, role in enumerate(roles, 1))
+    settings = ", ".join(f"{name} = {value}" for name, value in sorted(defaults.items()))
+    return (
+        f"local K = {{{keys}}}\nlocal CHANNEL = ARGV[1]\nlocal DEFAULT = {{{settings}}}\n"
+        + source("_lib")
+        + text
+    )
 
-    def __init__(self) -> None:
-        self._source = {name: source(name) for name in NAMES}
+
+class Scripts:
+    """Calls scripts by name with EVALSHA, loading them again on NOSCRIPT (Redis restarted or flushed).
+
+    ``defaults`` are the queue settings' defaults (ms for times) that scripts use when a queue has
+    not set its own.
+    """
+
+    def __init__(self, defaults: dict[str, int]) -> None:
+        texts = {name: source(name) for name in NAMES}
+        self._source = {name: assemble(text, defaults) for name, text in texts.items()}
         self._sha: dict[str, str] = {}
         #: Script name -> the QueueKeys fields it takes, in order.
-        self.keys = {name: declared_keys(text) for name, text in self._source.items()}
+        self.keys = {name: declared_keys(text) for name, text in texts.items()}
 
     async def load(self, redis: Any) -> None:
         """Load every script; called at start and after a NOSCRIPT answer."""

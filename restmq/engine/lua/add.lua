@@ -1,22 +1,55 @@
--- KEYS: ready messages seq stats
--- Add one or more messages atomically.
--- ARGV[1] = event channel; then (priority, ttl ms or 0, value JSON) triples.
--- Returns {now_ms, n1, n2, ...}. Publishes "a" so waiting consumers and streams wake up.
-local ready, msgs, seq, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local t = redis.call('TIME')
-local nowms = t[1] * 1000 + math.floor(t[2] / 1000)
-local now = string.format('%d', nowms)
-local out = {now}
-for i = 2, #ARGV, 3 do
-  local n = redis.call('INCR', seq)
-  local p = tonumber(ARGV[i])
-  local ttl = tonumber(ARGV[i + 1])
-  local expire = '0'
-  if ttl > 0 then expire = string.format('%d', nowms + ttl) end
-  redis.call('ZADD', ready, string.format('%.0f', p * 1e13 + n), n)
-  redis.call('HSET', msgs, n, ARGV[i] .. ':' .. now .. ':0:' .. expire .. ':' .. ARGV[i + 2])
-  out[#out + 1] = n
+-- KEYS: ready messages seq stats delayed expiry dedup dedup_until conf reserved
+-- Add one or more messages atomically. ARGV[2…] = (priority, delay ms, ttl ms, dedup or "",
+-- value JSON) for each message. A dedup string seen within the queue's dedup window answers the
+-- first message's number and adds nothing. Refuses the whole batch with QUEUE_FULL when it would
+-- pass the queue's max_length. Returns {next due, now, n1, n2, …}; publishes "a" for ready ones.
+local now = now_ms()
+local count = (#ARGV - 1) / 5
+local max_length = setting('max_length')
+if max_length > 0 then
+  local held = redis.call('ZCARD', K.ready) + redis.call('ZCARD', K.delayed) + redis.call('ZCARD', K.reserved)
+  if held + count > max_length then
+    return redis.error_reply('QUEUE_FULL ' .. held .. ' ' .. max_length)
+  end
 end
-redis.call('HINCRBY', stats, 'added', #out - 1)
-redis.call('PUBLISH', ARGV[1], 'a')
+for _, d in ipairs(redis.call('ZRANGEBYSCORE', K.dedup_until, '-inf', now, 'LIMIT', 0, 100)) do
+  redis.call('HDEL', K.dedup, d)
+  redis.call('ZREM', K.dedup_until, d)
+end
+local window = setting('dedup_window')
+local out = {-1, int(now)}
+local due, added, woke = -1, 0, 0
+for i = 2, #ARGV, 5 do
+  local p, delay, ttl, dedup = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local first = false
+  if dedup ~= '' then first = redis.call('HGET', K.dedup, dedup) end
+  if first then
+    out[#out + 1] = first
+  else
+    local n = redis.call('INCR', K.seq)
+    local expire = 0
+    if ttl > 0 then
+      expire = now + ttl
+      redis.call('ZADD', K.expiry, expire, n)
+      if due < 0 or expire < due then due = expire end
+    end
+    redis.call('HSET', K.messages, n, record(p, now, 0, expire, ARGV[i + 4]))
+    if delay > 0 then
+      redis.call('ZADD', K.delayed, now + delay, n)
+      if due < 0 or now + delay < due then due = now + delay end
+    else
+      redis.call('ZADD', K.ready, score(p, n), n)
+      woke = woke + 1
+    end
+    if dedup ~= '' and window > 0 then
+      redis.call('HSET', K.dedup, dedup, n)
+      redis.call('ZADD', K.dedup_until, now + window, dedup)
+    end
+    added = added + 1
+    out[#out + 1] = n
+  end
+end
+if added > 0 then redis.call('HINCRBY', K.stats, 'added', added) end
+if woke > 0 then redis.call('PUBLISH', CHANNEL, 'a') end
+out[1] = due
 return out

@@ -1,9 +1,8 @@
--- KEYS: ready messages seen reserved delayed
--- Remove every message of the queue (ready, reserved, delayed) and end its streams.
--- The key counter and the statistics stay: keys are never reused. ARGV[1] = event channel.
--- Returns how many messages were removed.
-local ready, msgs, seen, reserved, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local n = redis.call('HLEN', msgs)
-redis.call('DEL', ready, msgs, seen, reserved, delayed)
-redis.call('PUBLISH', ARGV[1], 'p')
-return n
+-- KEYS: ready messages seen reserved delayed receipts errors expiry dedup dedup_until
+-- Remove every message of the queue (ready, reserved, delayed) and end its streams. The key
+-- counter and the statistics stay: keys are never reused. Returns {-1, how many were removed}.
+local n = redis.call('HLEN', K.messages)
+redis.call('DEL', K.ready, K.messages, K.seen, K.reserved, K.delayed, K.receipts, K.errors,
+  K.expiry, K.dedup, K.dedup_until)
+redis.call('PUBLISH', CHANNEL, 'p')
+return {-1, n}

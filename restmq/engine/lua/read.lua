@@ -1,36 +1,40 @@
--- KEYS: ready messages seen
--- Read messages without taking them. ARGV[1] = "peek" (ARGV[2] = count), "key" (ARGV[2] = n)
--- or "soft" (the original soft get: the next message, counting how often it was looked at).
--- Messages past their ttl are invisible here (take drops them). Returns {n, record, seen, ...}.
-local ready, msgs, seen = KEYS[1], KEYS[2], KEYS[3]
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local op = ARGV[1]
+-- KEYS: ready messages seen reserved delayed errors
+-- Read messages without delivering them. ARGV[2] = "peek" (ARGV[3] = count, ARGV[4] = which set:
+-- ready, reserved or delayed), "key" (ARGV[3] = n) or "soft" (the original soft get: the next
+-- ready message, counting how often it was looked at). Messages past their ttl are invisible.
+-- Returns {-1, n, record, seen, last error or "", …}.
+local now = now_ms()
+local op = ARGV[2]
 local want = 1
-if op == 'peek' then want = tonumber(ARGV[2]) end
-local out = {}
+local set = K.ready
+if op == 'peek' then
+  want = tonumber(ARGV[3])
+  set = K[ARGV[4]]
+end
+local out = {-1}
 
 local function visit(n)
-  local rec = redis.call('HGET', msgs, n)
+  local rec = redis.call('HGET', K.messages, n)
   if not rec then return end
-  local expire = tonumber(string.match(rec, '^%d+:%d+:%d+:(%d+):'))
-  if expire > 0 and expire <= now then return end
-  local c = redis.call('HGET', seen, n) or '0'
-  if op == 'soft' then c = redis.call('HINCRBY', seen, n, 1) end
+  local _, _, _, e = parse(rec)
+  if e > 0 and e <= now then return end
+  local c = redis.call('HGET', K.seen, n) or '0'
+  if op == 'soft' then c = redis.call('HINCRBY', K.seen, n, 1) end
   out[#out + 1] = n
   out[#out + 1] = rec
   out[#out + 1] = c
+  out[#out + 1] = redis.call('HGET', K.errors, n) or ''
 end
 
 if op == 'key' then
-  visit(ARGV[2])
+  visit(ARGV[3])
 else
   local start = 0
-  while #out < want * 3 do
-    local ns = redis.call('ZRANGE', ready, start, start + want - 1)
+  while #out - 1 < want * 4 do
+    local ns = redis.call('ZRANGE', set, start, start + want - 1)
     if #ns == 0 then break end
     for _, n in ipairs(ns) do
-      if #out < want * 3 then visit(n) end
+      if #out - 1 < want * 4 then visit(n) end
     end
     start = start + want
   end

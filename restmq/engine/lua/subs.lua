@@ -1,10 +1,10 @@
 -- KEYS: subs
--- Change this process's stream subscriber count on a queue by ARGV[2] (ARGV[1] = process id).
+-- Change this process's stream subscriber count on a queue by ARGV[3] (ARGV[2] = process id).
 -- Increments commute, so counts stay right whichever pool connection carries them; a count that
--- reaches zero is removed. Returns the process's new count.
-local left = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+-- reaches zero is removed. Returns {-1, the process's new count}.
+local left = redis.call('HINCRBY', K.subs, ARGV[2], ARGV[3])
 if left <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 0
+  redis.call('HDEL', K.subs, ARGV[2])
+  return {-1, 0}
 end
-return left
+return {-1, left}

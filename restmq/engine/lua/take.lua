@@ -1,50 +1,70 @@
--- KEYS: ready messages seen conf stats
--- Remove up to ARGV[1] ready messages, lowest priority then oldest first (at-most-once).
--- Messages past their ttl are dropped on the way and counted as expired.
--- ARGV[2] = "take" (a consumer asked) or "stream" (the hub drains for subscribers; then
--- ARGV[3] = event channel, ARGV[4] = the server's default policy).
--- Returns {"paused"}, or {"ok", n, record, seen, ...}, or for a broadcast stream
--- {"broadcast", how many} after publishing each message as "b<n>|<seen>|<record>".
-local ready, msgs, seen, conf, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-if redis.call('HGET', conf, 'state') == 'paused' then
-  return {'paused'}
+-- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors
+-- Deliver up to ARGV[2] ready messages, lowest priority then oldest first. ARGV[3] = "take"
+-- (at-most-once: the message is gone), "reserve" (at-least-once: hidden for ARGV[4] ms, 0 = the
+-- queue's lease, under receipt "<n>.<attempts>.<ARGV[5]>") or "stream" (the hub drains for
+-- subscribers; ARGV[6] = the server's default policy). Messages past their ttl are dropped.
+-- Returns {next due, "paused"}, {next due, "ok", lease deadline, n, record, seen, receipt, …},
+-- or for a broadcast stream {next due, "broadcast", how many} after publishing each message.
+local now = now_ms()
+settle(now, 1000)
+if redis.call('HGET', K.conf, 'state') == 'paused' then
+  return {next_due(), 'paused'}
 end
+local mode = ARGV[3]
 local broadcast = false
-if ARGV[2] == 'stream' then
-  local policy = redis.call('HGET', conf, 'policy') or ARGV[4]
-  broadcast = policy == 'broadcast'
+if mode == 'stream' then
+  broadcast = (redis.call('HGET', K.conf, 'policy') or ARGV[6]) == 'broadcast'
 end
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local want = tonumber(ARGV[1])
-local out = {'ok'}
-local taken, expired = 0, 0
-while taken < want do
-  local popped = redis.call('ZPOPMIN', ready, want - taken)
+local lease = tonumber(ARGV[4])
+if mode == 'reserve' and lease <= 0 then lease = setting('lease') end
+local deadline = now + lease
+local want = tonumber(ARGV[2])
+local out = {0, 'ok', int(deadline)}
+local delivered, expired = 0, 0
+while delivered < want do
+  local popped = redis.call('ZPOPMIN', K.ready, want - delivered)
   if #popped == 0 then break end
   for i = 1, #popped, 2 do
     local n = popped[i]
-    local rec = redis.call('HGET', msgs, n)
+    local rec = redis.call('HGET', K.messages, n)
     if rec then
-      redis.call('HDEL', msgs, n)
-      local c = redis.call('HGET', seen, n) or '0'
-      if c ~= '0' then redis.call('HDEL', seen, n) end
-      local expire = tonumber(string.match(rec, '^%d+:%d+:%d+:(%d+):'))
-      if expire > 0 and expire <= now then
+      local p, t, a, e, v = parse(rec)
+      local c = redis.call('HGET', K.seen, n) or '0'
+      if e > 0 and e <= now then
+        forget(n)
         expired = expired + 1
-      elseif broadcast then
-        taken = taken + 1
-        redis.call('PUBLISH', ARGV[3], 'b' .. n .. '|' .. c .. '|' .. rec)
-      else
-        taken = taken + 1
+      elseif mode == 'reserve' then
+        a = a + 1
+        rec = record(p, t, a, e, v)
+        local receipt = n .. '.' .. a .. '.' .. ARGV[5]
+        redis.call('HSET', K.messages, n, rec)
+        redis.call('ZADD', K.reserved, deadline, n)
+        redis.call('HSET', K.receipts, n, receipt)
+        redis.call('ZREM', K.expiry, n)
+        delivered = delivered + 1
         out[#out + 1] = n
         out[#out + 1] = rec
         out[#out + 1] = c
+        out[#out + 1] = receipt
+      else
+        forget(n)
+        delivered = delivered + 1
+        if broadcast then
+          redis.call('PUBLISH', CHANNEL, 'b' .. n .. '|' .. c .. '|' .. rec)
+        else
+          out[#out + 1] = n
+          out[#out + 1] = rec
+          out[#out + 1] = c
+          out[#out + 1] = ''
+        end
       end
     end
   end
 end
-if taken > 0 then redis.call('HINCRBY', stats, 'taken', taken) end
-if expired > 0 then redis.call('HINCRBY', stats, 'expired', expired) end
-if broadcast then return {'broadcast', taken} end
+if delivered > 0 then
+  redis.call('HINCRBY', K.stats, mode == 'reserve' and 'reserved' or 'taken', delivered)
+end
+if expired > 0 then redis.call('HINCRBY', K.stats, 'expired', expired) end
+out[1] = next_due()
+if broadcast then return {out[1], 'broadcast', delivered} end
 return out

@@ -1,0 +1,123 @@
+-- The shared part of every script, inserted by scripts.py after `local K = {role = KEYS[i]…}`,
+-- `local CHANNEL = ARGV[1]` and `local DEFAULT = {…}` (the queue settings' defaults, in ms).
+-- A record is "priority:enqueued_ms:attempts:expire_ms:" followed by the value's JSON text.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function int(x)
+  return string.format('%d', x)
+end
+
+local function parse(rec)
+  local p, t, a, e, v = string.match(rec, '^(%d+):(%d+):(%d+):(%d+):(.*)$')
+  return tonumber(p), t, tonumber(a), tonumber(e), v
+end
+
+local function record(p, t, a, e, v)
+  return p .. ':' .. t .. ':' .. int(a) .. ':' .. int(e) .. ':' .. v
+end
+
+local function score(p, n)
+  return string.format('%.0f', p * 1e13 + tonumber(n))
+end
+
+-- A queue setting from its conf hash, else the server default.
+local function setting(name)
+  return tonumber(redis.call('HGET', K.conf, name)) or DEFAULT[name]
+end
+
+-- Forget every trace of message n but its key (the counter never goes back).
+local function forget(n)
+  redis.call('HDEL', K.messages, n)
+  if K.seen then redis.call('HDEL', K.seen, n) end
+  if K.receipts then redis.call('HDEL', K.receipts, n) end
+  if K.errors then redis.call('HDEL', K.errors, n) end
+  if K.expiry then redis.call('ZREM', K.expiry, n) end
+end
+
+-- Move message n (record rec, already out of ready/reserved/delayed) to the dead-letter queue,
+-- keeping its number, attempts and last error.
+local function bury(n, rec)
+  local p = parse(rec)
+  redis.call('HSET', K.dead_messages, n, rec)
+  redis.call('ZADD', K.dead, score(p, n), n)
+  local err = redis.call('HGET', K.errors, n)
+  if err then redis.call('HSET', K.dead_errors, n, err) end
+  forget(n)
+  redis.call('HINCRBY', K.stats, 'dead', 1)
+end
+
+-- When something of this queue is next due (a delay, a lease, a ttl), or -1.
+local function next_due()
+  local due = -1
+  for _, key in ipairs({K.delayed, K.reserved, K.expiry}) do
+    if key then
+      local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      if #first == 2 then
+        local at = tonumber(first[2])
+        if due < 0 or at < due then due = at end
+      end
+    end
+  end
+  return due
+end
+
+-- Bring the queue up to date at `now`: due delayed messages become ready, expired leases come
+-- back (or go to the dead-letter queue after max_attempts deliveries), messages past their ttl
+-- are dropped. At most `limit` of each per call; the sweeper finishes the rest. Publishes "a"
+-- when something became ready. Needs K.ready, messages, delayed, reserved, receipts, errors,
+-- expiry, conf, stats, dead, dead_messages, dead_errors.
+local function settle(now, limit)
+  local woke = 0
+  for _, n in ipairs(redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, limit)) do
+    redis.call('ZREM', K.delayed, n)
+    local rec = redis.call('HGET', K.messages, n)
+    if rec then
+      redis.call('ZADD', K.ready, score(parse(rec), n), n)
+      woke = woke + 1
+    end
+  end
+  local late = redis.call('ZRANGEBYSCORE', K.reserved, '-inf', now, 'LIMIT', 0, limit)
+  if #late > 0 then
+    local max_attempts = setting('max_attempts')
+    for _, n in ipairs(late) do
+      redis.call('ZREM', K.reserved, n)
+      redis.call('HDEL', K.receipts, n)
+      local rec = redis.call('HGET', K.messages, n)
+      if rec then
+        local p, _, a = parse(rec)
+        if a >= max_attempts then
+          bury(n, rec)
+        else
+          redis.call('ZADD', K.ready, score(p, n), n)
+          woke = woke + 1
+        end
+      end
+    end
+  end
+  local expired = 0
+  for _, n in ipairs(redis.call('ZRANGEBYSCORE', K.expiry, '-inf', now, 'LIMIT', 0, limit)) do
+    redis.call('ZREM', K.expiry, n)
+    if not redis.call('ZSCORE', K.reserved, n) then
+      redis.call('ZREM', K.ready, n)
+      redis.call('ZREM', K.delayed, n)
+      forget(n)
+      expired = expired + 1
+    end
+  end
+  if expired > 0 then redis.call('HINCRBY', K.stats, 'expired', expired) end
+  if woke > 0 then redis.call('PUBLISH', CHANNEL, 'a') end
+end
+
+-- Check a receipt "<n>.<attempts>.<nonce>": the message's current, unexpired reservation.
+-- Answers n, or nil when the receipt is stale or unknown.
+local function holder(receipt, now)
+  local n = string.match(receipt, '^(%d+)%.')
+  if not n or redis.call('HGET', K.receipts, n) ~= receipt then return nil end
+  local deadline = redis.call('ZSCORE', K.reserved, n)
+  if not deadline or tonumber(deadline) <= now then return nil end
+  return n
+end
