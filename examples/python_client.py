@@ -22,3 +22,9 @@ print(call("POST", "/q/emails", {"value": {"to": "ada@example.org", "subject": "
 print(call("POST", "/q/emails", {"messages": ["one", "two", {"value": "urgent", "priority": 0}]}))
 print(call("GET", "/q/emails?count=10"))
 print(call("GET", "/q/emails"))  # None: the queue is empty
+
+# At-least-once: reserve hides a message for its lease; ack it when done, or it comes back.
+call("POST", "/q/emails", {"value": "send the newsletter"})
+job = call("GET", "/q/emails?lease=30")
+print("working on", job["key"], "attempt", job["attempts"])
+print(call("POST", "/q/emails/ack", {"receipt": job["receipt"]}))  # {'queue': 'emails', 'acked': 1}

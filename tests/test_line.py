@@ -216,6 +216,27 @@ async def test_tcp_pipelining(line_port):
 
 
 @pytest_twisted.ensureDeferred
+async def test_half_closed_client_still_gets_every_answer(line_port):
+    """A client that sends its lines and shuts its side (printf | nc) reads all answers, then EOF."""
+    import socket
+
+    from twisted.internet import threads
+
+    def talk() -> list[bytes]:
+        with socket.create_connection(("127.0.0.1", line_port), timeout=5) as s:
+            s.sendall(b"add q a\nadd q b\nlen q\nreserve q 30\n")
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return data.splitlines()
+
+    lines = [json.loads(line) for line in await threads.deferToThread(talk)]
+    assert [lines[0]["key"], lines[1]["key"], lines[2]["ready"]] == ["q:1", "q:2", 2]
+    assert lines[3]["key"] == "q:1" and lines[3]["receipt"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_tcp_subscribe_streams_messages_and_purge_ends_it(line_port, dispatcher):
     """A subscriber gets each added message within 100 ms; a purge ends the stream and the connection."""
     await dispatcher.execute("add", {"queue": "q", "value": "before"})

@@ -30,10 +30,11 @@ from functools import partial
 from typing import Any
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from restmq.dispatch import Subscription
 from restmq.errors import BadRequest, RestMQError, TooLarge
@@ -128,8 +129,14 @@ class _StreamSink:
             self._proto._stream_ended(reason)
 
 
+@implementer(IHalfCloseableProtocol)
 class LineProtocol(NewlineReceiver):
-    """One line-protocol connection (see the module docstring for its rules)."""
+    """One line-protocol connection (see the module docstring for its rules).
+
+    Half-closeable: a client that sends its commands and then closes its side (``printf … | nc``)
+    still gets every answer before the connection closes. A subscriber that closes its side is
+    taken as gone: its stream ends at once, so no message is handed to a client that left.
+    """
 
     #: Answers that may be outstanding before the connection stops reading.
     MAX_PENDING = 1000
@@ -315,6 +322,19 @@ class LineProtocol(NewlineReceiver):
             self._subscription.cancel()
             log.debug("line stream ended queue={queue} peer={peer}", queue=self._stream_queue, peer=self.peer)
         self._sink = self._subscription = None
+
+    def readConnectionLost(self) -> None:
+        """The client sent everything it will: answer what is pending, then close."""
+        if self._subscription is not None:
+            self._cancel_stream()
+            self.transport.loseConnection()
+        elif not self._closing:
+            self._closing = True
+            self._push(_Slot(b"", ready=True, then=self._close))
+
+    def writeConnectionLost(self) -> None:
+        self._gone = True
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._gone = True
