@@ -136,3 +136,19 @@ async def test_subscribe_refuses_bad_queue_names(two):
     except BadQueueName:
         return
     raise AssertionError("expected bad_queue_name")
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_in_one_process_wakes_on_an_add_in_another(two):
+    """A reserve waiting in one process answers within 50 ms of an add made through another."""
+    a, b = two
+    latencies = []
+    for i in range(5):
+        waiting = b.execute("reserve", {"queue": "lp", "wait": 5, "lease": 5})
+        await task.deferLater(reactor, 0.05, lambda: None)
+        start = time.monotonic()
+        await a.execute("add", {"queue": "lp", "value": i})
+        got = await waiting
+        latencies.append(time.monotonic() - start)
+        assert got["value"] == i
+    assert sorted(latencies)[2] < 0.05, latencies
