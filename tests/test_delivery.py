@@ -253,3 +253,33 @@ async def test_unknown_receipts_are_stale(dispatcher):
         await fails(dispatcher, "stale_receipt", "ack", queue="q", receipt=receipt)
         await fails(dispatcher, "stale_receipt", "nack", queue="q", receipt=receipt)
         await fails(dispatcher, "stale_receipt", "touch", queue="q", receipt=receipt)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ttl_passing_during_a_lease_drops_the_message_when_it_comes_back(dispatcher):
+    """A message whose ttl ran out while reserved is dropped (expired) instead of coming back."""
+    await run(dispatcher, "add", queue="q", value="x", ttl=0.2)
+    await run(dispatcher, "add", queue="q", value="y")
+    first = await run(dispatcher, "reserve", queue="q", lease=0.3)
+    assert first["value"] == "x"
+    await sleep(0.4)
+    assert (await run(dispatcher, "len", queue="q"))["ready"] == 1
+    assert [m["value"] for m in await run(dispatcher, "peek", queue="q", count=5)] == ["y"]
+    assert (await run(dispatcher, "stats", queue="q"))["counters"]["expired"] == 1
+    await run(dispatcher, "add", queue="n", value="z", ttl=0.1)
+    got = await run(dispatcher, "reserve", queue="n", lease=5)
+    await sleep(0.15)
+    assert (await run(dispatcher, "nack", queue="n", receipt=got["receipt"]))["state"] == "expired"
+    assert (await run(dispatcher, "len", queue="n"))["len"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_redrive_sees_a_last_lease_that_just_ran_out(dispatcher):
+    """redrive settles first, so a message whose final lease just ended is redriven at once."""
+    await run(dispatcher, "config", queue="q", max_attempts=1)
+    await run(dispatcher, "add", queue="q", value="x", ttl=60)
+    await run(dispatcher, "reserve", queue="q", lease=0.05)
+    await sleep(0.08)
+    assert (await run(dispatcher, "redrive", queue="q"))["moved"] == 1
+    back = await run(dispatcher, "take", queue="q")
+    assert back["value"] == "x" and back["attempts"] == 0

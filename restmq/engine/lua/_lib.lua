@@ -50,6 +50,20 @@ local function bury(n, rec)
   redis.call('HINCRBY', K.stats, 'dead', 1)
 end
 
+-- Message n (record rec, out of every set) becomes ready again, unless its ttl has passed
+-- meanwhile: then it is dropped and counted as expired. Answers 1 when it became ready.
+local function release(n, rec, now)
+  local p, _, _, e = parse(rec)
+  if e > 0 and e <= now then
+    forget(n)
+    redis.call('HINCRBY', K.stats, 'expired', 1)
+    return 0
+  end
+  if e > 0 then redis.call('ZADD', K.expiry, e, n) end
+  redis.call('ZADD', K.ready, score(p, n), n)
+  return 1
+end
+
 -- When something of this queue is next due (a delay, a lease, a ttl), or -1.
 local function next_due()
   local due = -1
@@ -75,10 +89,7 @@ local function settle(now, limit)
   for _, n in ipairs(redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, limit)) do
     redis.call('ZREM', K.delayed, n)
     local rec = redis.call('HGET', K.messages, n)
-    if rec then
-      redis.call('ZADD', K.ready, score(parse(rec), n), n)
-      woke = woke + 1
-    end
+    if rec then woke = woke + release(n, rec, now) end
   end
   local late = redis.call('ZRANGEBYSCORE', K.reserved, '-inf', now, 'LIMIT', 0, limit)
   if #late > 0 then
@@ -88,12 +99,11 @@ local function settle(now, limit)
       redis.call('HDEL', K.receipts, n)
       local rec = redis.call('HGET', K.messages, n)
       if rec then
-        local p, _, a = parse(rec)
+        local _, _, a = parse(rec)
         if a >= max_attempts then
           bury(n, rec)
         else
-          redis.call('ZADD', K.ready, score(p, n), n)
-          woke = woke + 1
+          woke = woke + release(n, rec, now)
         end
       end
     end

@@ -1,6 +1,8 @@
--- KEYS: ready messages stats dead dead_messages dead_errors
+-- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors
 -- Move up to ARGV[2] dead messages (0 = all) back to the queue, oldest first, their attempts reset
--- (their numbers, and so their keys, are kept). Returns {-1, how many moved}.
+-- and their ttl cleared (their numbers, and so their keys, are kept). The queue is settled first,
+-- so a lease that just ran out on a last attempt counts as dead. Returns {next due, moved}.
+settle(now_ms(), 1000)
 local want = tonumber(ARGV[2])
 local ns = redis.call('ZRANGE', K.dead, 0, want > 0 and want - 1 or -1)
 for _, n in ipairs(ns) do
@@ -9,8 +11,8 @@ for _, n in ipairs(ns) do
   redis.call('HDEL', K.dead_messages, n)
   redis.call('HDEL', K.dead_errors, n)
   if rec then
-    local p, t, _, e, v = parse(rec)
-    redis.call('HSET', K.messages, n, record(p, t, 0, e, v))
+    local p, t, _, _, v = parse(rec)
+    redis.call('HSET', K.messages, n, record(p, t, 0, 0, v))
     redis.call('ZADD', K.ready, score(p, n), n)
   end
 end
@@ -18,4 +20,4 @@ if #ns > 0 then
   redis.call('HINCRBY', K.stats, 'redriven', #ns)
   redis.call('PUBLISH', CHANNEL, 'a')
 end
-return {-1, #ns}
+return {next_due(), #ns}
