@@ -237,6 +237,24 @@ async def test_half_closed_client_still_gets_every_answer(line_port):
 
 
 @pytest_twisted.ensureDeferred
+async def test_text_reserve_ack_nack_touch(line_port):
+    """The text forms `reserve q 30`, `touch q R 60`, `nack q R`, `ack q R` work over TCP."""
+    client = await open_client(line_port)
+    client.send("add q job", "reserve q 30")
+    await client.next()
+    got = await client.next()
+    assert got["attempts"] == 1 and got["lease_until"] > time.time() + 25
+    client.send(f"touch q {got['receipt']} 60", f"nack q {got['receipt']}", "reserve q 30 1")
+    assert (await client.next())["lease_until"] > time.time() + 55
+    assert (await client.next())["state"] == "ready"
+    again = (await client.next())[0]
+    client.send(f"ack q {again['receipt']}", f"ack q {again['receipt']}")
+    assert (await client.next())["acked"] == 1
+    assert (await client.next())["code"] == "stale_receipt"
+    await close(client)
+
+
+@pytest_twisted.ensureDeferred
 async def test_tcp_subscribe_streams_messages_and_purge_ends_it(line_port, dispatcher):
     """A subscriber gets each added message within 100 ms; a purge ends the stream and the connection."""
     await dispatcher.execute("add", {"queue": "q", "value": "before"})
