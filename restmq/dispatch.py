@@ -88,16 +88,28 @@ class Dispatcher:
             raise
 
     def subscribe(
-        self, queue: str, sink: Sink, *, mode: str = "take", principal: Any = None
+        self,
+        queue: str,
+        sink: Sink,
+        *,
+        mode: str = "take",
+        lease: Any = None,
+        principal: Any = None,
     ) -> Subscription:
-        """Register a stream sink for ``queue`` (COMET, SSE, WebSocket, line subscribe)."""
+        """Register a stream sink for ``queue`` (COMET, SSE, WebSocket, line subscribe).
+
+        ``mode`` ``take`` follows the queue's policy; ``reserve`` delivers each message to one
+        subscriber with a receipt, hidden for ``lease`` seconds (the queue's lease when None).
+        """
         commands.check_queue(queue)
-        if mode != "take":
-            raise BadRequest(f"stream mode {mode!r} is not supported; use take")
+        if mode not in ("take", "reserve"):
+            raise BadRequest(f"stream mode must be take or reserve, not {mode!r:.40}")
+        if lease is not None:
+            lease = commands.parse(commands.COMMANDS["reserve"], {"queue": queue, "lease": lease})["lease"]
         if self.authorize is not None:
             self.authorize(principal, "read", queue)
         self.calls["subscribe"] += 1
-        return self.engine.hub.subscribe(queue, sink)
+        return self.engine.hub.subscribe(queue, sink, mode=mode, lease=lease)
 
     # -- commands -----------------------------------------------------------------------------
 

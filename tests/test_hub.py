@@ -152,3 +152,39 @@ async def test_long_poll_in_one_process_wakes_on_an_add_in_another(two):
         latencies.append(time.monotonic() - start)
         assert got["value"] == i
     assert sorted(latencies)[2] < 0.05, latencies
+
+
+@pytest_twisted.ensureDeferred
+async def test_reserve_streams_share_messages_with_receipts_and_redeliver_after_a_lease(two):
+    """Reserve-mode streams get each message once with a receipt; one a gone subscriber held comes
+    back after its lease to a subscriber in the other process."""
+    a, b = two
+    first = Sink()
+    subscription = a.subscribe("work", first, mode="reserve", lease=0.2)
+    await a.engine.hub.watch("work").ready(2)
+    await b.execute("add", {"queue": "work", "value": "job"})
+    await until(lambda: first.messages)
+    held = first.messages[0]
+    assert held["value"] == "job" and held["receipt"] and held["attempts"] == 1
+    subscription.cancel()  # the subscriber dies without acking
+    second = Sink()
+    b.subscribe("work", second, mode="reserve", lease=5)
+    await until(lambda: second.messages, timeout=3)
+    again = second.messages[0]
+    assert again["key"] == held["key"] and again["attempts"] == 2
+    assert (await b.execute("ack", {"queue": "work", "receipt": again["receipt"]}))["acked"] == 1
+    assert (await a.execute("len", {"queue": "work"}))["len"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_modes_are_checked(two):
+    """An unknown stream mode or a bad lease is refused with bad_request."""
+    from restmq.errors import BadRequest
+
+    a, _ = two
+    for kwargs in ({"mode": "peek"}, {"mode": "reserve", "lease": -1}):
+        try:
+            a.subscribe("q", Sink(), **kwargs)
+        except BadRequest:
+            continue
+        raise AssertionError(f"accepted {kwargs}")

@@ -54,12 +54,18 @@ class _Local:
     queue: str
     channel: bytes
     sinks: list[Sink] = field(default_factory=list)
+    #: Sinks in reserve mode and their lease (None: the queue's); the others take by policy.
+    leases: dict[Sink, float | None] = field(default_factory=dict)
     waiters: list[defer.Deferred[bool]] = field(default_factory=list)
     watchers: int = 0
     subscribed: defer.Deferred[None] = field(default_factory=defer.Deferred)
     draining: bool = False
     again: bool = False
     turn: itertools.count[int] = field(default_factory=itertools.count)
+
+    @property
+    def takers(self) -> list[Sink]:
+        return [s for s in self.sinks if s not in self.leases]
 
     @property
     def idle(self) -> bool:
@@ -209,10 +215,16 @@ class Hub:
 
     # -- registration -------------------------------------------------------------------------
 
-    def subscribe(self, queue: str, sink: Sink) -> Subscription:
-        """Register a stream sink; it receives the queue's messages by the queue's policy."""
+    def subscribe(
+        self, queue: str, sink: Sink, *, mode: str = "take", lease: float | None = None
+    ) -> Subscription:
+        """Register a stream sink. In ``take`` mode it receives the queue's messages by the queue's
+        policy (at-most-once); in ``reserve`` mode each message goes to one reserve sink with a
+        receipt, and comes back after ``lease`` unless acked (at-least-once, whatever the policy)."""
         local = self._interest(queue)
         local.sinks.append(sink)
+        if mode == "reserve":
+            local.leases[sink] = lease
         defer.ensureDeferred(self._count(queue, 1))
         local.subscribed.addCallback(lambda _: self.drain(local))
         return Subscription(self, queue, sink)
@@ -243,6 +255,7 @@ class Hub:
         if local is None or sink not in local.sinks:
             return
         local.sinks.remove(sink)
+        local.leases.pop(sink, None)
         if not self._stopping:
             defer.ensureDeferred(self._count(queue, -1))
         self._maybe_forget(local)
@@ -311,7 +324,7 @@ class Hub:
 
         n, seen, record = payload.split(b"|", 2)
         message = parse_record(local.queue, n, record, seen).to_dict()
-        for sink in list(local.sinks):
+        for sink in local.takers:
             sink.deliver(message)
 
     # -- draining -----------------------------------------------------------------------------
@@ -328,18 +341,40 @@ class Hub:
         try:
             while local.sinks and self._local.get(local.queue) is local:
                 local.again = False
-                status, messages = await self.engine.stream_take(local.queue, max(1, len(local.sinks)))
-                for message in messages:
-                    if not local.sinks:
-                        break  # nobody left; at-most-once take: the message is gone, like the original
-                    sink = local.sinks[next(local.turn) % len(local.sinks)]
-                    sink.deliver(message.to_dict())
-                if status in ("paused", "empty") or (status == "roundrobin" and not messages):
-                    if not local.again:
-                        break
+                moved = await self._drain_takers(local) + await self._drain_reservers(local)
+                if not moved and not local.again:
+                    break
         except Exception as e:
             log.warn("stream drain failed queue={queue}: {error}; retrying", queue=local.queue, error=e)
             self.clock.callLater(RETRY_DELAY, self.drain, local)
         finally:
             local.draining = False
+
+    async def _drain_takers(self, local: _Local) -> int:
+        """One step for take-mode sinks: by policy. Answers how much moved (0: nothing to do)."""
+        takers = local.takers
+        if not takers:
+            return 0
+        status, messages = await self.engine.stream_take(local.queue, len(takers))
+        for message in messages:
+            takers = local.takers
+            if not takers:
+                break  # nobody left; at-most-once take: the message is gone, like the original
+            takers[next(local.turn) % len(takers)].deliver(message.to_dict())
+        return 1 if status == "broadcast" else len(messages)
+
+    async def _drain_reservers(self, local: _Local) -> int:
+        """One step for reserve-mode sinks: one message each, per distinct lease, with receipts.
+        A reserved message whose sink left meanwhile simply comes back after its lease."""
+        moved = 0
+        by_lease: dict[float | None, list[Sink]] = {}
+        for sink, lease in local.leases.items():
+            by_lease.setdefault(lease, []).append(sink)
+        for lease, sinks in by_lease.items():
+            messages = await self.engine.reserve(local.queue, len(sinks), lease)
+            for sink, message in zip(sinks, messages):
+                if sink in local.leases:
+                    sink.deliver(message.to_dict())
+            moved += len(messages)
+        return moved
 
