@@ -132,3 +132,18 @@ def dispatcher(engine):
     from restmq.dispatch import Dispatcher
 
     return Dispatcher(engine, max_message_size=1 << 20)
+
+
+async def run(dispatcher, name: str, **args):
+    """Run one command through the dispatcher (tests' shorthand)."""
+    return await dispatcher.execute(name, args)
+
+
+async def fails(dispatcher, code: str, name: str, **args):
+    """Run one command that must fail with error ``code``; answers the error."""
+    from restmq import errors
+
+    with pytest.raises(errors.RestMQError) as info:
+        await dispatcher.execute(name, args)
+    assert info.value.code == code, info.value
+    return info.value

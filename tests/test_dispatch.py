@@ -6,17 +6,9 @@ import pytest
 import pytest_twisted
 
 from restmq import errors
+from tests.conftest import fails, run
 
 
-async def run(dispatcher, name, **args):
-    return await dispatcher.execute(name, args)
-
-
-async def fails(dispatcher, code, name, **args):
-    with pytest.raises(errors.RestMQError) as info:
-        await dispatcher.execute(name, args)
-    assert info.value.code == code, info.value
-    return info.value
 
 
 @pytest_twisted.ensureDeferred

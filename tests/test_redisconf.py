@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from restmq.backend.redisconf import (
+    DEFAULT_PORT,
+    DEFAULT_SENTINEL_PORT,
     RedisTarget,
     check_version,
     parse_flavour,
@@ -15,23 +17,23 @@ from restmq.backend.redisconf import (
 from restmq.errors import BadRequest
 
 GOOD_URLS: list[tuple[str, RedisTarget]] = [
-    ("redis://localhost", RedisTarget("tcp", host="localhost", port=6379)),
+    ("redis://localhost", RedisTarget("tcp", host="localhost", port=DEFAULT_PORT)),
     ("redis://127.0.0.1:6380", RedisTarget("tcp", host="127.0.0.1", port=6380)),
     ("redis://127.0.0.1:6380/", RedisTarget("tcp", host="127.0.0.1", port=6380)),
     ("redis://h:1/3", RedisTarget("tcp", host="h", port=1, db=3)),
-    ("redis://h/2", RedisTarget("tcp", host="h", port=6379, db=2)),
-    ("redis://h?db=4", RedisTarget("tcp", host="h", port=6379, db=4)),
+    ("redis://h/2", RedisTarget("tcp", host="h", port=DEFAULT_PORT, db=2)),
+    ("redis://h?db=4", RedisTarget("tcp", host="h", port=DEFAULT_PORT, db=4)),
     ("redis://:secret@h:7000/1", RedisTarget("tcp", host="h", port=7000, db=1, password="secret")),
-    ("redis://secret@h", RedisTarget("tcp", host="h", port=6379, password="secret")),
+    ("redis://secret@h", RedisTarget("tcp", host="h", port=DEFAULT_PORT, password="secret")),
     (
         "redis://alice:p%40ss@h/0",
-        RedisTarget("tcp", host="h", port=6379, password="p@ss", username="alice"),
+        RedisTarget("tcp", host="h", port=DEFAULT_PORT, password="p@ss", username="alice"),
     ),
-    ("redis://h?password=pw", RedisTarget("tcp", host="h", port=6379, password="pw")),
+    ("redis://h?password=pw", RedisTarget("tcp", host="h", port=DEFAULT_PORT, password="pw")),
     ("redis://[::1]:7001/5", RedisTarget("tcp", host="::1", port=7001, db=5)),
-    ("redis://[::1]", RedisTarget("tcp", host="::1", port=6379)),
-    ("REDIS://h", RedisTarget("tcp", host="h", port=6379)),
-    ("redis://", RedisTarget("tcp", host="localhost", port=6379)),
+    ("redis://[::1]", RedisTarget("tcp", host="::1", port=DEFAULT_PORT)),
+    ("REDIS://h", RedisTarget("tcp", host="h", port=DEFAULT_PORT)),
+    ("redis://", RedisTarget("tcp", host="localhost", port=DEFAULT_PORT)),
     (
         "rediss://cache.example.com:6380/0",
         RedisTarget("tcp", host="cache.example.com", port=6380, tls=True),
@@ -44,8 +46,8 @@ GOOD_URLS: list[tuple[str, RedisTarget]] = [
     ("unix://:pw@/tmp/r.sock", RedisTarget("unix", path="/tmp/r.sock", password="pw")),
     ("unix:///tmp/r.sock?password=pw", RedisTarget("unix", path="/tmp/r.sock", password="pw")),
     (
-        "redis+sentinel://s1:26379/mymaster",
-        RedisTarget("sentinel", master="mymaster", sentinels=(("s1", 26379),)),
+        "redis+sentinel://s1:26390/mymaster",
+        RedisTarget("sentinel", master="mymaster", sentinels=(("s1", 26390),)),
     ),
     (
         "redis+sentinel://:pw@s1:1,s2:2/mymaster/3",
@@ -55,11 +57,11 @@ GOOD_URLS: list[tuple[str, RedisTarget]] = [
     ),
     (
         "redis+sentinel://s1,[::1]:3/m/",
-        RedisTarget("sentinel", master="m", sentinels=(("s1", 26379), ("::1", 3))),
+        RedisTarget("sentinel", master="m", sentinels=(("s1", DEFAULT_SENTINEL_PORT), ("::1", 3))),
     ),
     (
         "redis+sentinel://s1/m?db=2",
-        RedisTarget("sentinel", master="m", db=2, sentinels=(("s1", 26379),)),
+        RedisTarget("sentinel", master="m", db=2, sentinels=(("s1", DEFAULT_SENTINEL_PORT),)),
     ),
 ]
 
@@ -72,7 +74,7 @@ def test_parse_good_urls(url: str, expected: RedisTarget) -> None:
 
 BAD_URLS: list[tuple[str, str]] = [
     ("", "empty"),
-    ("localhost:6379", "unknown scheme"),
+    ("localhost:7000", "unknown scheme"),
     ("http://h:80", "unknown scheme"),
     ("redis://h:notaport", "port"),
     ("redis://h:0", "port"),
@@ -83,13 +85,13 @@ BAD_URLS: list[tuple[str, str]] = [
     ("redis://h?db=x", "database"),
     ("redis://h?timeout=3", "unknown parameter"),
     ("redis://h#frag", "fragment"),
-    ("redis://::1:6379", "IPv6"),
-    ("redis://[::1:6379", "IPv6 URL"),
+    ("redis://::1:7000", "IPv6"),
+    ("redis://[::1:7000", "IPv6 URL"),
     ("unix://", "socket path"),
     ("unix://host/tmp/r.sock", "unix:///absolute/path"),
     ("unix:///tmp/r.sock?db=a", "database"),
-    ("redis+sentinel://s1:26379", "master name"),
-    ("redis+sentinel://s1:26379/", "master name"),
+    ("redis+sentinel://s1:26390", "master name"),
+    ("redis+sentinel://s1:26390/", "master name"),
     ("redis+sentinel:///m", "no sentinel host"),
     ("redis+sentinel://s1:x/m", "port"),
     ("redis+sentinel://s1/m/x", "database"),
@@ -118,7 +120,7 @@ def test_bad_url_message_hides_password() -> None:
 def test_display_hides_password() -> None:
     """``display()`` renders a loggable URL without the password."""
     assert parse_redis_url("redis://u:pw@h:1/2").display() == "redis://u:***@h:1/2"
-    assert parse_redis_url("rediss://h").display() == "rediss://h:6379/0"
+    assert parse_redis_url("rediss://h").display() == f"rediss://h:{DEFAULT_PORT}/0"
     assert parse_redis_url("unix:///s?db=3").display() == "unix:///s?db=3"
     assert (
         parse_redis_url("redis+sentinel://:pw@a:1,b:2/m").display()
