@@ -42,8 +42,12 @@ from twisted.web.resource import IResource, Resource
 from restmq.errors import BadRequest, TooLarge
 from restmq.frontends.http.admin import Control, Dashboard, Health, Jobs, Policies, Stats
 from restmq.frontends.http.common import NOT_FOUND, Front, describe, send_error, send_internal
+from restmq.frontends.http.metrics import Metrics
+from restmq.frontends.http.openapi import OpenAPI
 from restmq.frontends.http.rest import JsonProtocol, Queues, Root
+from restmq.frontends.http.sse import ServerSentEvents
 from restmq.frontends.http.stream import Comet
+from restmq.frontends.http.ws import WebSockets
 from restmq.frontends.xmlrpc import build_xmlrpc
 
 log = Logger()
@@ -158,11 +162,10 @@ def build_tree(front: Front) -> Root:
     xmlrpc = build_xmlrpc(front.dispatcher)
     root.putChild(b"RPC2", xmlrpc)
     root.putChild(b"xmlrpc", xmlrpc)
-    # Later issues mount here:
-    #   root.putChild(b"ws", <autobahn WebSocketResource over restmq.frontends.http.ws>)
-    #   root.putChild(b"sse", <SSE streams>)
-    #   root.putChild(b"metrics", <Prometheus text>)
-    #   root.putChild(b"openapi.json", <the route description>)
+    root.putChild(b"sse", ServerSentEvents(front))
+    root.putChild(b"ws", WebSockets(front))
+    root.putChild(b"metrics", Metrics.instrument(front))  # also times the routes' commands
+    root.putChild(b"openapi.json", OpenAPI(front))
     return root
 
 

@@ -1,0 +1,255 @@
+"""``GET /metrics``: the server's numbers in the Prometheus text format (SPEC §3).
+
+Framing only, like every route: the numbers come from the dispatcher (the ``stats`` command for the
+server and for each queue, fetched concurrently, plus its ``calls``/``errors`` counters), never from
+the engine. Each scrape builds a fresh :class:`~prometheus_client.CollectorRegistry` over a
+:class:`Snapshot`, so nothing is registered globally and several Sites in one process never clash.
+
+Families:
+
+- ``restmq_queue_messages{queue,state}`` gauge: ready / reserved / delayed / dead
+- ``restmq_queue_subscribers{queue}`` gauge: live stream subscribers
+- ``restmq_queue_events_total{queue,event}`` counter: added, taken, reserved, acked, nacked,
+  expired, dead, redriven (kept in Redis, so they survive a restart of this process)
+- ``restmq_commands_total{command}`` / ``restmq_errors_total{code}`` counters: this process's
+  dispatcher (a scrape's own ``stats`` calls are counted too)
+- ``restmq_backend_up`` gauge: 1 when the stats calls worked, 0 when Redis did not answer
+  (``backend_unavailable``); the answer is still 200 with what is known.
+- ``restmq_request_seconds{frontend,command}`` histogram: how long commands run from the HTTP routes
+  took, from the call to the answer (long polls included). :meth:`Metrics.instrument` puts a
+  :class:`TimedDispatcher` in front of the Front's dispatcher for this; the dispatcher itself is not
+  changed. XML-RPC (built with the plain dispatcher) and the other front ends are not timed yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+from twisted.internet import defer
+from twisted.web.server import Request
+
+from restmq.commands import COMMANDS
+from restmq.errors import RestMQError
+from restmq.frontends.http.common import GET, Answer, Endpoint, Front, send
+
+#: Message states of ``stats <queue>``'s ``length``, in exposition order.
+STATES = ("ready", "reserved", "delayed", "dead")
+#: Per-queue event counters of ``stats <queue>``'s ``counters``.
+EVENTS = ("added", "taken", "reserved", "acked", "nacked", "expired", "dead", "redriven")
+#: Histogram buckets (seconds): fast commands up to the longest long poll (60 s).
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Latency:
+    """Command durations per (front end, command) as histogram buckets; one per Site, no globals."""
+
+    def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
+        self.buckets = buckets
+        #: (front end, command) -> [per-bucket counts (not cumulative), sum, count]
+        self.series: dict[tuple[str, str], list[Any]] = {}
+
+    def observe(self, frontend: str, command: str, seconds: float) -> None:
+        series = self.series.get((frontend, command))
+        if series is None:
+            series = self.series[(frontend, command)] = [[0] * len(self.buckets), 0.0, 0]
+        for i, bound in enumerate(self.buckets):
+            if seconds <= bound:
+                series[0][i] += 1
+                break
+        series[1] += seconds
+        series[2] += 1
+
+    def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(
+            "restmq_request_seconds", "How long commands took, by front end and command.",
+            labels=["frontend", "command"],
+        )
+        for (frontend, command), (counts, total, n) in sorted(self.series.items()):
+            cumulative, buckets = 0, []
+            for bound, c in zip(self.buckets, counts):
+                cumulative += c
+                buckets.append((floatToGoString(bound), float(cumulative)))
+            buckets.append(("+Inf", float(n)))
+            family.add_metric([frontend, command], buckets, total)
+        return family
+
+
+class TimedDispatcher:
+    """A dispatcher that times ``execute`` into a :class:`Latency`; everything else passes through.
+
+    Unknown command names are labelled ``unknown`` so clients cannot grow the label set.
+    """
+
+    def __init__(
+        self, dispatcher: Any, latency: Latency, frontend: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.dispatcher, self.latency, self.frontend, self.clock = dispatcher, latency, frontend, clock
+
+    def execute(self, name: str, args: Mapping[str, Any], principal: Any = None) -> defer.Deferred[Any]:
+        start = self.clock()
+        label = name if isinstance(name, str) and name in COMMANDS else "unknown"
+
+        def timed(outcome: Any) -> Any:
+            self.latency.observe(self.frontend, label, self.clock() - start)
+            return outcome
+
+        return self.dispatcher.execute(name, args, principal).addBoth(timed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dispatcher, name)
+
+
+@dataclass
+class Snapshot:
+    """What one scrape learned: per-queue stats answers, the dispatcher's counters, backend health."""
+
+    up: bool = True
+    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    latency: Latency | None = None
+
+
+class SnapshotCollector(Collector):
+    """A prometheus_client collector over one :class:`Snapshot` (registered per scrape only)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        messages = GaugeMetricFamily(
+            "restmq_queue_messages", "Messages in the queue by state.", labels=["queue", "state"]
+        )
+        subscribers = GaugeMetricFamily(
+            "restmq_queue_subscribers", "Live stream subscribers of the queue.", labels=["queue"]
+        )
+        events = CounterMetricFamily(
+            "restmq_queue_events", "Message events of the queue since it was created.", labels=["queue", "event"]
+        )
+        for name in sorted(snap.queues):
+            stats = snap.queues[name]
+            length = stats.get("length") or {}
+            for state in STATES:
+                messages.add_metric([name, state], float(length.get(state, 0)))
+            subscribers.add_metric([name], float(stats.get("subscribers", 0)))
+            counters = stats.get("counters") or {}
+            for event in EVENTS:
+                events.add_metric([name, event], float(counters.get(event, 0)))
+        yield messages
+        yield subscribers
+        yield events
+        commands = CounterMetricFamily(
+            "restmq_commands", "Commands run by this process's dispatcher.", labels=["command"]
+        )
+        for name, n in sorted(snap.calls.items()):
+            commands.add_metric([name], float(n))
+        yield commands
+        errors = CounterMetricFamily(
+            "restmq_errors", "Command failures by error code (this process).", labels=["code"]
+        )
+        for code, n in sorted(snap.errors.items()):
+            errors.add_metric([code], float(n))
+        yield errors
+        yield GaugeMetricFamily(
+            "restmq_backend_up", "1 when Redis answered this scrape, 0 when not.", value=1.0 if snap.up else 0.0
+        )
+        if snap.latency is not None:
+            yield snap.latency.family()
+
+
+def render(snapshot: Snapshot) -> bytes:
+    """The Prometheus text exposition of ``snapshot`` (a fresh registry each time)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    return generate_latest(registry)
+
+
+async def take_snapshot(dispatcher: Any, principal: Any = None) -> Snapshot:
+    """Ask the dispatcher for the server's and every queue's stats (concurrently).
+
+    A failing backend marks ``up`` false (``backend_unavailable``); what could not be read is left
+    out and the scrape still answers. Only a refused caller (401/403) fails it.
+    """
+    snap = Snapshot()
+    try:
+        server = await dispatcher.execute("stats", {}, principal)
+    except RestMQError as e:
+        if e.code in ("unauthorized", "forbidden"):
+            raise  # answered 401/403 like any route
+        snap.up = e.code != "backend_unavailable"
+        server = {}
+    names = list((server.get("queues") or {}) if isinstance(server, Mapping) else ())
+
+    def failed(failure: Any) -> None:
+        failure.trap(RestMQError)
+        if failure.value.code == "backend_unavailable":
+            snap.up = False
+        return None
+
+    found = await defer.gatherResults(
+        [dispatcher.execute("stats", {"queue": q}, principal).addErrback(failed) for q in names]
+    )
+    for name, stats in zip(names, found):
+        if isinstance(stats, Mapping):
+            snap.queues[name] = dict(stats)
+    # Copied after the stats calls so a scrape shows its own calls consistently.
+    snap.calls = dict(getattr(dispatcher, "calls", {}))
+    snap.errors = dict(getattr(dispatcher, "errors", {}))
+    return snap
+
+
+class PrometheusAnswer(Answer):
+    """Writes the exposition bytes with Prometheus's content type."""
+
+    __slots__ = ()
+
+    def ok(self, request: Request, result: Any, callback: str | None) -> None:
+        send(request, 200, result, CONTENT_TYPE_LATEST.encode("ascii"))
+
+
+PROMETHEUS = PrometheusAnswer()
+
+
+class Metrics(Endpoint):
+    """``GET /metrics``: the Prometheus text exposition (HEAD answers the same without a body).
+
+    ``dispatcher``: where the numbers come from (default: the Front's); ``latency``: the request
+    durations to expose, if any (see :meth:`instrument`).
+    """
+
+    methods = (GET,)
+
+    def __init__(self, front: Front, *, dispatcher: Any = None, latency: Latency | None = None) -> None:
+        super().__init__(front)
+        self.dispatcher = dispatcher
+        self.latency = latency
+
+    @classmethod
+    def instrument(cls, front: Front, frontend: str = "http") -> Metrics:
+        """The resource, with the Front's dispatcher wrapped in a :class:`TimedDispatcher` so the
+        routes' commands are timed (mount it before serving; the routes read ``front.dispatcher``
+        per request). Scrapes use the plain dispatcher and are not timed themselves."""
+        latency = Latency()
+        plain = front.dispatcher
+        front.dispatcher = TimedDispatcher(plain, latency, frontend)
+        return cls(front, dispatcher=plain, latency=latency)
+
+    def render_GET(self, request: Request) -> int:
+        principal = self.front.principal(request)
+        dispatcher = self.dispatcher if self.dispatcher is not None else self.front.dispatcher
+        d = defer.ensureDeferred(take_snapshot(dispatcher, principal))
+        d.addCallback(self._render)
+        return self.front.respond(request, d, PROMETHEUS)
+
+    def _render(self, snapshot: Snapshot) -> bytes:
+        snapshot.latency = self.latency
+        return render(snapshot)
