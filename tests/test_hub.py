@@ -188,3 +188,38 @@ async def test_stream_modes_are_checked(two):
         except BadRequest:
             continue
         raise AssertionError(f"accepted {kwargs}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sink_that_is_not_ready_gets_nothing_in_roundrobin_until_it_wakes(two):
+    """A paused (not reading) roundrobin subscriber is skipped, and messages wait in the queue for it."""
+    a, _ = two
+    await a.execute("policy", {"queue": "slow", "policy": "roundrobin"})
+    sink = Sink()
+    sink.ready = False
+    subscription = a.subscribe("slow", sink)
+    await a.engine.hub.watch("slow").ready(2)
+    await a.execute("add_many", {"queue": "slow", "messages": ["1", "2"]})
+    await task.deferLater(reactor, 0.1, lambda: None)
+    assert sink.messages == []
+    assert (await a.execute("len", {"queue": "slow"}))["ready"] == 2
+    sink.ready = True
+    subscription.wake()
+    await until(lambda: len(sink.messages) == 2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_broadcast_subscriber_that_does_not_read_is_dropped_after_a_bound(two, monkeypatch):
+    """In broadcast a subscriber that stopped reading is ended as a slow consumer, not buffered forever."""
+    from restmq.engine import hub
+
+    monkeypatch.setattr(hub, "SLOW_CONSUMER_BACKLOG", 3)
+    a, b = two
+    slow, fast = Sink(), Sink()
+    slow.ready = False
+    a.subscribe("news", slow)
+    a.subscribe("news", fast)
+    await a.engine.hub.watch("news").ready(2)
+    await b.execute("add_many", {"queue": "news", "messages": [str(i) for i in range(6)]})
+    await until(lambda: len(fast.messages) == 6)
+    assert slow.closed == "slow consumer" and len(slow.messages) == 3

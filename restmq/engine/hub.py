@@ -30,12 +30,27 @@ log = Logger()
 RETRY_DELAY = 1.0
 
 
+#: Broadcast messages a sink may be handed while it is not ready (its socket does not drain)
+#: before the hub ends its stream with "slow consumer": a bound on what one client can buffer.
+SLOW_CONSUMER_BACKLOG = 1000
+
+
 class Sink(Protocol):
-    """What a stream front end gives the hub: where messages go, and how the stream ends."""
+    """What a stream front end gives the hub: where messages go, and how the stream ends.
+
+    A sink may also have a ``ready`` attribute: False while its client is not reading (its
+    transport paused it). The hub then gives it nothing in roundrobin or reserve mode (messages
+    stay queued for others) and, in broadcast, ends its stream after ``SLOW_CONSUMER_BACKLOG``
+    messages; the sink calls ``Subscription.wake()`` when it is ready again.
+    """
 
     def deliver(self, message: dict[str, Any]) -> None: ...
 
     def close(self, reason: str) -> None: ...
+
+
+def _ready(sink: Sink) -> bool:
+    return bool(getattr(sink, "ready", True))
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,8 @@ class _Local:
     sinks: list[Sink] = field(default_factory=list)
     #: Sinks in reserve mode and their lease (None: the queue's); the others take by policy.
     leases: dict[Sink, float | None] = field(default_factory=dict)
+    #: Broadcast messages handed to each sink while it was not ready.
+    behind: dict[Sink, int] = field(default_factory=dict)
     waiters: list[defer.Deferred[bool]] = field(default_factory=list)
     watchers: int = 0
     subscribed: defer.Deferred[None] = field(default_factory=defer.Deferred)
@@ -80,6 +97,13 @@ class Subscription:
 
     def cancel(self) -> None:
         self._hub._remove_sink(self.queue, self.sink)
+
+    def wake(self) -> None:
+        """The sink is ready again (its client drained): look at the queue for it."""
+        local = self._hub._local.get(self.queue)
+        if local is not None and self.sink in local.sinks:
+            local.behind.pop(self.sink, None)
+            self._hub.drain(local)
 
 
 class Watch:
@@ -256,6 +280,7 @@ class Hub:
             return
         local.sinks.remove(sink)
         local.leases.pop(sink, None)
+        local.behind.pop(sink, None)
         if not self._stopping:
             defer.ensureDeferred(self._count(queue, -1))
         self._maybe_forget(local)
@@ -325,6 +350,12 @@ class Hub:
         n, seen, record = payload.split(b"|", 2)
         message = parse_record(local.queue, n, record, seen).to_dict()
         for sink in local.takers:
+            if not _ready(sink):
+                local.behind[sink] = local.behind.get(sink, 0) + 1
+                if local.behind[sink] > SLOW_CONSUMER_BACKLOG:
+                    log.info("slow consumer dropped queue={queue}", queue=local.queue)
+                    sink.close("slow consumer")
+                    continue
             sink.deliver(message)
 
     # -- draining -----------------------------------------------------------------------------
@@ -352,15 +383,15 @@ class Hub:
 
     async def _drain_takers(self, local: _Local) -> int:
         """One step for take-mode sinks: by policy. Answers how much moved (0: nothing to do)."""
-        takers = local.takers
-        if not takers:
-            return 0
-        status, messages = await self.engine.stream_take(local.queue, len(takers))
+        ready = [s for s in local.takers if _ready(s)]
+        if not ready:
+            return 0  # nobody can take more now: messages stay queued until a sink wakes
+        status, messages = await self.engine.stream_take(local.queue, len(ready))
         for message in messages:
-            takers = local.takers
-            if not takers:
+            ready = [s for s in local.takers if _ready(s)] or local.takers
+            if not ready:
                 break  # nobody left; at-most-once take: the message is gone, like the original
-            takers[next(local.turn) % len(takers)].deliver(message.to_dict())
+            ready[next(local.turn) % len(ready)].deliver(message.to_dict())
         return 1 if status == "broadcast" else len(messages)
 
     async def _drain_reservers(self, local: _Local) -> int:
@@ -369,7 +400,8 @@ class Hub:
         moved = 0
         by_lease: dict[float | None, list[Sink]] = {}
         for sink, lease in local.leases.items():
-            by_lease.setdefault(lease, []).append(sink)
+            if _ready(sink):
+                by_lease.setdefault(lease, []).append(sink)
         for lease, sinks in by_lease.items():
             messages = await self.engine.reserve(local.queue, len(sinks), lease)
             for sink, message in zip(sinks, messages):

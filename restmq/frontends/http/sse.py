@@ -14,12 +14,11 @@ queue name: anything it refuses is the usual JSON error, not a stream.
 stream of broadcast messages, not built yet; a reconnecting client gets what arrives from then on.
 
 The sink is :class:`stream.CometSink` (the same once-only end and disconnect handling) with SSE
-framing; :func:`stream_options` and :func:`open_subscription` are shared with the WebSocket front.
+framing, opened by :func:`stream.open_stream` like COMET.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.task import LoopingCall
@@ -28,37 +27,15 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from restmq.errors import NotFound, RestMQError
-from restmq.frontends.http.common import GET, HEAD, Endpoint, Front, query, queue_name, send_error
-from restmq.frontends.http.stream import CometSink
-from restmq.wire import form
+from restmq.errors import NotFound
+from restmq.frontends.http.common import GET, HEAD, Endpoint, Front, query, queue_name
+from restmq.frontends.http.stream import CometSink, open_stream, stream_options
 from restmq.wire import sse as wire
 
 log = Logger()
 
 #: Seconds between heartbeat comments on an idle stream.
 HEARTBEAT = 15.0
-
-
-# -- shared by the stream front ends ----------------------------------------------------------------
-
-
-def stream_options(args: Mapping[bytes, list[bytes]]) -> tuple[str, str | None]:
-    """``?mode=`` (default ``take``, lower-cased) and ``?lease=`` (None when absent) of a stream
-    request, as text; the dispatcher checks both."""
-    mode_values, lease_values = args.get(b"mode"), args.get(b"lease")
-    mode = form.text(mode_values[-1], "mode").lower() if mode_values else "take"
-    lease = form.text(lease_values[-1], "lease") if lease_values else None
-    return mode, lease
-
-
-def open_subscription(
-    front: Front, queue: str, sink: Any, mode: str, lease: str | None, principal: Any
-) -> Any:
-    """Register ``sink`` with the dispatcher (raises RestMQError when refused). ``lease`` is only
-    passed when given, so the dispatcher's own default (the queue's lease) applies otherwise."""
-    extra: dict[str, Any] = {} if lease is None else {"lease": lease}
-    return front.dispatcher.subscribe(queue, sink, mode=mode, principal=principal, **extra)
 
 
 # -- SSE ----------------------------------------------------------------------------------------
@@ -139,18 +116,8 @@ class SSEQueue(Endpoint):
             raise NotFound("name a queue: GET /sse/<queue>")
         mode, lease = stream_options(query(request))
         sink = SSESink(request, self.queue)
-        request.setHeader(b"content-type", wire.CONTENT_TYPE)
-        request.setHeader(b"cache-control", b"no-cache")
-        request.setHeader(b"x-accel-buffering", b"no")  # proxies (nginx) must not buffer a stream
-        try:
-            sink.subscription = open_subscription(
-                self.front, self.queue, sink, mode, lease, self.front.principal(request)
-            )
-        except RestMQError as e:
-            sink.open = False
-            send_error(request, e)
+        if not open_stream(self.front, request, sink, wire.CONTENT_TYPE, mode, lease):
             return NOT_DONE_YET
-        request.notifyFinish().addErrback(sink.lost)
         if request.getHeader(b"last-event-id") is not None:
             log.debug("SSE resume asked queue={queue}; not supported yet", queue=self.queue)
         log.debug("SSE client joined queue={queue}", queue=self.queue)

@@ -7,18 +7,22 @@ policy and pause state (the hub's job), and ends by finishing the response (the 
 is sent) when the queue is purged or the server shuts down. A client that disconnects is
 unsubscribed at once, so a roundrobin message is never handed to a dead connection afterwards.
 
-``?mode=take|reserve`` is passed to the dispatcher, which refuses what it does not support yet.
+``?mode=take|reserve`` and ``?lease=S`` go to the dispatcher, which judges them.
 No end-of-stream line is written: original clients read every line as a message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 from restmq.errors import NotFound, RestMQError
 from restmq.frontends.http.common import (
@@ -39,15 +43,33 @@ log = Logger()
 STREAM_TYPE = b"text/plain; charset=utf-8"
 
 
+@implementer(IPushProducer)
 class CometSink:
-    """The hub's handle on one COMET response; deaf once the stream has ended either way."""
+    """The hub's handle on one COMET response; deaf once the stream has ended either way.
 
-    __slots__ = ("request", "callback", "queue", "subscription", "open")
+    It is the response's push producer: when the client stops reading and the transport's buffer
+    fills, ``pauseProducing`` marks it not ready so the hub stops handing it messages (see
+    :class:`restmq.engine.hub.Sink`); ``resumeProducing`` wakes the subscription again.
+    """
+
+    __slots__ = ("request", "callback", "queue", "subscription", "open", "ready")
 
     def __init__(self, request: Request, callback: str | None, queue: str) -> None:
         self.request, self.callback, self.queue = request, callback, queue
         self.subscription: Any = None
         self.open = True
+        self.ready = True
+
+    def pauseProducing(self) -> None:
+        self.ready = False
+
+    def resumeProducing(self) -> None:
+        self.ready = True
+        if self.open and self.subscription is not None:
+            self.subscription.wake()
+
+    def stopProducing(self) -> None:
+        self.lost(Failure(ConnectionDone()))
 
     def deliver(self, message: dict[str, Any]) -> None:
         if self.open:
@@ -61,6 +83,7 @@ class CometSink:
         if self.subscription is not None:
             self.subscription.cancel()
         log.debug("COMET stream ended queue={queue} reason={reason}", queue=self.queue, reason=reason)
+        self.request.unregisterProducer()
         self.request.finish()
 
     def lost(self, failure: Failure) -> None:
@@ -70,6 +93,52 @@ class CometSink:
             if self.subscription is not None:
                 self.subscription.cancel()
             log.debug("COMET client left queue={queue}", queue=self.queue)
+
+
+def stream_options(args: Mapping[bytes, list[bytes]]) -> tuple[str, str | None]:
+    """``?mode=`` (default ``take``, lower-cased) and ``?lease=`` (None when absent) of a stream
+    request, as text; the dispatcher checks both."""
+    mode_values, lease_values = args.get(b"mode"), args.get(b"lease")
+    mode = form.text(mode_values[-1], "mode").lower() if mode_values else "take"
+    lease = form.text(lease_values[-1], "lease") if lease_values else None
+    return mode, lease
+
+
+def open_subscription(
+    front: Front, queue: str, sink: Any, mode: str, lease: str | None, principal: Any
+) -> Any:
+    """Register ``sink`` with the dispatcher (raises RestMQError when refused). ``lease`` is only
+    passed when given, so the dispatcher's own default (the queue's lease) applies otherwise."""
+    extra: dict[str, Any] = {} if lease is None else {"lease": lease}
+    return front.dispatcher.subscribe(queue, sink, mode=mode, principal=principal, **extra)
+
+
+def open_stream(
+    front: Front,
+    request: Request,
+    sink: CometSink,
+    content_type: bytes,
+    mode: str,
+    lease: str | None,
+    callback: str | None = None,
+) -> bool:
+    """Subscribe ``sink`` and make ``request`` its stream: streaming headers, the sink as the
+    response's producer (flow control), unsubscribed when the client goes. A refusal is answered
+    as the usual JSON error and answers False."""
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"cache-control", b"no-cache")
+    request.setHeader(b"x-accel-buffering", b"no")  # proxies (nginx) must not buffer a stream
+    try:
+        sink.subscription = open_subscription(
+            front, sink.queue, sink, mode, lease, front.principal(request)
+        )
+    except RestMQError as e:
+        sink.open = False
+        send_error(request, e, callback)
+        return False
+    request.notifyFinish().addErrback(sink.lost)
+    request.registerProducer(sink, True)
+    return True
 
 
 class Comet(Endpoint):
@@ -100,21 +169,10 @@ class CometQueue(Endpoint):
         if not self.queue:
             raise NotFound("name a queue: GET /c/<queue>")
         callback = callback_of(request)
-        mode_values = query(request).get(b"mode")
-        mode = form.text(mode_values[-1], "mode").lower() if mode_values else "take"
+        mode, lease = stream_options(query(request))
         sink = CometSink(request, callback, self.queue)
-        request.setHeader(b"content-type", STREAM_TYPE)
-        request.setHeader(b"cache-control", b"no-cache")
-        request.setHeader(b"x-accel-buffering", b"no")  # proxies (nginx) must not buffer a stream
-        try:
-            sink.subscription = self.front.dispatcher.subscribe(
-                self.queue, sink, mode=mode, principal=self.front.principal(request)
-            )
-        except RestMQError as e:
-            sink.open = False
-            send_error(request, e, callback)
+        if not open_stream(self.front, request, sink, STREAM_TYPE, mode, lease, callback):
             return NOT_DONE_YET
-        request.notifyFinish().addErrback(sink.lost)
         log.debug("COMET client joined queue={queue}", queue=self.queue)
         if sink.open and not request.startedWriting:
             request.write(b"")  # send the headers now: the client knows it is subscribed

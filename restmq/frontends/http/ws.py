@@ -34,7 +34,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from restmq import commands, compat
 from restmq.errors import BadRequest, NotFound, RestMQError
 from restmq.frontends.http.common import INTERNAL, Endpoint, Front, query, queue_name, send_error
-from restmq.frontends.http.sse import open_subscription, stream_options
+from restmq.frontends.http.stream import open_subscription, stream_options
 from restmq.wire.chunked import dumps
 from restmq.wire.line import json_command
 
