@@ -223,3 +223,22 @@ async def test_a_broadcast_subscriber_that_does_not_read_is_dropped_after_a_boun
     await b.execute("add_many", {"queue": "news", "messages": [str(i) for i in range(6)]})
     await until(lambda: len(fast.messages) == 6)
     assert slow.closed == "slow consumer" and len(slow.messages) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscribers_of_a_crashed_process_stop_counting(two, monkeypatch):
+    """Subscriber counts of a process that stopped saying it is alive are forgotten by stats."""
+    from restmq.engine import core
+
+    a, b = two
+    a.subscribe("crash", Sink())
+    b.subscribe("crash", Sink())
+    await task.deferLater(reactor, 0.1, lambda: None)
+    assert (await a.execute("stats", {"queue": "crash"}))["subscribers"] == 2
+    b.engine.hub._alive.stop()  # b "crashes": it says nothing more
+    a.engine.hub._say_alive()
+    monkeypatch.setattr(core, "SUBSCRIBERS_FORGOTTEN", 0.2)
+    await task.deferLater(reactor, 0.15, lambda: None)
+    a.engine.hub._say_alive()
+    await task.deferLater(reactor, 0.1, lambda: None)
+    assert (await a.execute("stats", {"queue": "crash"}))["subscribers"] == 1

@@ -36,6 +36,10 @@ def script_defaults() -> dict[str, int]:
     return {a.name: ms(a.default) if a.kind == "seconds" else int(a.default) for a in commands.SETTINGS}
 
 
+#: Seconds after which the stream subscribers of a process that stopped saying it is alive (it
+#: crashed) no longer count; live processes say so every ``Hub.HEARTBEAT`` seconds.
+SUBSCRIBERS_FORGOTTEN = 20.0
+
 #: How long a queue name stays in this process's "already registered" cache before the next add
 #: registers it again (cheap insurance after a FLUSHALL or a restored backup).
 REGISTRY_REFRESH = 10.0
@@ -326,7 +330,9 @@ class QueueEngine:
 
     async def queue_stats(self, queue: str) -> dict[str, Any]:
         """Counters, lengths, state, policy and subscribers of one queue."""
-        counters, lens, state, policy, subs = await self._script("stats", queue, [self.default_policy])
+        counters, lens, state, policy, subs = await self._script(
+            "stats", queue, [self.default_policy, ms(SUBSCRIBERS_FORGOTTEN)]
+        )
         flat = [c.decode() if isinstance(c, bytes) else c for c in counters]
         numbers = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
         length = QueueLength(*(int(x) for x in lens))

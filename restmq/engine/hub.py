@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import txredisapi
 from twisted.application.internet import ClientService
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
@@ -206,6 +206,9 @@ class _HubFactory(protocol.Factory):
 class Hub:
     """Per-process registry of stream sinks and long-poll waiters, fed by Redis pub/sub."""
 
+    #: Seconds between "still alive" notes for this process's subscriber counts (see stats.lua).
+    HEARTBEAT = 5.0
+
     def __init__(self, engine: QueueEngine, *, clock: IReactorTime) -> None:
         self.engine = engine
         self.clock = clock
@@ -213,6 +216,7 @@ class Hub:
         self._by_channel: dict[bytes, _Local] = {}
         self._proto: _HubProtocol | None = None
         self._service: ClientService | None = None
+        self._alive: task.LoopingCall | None = None
         self._stopping = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -221,10 +225,21 @@ class Hub:
         """Open (and keep reopening) the pub/sub connection; sinks registered earlier wait for it."""
         self._service = ClientService(target.endpoint, _HubFactory(self, target), clock=self.clock)
         self._service.startService()
+        self._alive = task.LoopingCall(self._say_alive)
+        self._alive.clock = self.clock
+        self._alive.start(self.HEARTBEAT, now=False)
+
+    def _say_alive(self) -> None:
+        """Refresh this process's subscriber counts so stats keeps counting them."""
+        for local in self._local.values():
+            if local.sinks:
+                defer.ensureDeferred(self._count(local.queue, 0))
 
     async def stop(self) -> None:
         """End every stream (``shutdown``) and close the pub/sub connection."""
         self._stopping = True
+        if self._alive is not None and self._alive.running:
+            self._alive.stop()
         for local in list(self._local.values()):
             if local.sinks:
                 await self._count(local.queue, -len(local.sinks))

@@ -38,6 +38,7 @@ class QueueKeys:
     conf: str  # HASH state, policy and settings (max_attempts, lease, ...)
     stats: str  # HASH counters: added, taken, reserved, acked, nacked, expired, dead
     subs: str  # HASH process id -> number of stream subscribers there
+    subs_seen: str  # HASH process id -> when it last said it is alive (ms), for crashed processes
     dead: str  # ZSET: the dead-letter queue's ready set
     dead_messages: str  # HASH: the dead-letter queue's records
     dead_errors: str  # HASH: the dead-letter queue's last errors
@@ -75,6 +76,7 @@ def for_queue(queue: str) -> QueueKeys:
         conf=base + "conf",
         stats=base + "stats",
         subs=base + "subs",
+        subs_seen=base + "subseen",
         dead=dead + "ready",
         dead_messages=dead + "msg",
         dead_errors=dead + "err",

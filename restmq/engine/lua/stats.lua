@@ -1,9 +1,20 @@
--- KEYS: ready reserved delayed dead conf stats subs
+-- KEYS: ready reserved delayed dead conf stats subs subs_seen
 -- One queue's counters, lengths, state and subscribers, in one round trip. ARGV[2] = the server's
--- default policy; subs is the subscriber hash (process -> count).
+-- default policy; subs is the subscriber hash (process -> count). A process not heard of for
+-- ARGV[3] ms (it crashed) is forgotten here.
 -- Returns {-1, counters (flat HGETALL), {ready, reserved, delayed, dead}, state, policy, subscribers}.
 local subs = 0
-for _, v in ipairs(redis.call('HVALS', K.subs)) do subs = subs + tonumber(v) end
+local oldest = now_ms() - tonumber(ARGV[3])
+local counts = redis.call('HGETALL', K.subs)
+for i = 1, #counts, 2 do
+  local seen = tonumber(redis.call('HGET', K.subs_seen, counts[i]) or 0)
+  if seen < oldest then
+    redis.call('HDEL', K.subs, counts[i])
+    redis.call('HDEL', K.subs_seen, counts[i])
+  else
+    subs = subs + tonumber(counts[i + 1])
+  end
+end
 return {
   -1,
   redis.call('HGETALL', K.stats),
