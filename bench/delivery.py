@@ -32,7 +32,6 @@ import asyncio
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -472,15 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; stopping the servers", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-        for name in ("restmq", "bare", "redis"):
-            if name in children:
-                children[name].stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if args.keep_logs:
-            print(f"server logs kept in {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        tp.cleanup(children, tmp, args.keep_logs)
 
 
 if __name__ == "__main__":

@@ -947,15 +947,20 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; stopping the servers", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-        for name in ("restmq", "bare", "redis"):
-            if name in children:
-                children[name].stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if args.keep_logs:
-            print(f"server logs kept in {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        cleanup(children, tmp, args.keep_logs)
+
+
+def cleanup(children: dict[str, Any], tmp: str, keep_logs: bool) -> None:
+    """Stop every server a bench started (RestMQ first, Redis last) and drop its temp dir."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+    for name in ("restmq", "bare", "redis"):
+        if name in children:
+            children[name].stop()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if keep_logs:
+        print(f"server logs kept in {tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

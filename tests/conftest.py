@@ -126,6 +126,18 @@ async def engine(redis: RedisServer):
     await eng.redis.disconnect()
 
 
+@pytest_twisted.async_yield_fixture
+async def site_url(dispatcher):
+    """The base URL of a RestMQ HTTP Site (every route) over the test dispatcher, on a free port."""
+    from twisted.internet import reactor
+
+    from restmq.frontends.http.routes import build_site
+
+    port = reactor.listenTCP(0, build_site(dispatcher, reactor=reactor), interface="127.0.0.1")
+    yield f"http://127.0.0.1:{port.getHost().port}"
+    await port.stopListening()
+
+
 @pytest.fixture
 def dispatcher(engine):
     """The dispatcher every front end uses, over the test engine."""

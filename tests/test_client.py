@@ -12,7 +12,6 @@ from twisted.internet.threads import deferToThread
 
 from restmq.client import RestMQ, TxRestMQ, request_body, result_of
 from restmq.errors import BackendUnavailable, BadQueueName, BadRequest, Empty, RestMQError, StaleReceipt
-from restmq.frontends.http.routes import build_site
 from tests.conftest import free_port
 
 
@@ -22,12 +21,10 @@ def _reactor() -> Any:
     return reactor
 
 
-@pytest_twisted.async_yield_fixture
-async def url(dispatcher):
+@pytest.fixture
+def url(site_url: str) -> str:
     """The base URL of a RestMQ Site on a free loopback port."""
-    port = _reactor().listenTCP(0, build_site(dispatcher, reactor=_reactor()), interface="127.0.0.1")
-    yield f"http://127.0.0.1:{port.getHost().port}"
-    await port.stopListening()
+    return site_url
 
 
 def in_thread(url: str, work: Any) -> Any:

@@ -9,7 +9,6 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from restmq import errors
 from tests.conftest import fails, run
 
 

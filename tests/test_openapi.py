@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
 from twisted.internet import threads
@@ -15,7 +16,6 @@ import restmq
 from restmq.commands import COMMANDS
 from restmq.errors import ERRORS
 from restmq.frontends.http.openapi import ROUTES, build_document
-from restmq.frontends.http.routes import build_site
 
 #: The README "HTTP routes" table, operation by operation.
 README_ROUTES = {
@@ -40,12 +40,10 @@ def _reactor() -> Any:
     return reactor
 
 
-@pytest_twisted.async_yield_fixture
-async def base(dispatcher):
+@pytest.fixture
+def base(site_url: str) -> str:
     """The base URL of a RestMQ Site on a free loopback port."""
-    port = _reactor().listenTCP(0, build_site(dispatcher, reactor=_reactor()), interface="127.0.0.1")
-    yield f"http://127.0.0.1:{port.getHost().port}"
-    await port.stopListening()
+    return site_url
 
 
 def test_document_is_valid_openapi_31():
