@@ -22,6 +22,7 @@ class Config:
     durability: str = "everysec"
     max_message_size: int = 1 << 20
     default_policy: str = "broadcast"
+    replay: int = 1000
     log_format: str = "text"
     insecure: bool = False
 

@@ -7,6 +7,7 @@ fails with a :class:`~restmq.errors.RestMQError`. Front ends only translate fram
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -23,6 +24,9 @@ from restmq.engine.keys import DEAD_SUFFIX
 from restmq.model import Message, QueueLength, QueueState, encode_value
 
 log = Logger()
+
+#: A broadcast replay id (a Redis stream id).
+REPLAY_ID = re.compile(r"^\d{1,20}-\d{1,20}\Z")
 
 #: Per-queue counters that stats always shows (zero until something happens).
 COUNTERS = ("added", "taken", "reserved", "acked", "nacked", "expired", "dead", "redriven")
@@ -94,13 +98,18 @@ class Dispatcher:
         *,
         mode: str = "take",
         lease: Any = None,
+        since: Any = None,
         principal: Any = None,
     ) -> Subscription:
         """Register a stream sink for ``queue`` (COMET, SSE, WebSocket, line subscribe).
 
         ``mode`` ``take`` follows the queue's policy; ``reserve`` delivers each message to one
         subscriber with a receipt, hidden for ``lease`` seconds (the queue's lease when None).
+        ``since``: a broadcast ``event_id`` this subscriber saw last (SSE's ``Last-Event-ID``);
+        the broadcast messages after it that the replay stream still holds come first.
         """
+        if since is not None and not (isinstance(since, str) and REPLAY_ID.match(since)):
+            raise BadRequest(f"since must be a broadcast event id like 1700000000000-0, not {since!r:.40}")
         commands.check_queue(queue)
         if mode not in ("take", "reserve"):
             raise BadRequest(f"stream mode must be take or reserve, not {mode!r:.40}")
@@ -109,7 +118,7 @@ class Dispatcher:
         if self.authorize is not None:
             self.authorize(principal, "read", queue)
         self.calls["subscribe"] += 1
-        return self.engine.hub.subscribe(queue, sink, mode=mode, lease=lease)
+        return self.engine.hub.subscribe(queue, sink, mode=mode, lease=lease, since=since)
 
     # -- commands -----------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ class Message:
     receipt: str = ""
     lease_until_ms: int = 0
     error: str = ""
+    event_id: str = ""
 
     @property
     def key(self) -> str:
@@ -36,7 +37,7 @@ class Message:
 
     def to_dict(self) -> dict[str, Any]:
         """The SPEC §1 message shape plus ``count``; ``receipt`` and ``lease_until`` when reserved,
-        ``error`` when a nack said why it failed."""
+        ``error`` when a nack said why it failed, ``event_id`` (its replay id) when it was broadcast."""
         shape = {
             "key": self.key,
             "queue": self.queue,
@@ -51,6 +52,8 @@ class Message:
             shape["lease_until"] = self.lease_until_ms / 1000.0
         if self.error:
             shape["error"] = self.error
+        if self.event_id:
+            shape["event_id"] = self.event_id
         return shape
 
 

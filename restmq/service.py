@@ -165,7 +165,10 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
         reactor=reactor,
     )
     engine = QueueEngine(
-        clock=reactor, timeout=config.redis_timeout, default_policy=config.default_policy
+        clock=reactor,
+        timeout=config.redis_timeout,
+        default_policy=config.default_policy,
+        replay=config.replay,
     )
     dispatcher = Dispatcher(engine, max_message_size=config.max_message_size)
     root = RestMQService(config, dispatcher)

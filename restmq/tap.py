@@ -41,6 +41,16 @@ def _positive(kind: type, name: str, ceiling: float | None = None) -> Any:
     return coerce
 
 
+def _count(name: str, ceiling: int) -> Any:
+    def coerce(value: str) -> int:
+        number = int(value)
+        if not 0 <= number <= ceiling:
+            raise ValueError(f"{name} must be from 0 to {ceiling}")
+        return number
+
+    return coerce
+
+
 def _endpoint_or_off(value: str) -> str | None:
     return None if value.lower() in ("", "none", "off", "no") else value
 
@@ -72,6 +82,9 @@ class Options(usage.Options):
          _positive(int, "max-message-size", MAX_MESSAGE_CEILING)],
         ["default-policy", None, DEFAULTS.default_policy, "Stream policy of queues that set none.",
          _choice("default-policy", POLICIES)],
+        ["replay", None, DEFAULTS.replay,
+         "Broadcast messages kept per queue for subscribers that reconnect (0: none).",
+         _count("replay", 1_000_000)],
         ["log-format", None, DEFAULTS.log_format, "text, or json (one object per line; restmq serve).",
          _choice("log-format", ("text", "json"))],
         # The original RestMQ daemon's options, kept as aliases.
@@ -113,6 +126,7 @@ class Options(usage.Options):
             durability=self["durability"],
             max_message_size=self["max-message-size"],
             default_policy=self["default-policy"],
+            replay=self["replay"],
             log_format=self["log-format"],
             insecure=bool(self["insecure"]),
         )

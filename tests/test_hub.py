@@ -242,3 +242,27 @@ async def test_subscribers_of_a_crashed_process_stop_counting(two, monkeypatch):
     a.engine.hub._say_alive()
     await task.deferLater(reactor, 0.1, lambda: None)
     assert (await a.execute("stats", {"queue": "crash"}))["subscribers"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconnecting_with_since_replays_missed_broadcasts_once(two):
+    """A subscriber back with the last event id it saw gets what it missed, then live ones, no repeats."""
+    a, b = two
+    first = await subscribed(a, "feed")
+    await b.execute("add_many", {"queue": "feed", "messages": ["1", "2", "3"]})
+    await until(lambda: len(first.messages) == 3)
+    seen = first.messages[0]["event_id"]
+    back = Sink()
+    b.subscribe("feed", back, since=seen)
+    await until(lambda: len(back.messages) == 2)
+    await a.execute("add", {"queue": "feed", "value": "4"})
+    await until(lambda: len(back.messages) == 3)
+    await task.deferLater(reactor, 0.05, lambda: None)
+    assert [m["value"] for m in back.messages] == ["2", "3", "4"]
+    for bad in ("feed:1", "x-1", 42):
+        try:
+            b.subscribe("feed", Sink(), since=bad)
+        except Exception as e:
+            assert getattr(e, "code", None) == "bad_request"
+        else:
+            raise AssertionError(f"accepted since={bad!r}")

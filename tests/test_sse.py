@@ -49,8 +49,9 @@ async def test_sse_streams_each_message_as_an_event_within_100ms(http, engine):
     await until(lambda: len(events(body)) == 1, timeout=1.0, step=0.002)
     assert time.monotonic() - start < 0.1
     (event,) = events(body)
-    assert event.id == key and event.event == "message"
-    assert (json.loads(event.data)["key"], json.loads(event.data)["value"]) == (key, "hello")
+    data = json.loads(event.data)
+    assert event.id == data["event_id"] and event.event == "message"  # broadcast: its replay id
+    assert (data["key"], data["value"]) == (key, "hello")
     assert (await http.get("/q/fresh")).status == 204  # streamed messages were taken
     body.leave()
 
@@ -113,3 +114,20 @@ async def test_sse_refuses_bad_input_with_json(http, engine):
     assert (await http.get("/sse/q?mode=reserve&lease=soon")).json()["code"] == "bad_request"
     assert (await http.get("/sse")).json()["code"] == "not_found"
     assert engine.hub.subscribers("q") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_sse_reconnect_with_last_event_id_gets_what_it_missed(http, engine):
+    """An EventSource reconnecting with Last-Event-ID first receives the broadcasts it missed."""
+    _, first = await stream(http, "/sse/news")
+    await until(lambda: engine.hub.subscribers("news") == 1)
+    for value in ("one", "two"):
+        await add(http, "news", value)
+    await until(lambda: len(events(first)) == 2)
+    seen = events(first)[0].id
+    _, again = await stream(http, "/sse/news", {"Last-Event-ID": seen})
+    await until(lambda: len(events(again)) == 1)
+    assert json.loads(events(again)[0].data)["value"] == "two"
+    assert events(again)[0].id == events(first)[1].id
+    first.leave()
+    again.leave()

@@ -23,12 +23,13 @@ def test_every_option_reaches_the_config():
         "--http", "tcp:0:interface=127.0.0.1", "--line", "none", "--syslog", "tcp:0:interface=127.0.0.1",
         "--redis", "redis://127.0.0.1:7000/2", "--data", "/tmp/x", "--durability", "always",
         "--redis-pool", "3", "--redis-timeout", "0.5", "--max-message-size", "1000",
-        "--default-policy", "roundrobin", "--log-format", "json",
+        "--default-policy", "roundrobin", "--log-format", "json", "--replay", "0",
     ])
     assert config == Config(
         http="tcp:0:interface=127.0.0.1", line=None, syslog="tcp:0:interface=127.0.0.1",
         redis="redis://127.0.0.1:7000/2", data="/tmp/x", durability="always", redis_pool=3,
         redis_timeout=0.5, max_message_size=1000, default_policy="roundrobin", log_format="json",
+        replay=0,
     )
 
 
@@ -47,6 +48,7 @@ def test_original_daemon_options_are_aliases():
     ["--max-message-size", "-1"],
     ["--redis-timeout", "abc"],
     ["--log-format", "xml"],
+    ["--replay", "-1"],
     ["--redis", "redis://a", "--redis-host", "b"],
 ])
 def test_bad_options_are_usage_errors(argv):

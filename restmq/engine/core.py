@@ -7,6 +7,7 @@ quickly instead of a hung request.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
@@ -79,6 +80,12 @@ def parse_deliveries(queue: str, flat: Sequence[Any]) -> list[Message]:
     ]
 
 
+def parse_broadcast(queue: str, event_id: bytes, body: bytes) -> Message:
+    """A broadcast message as published and replayed: ``<n>|<seen>|<record>`` with its replay id."""
+    n, seen, record = body.split(b"|", 2)
+    return dataclasses.replace(parse_record(queue, n, record, seen), event_id=event_id.decode())
+
+
 def ms(seconds: float) -> int:
     """Seconds (fractions allowed) as the integer milliseconds scripts work in."""
     return int(round(seconds * 1000))
@@ -93,8 +100,11 @@ class QueueEngine:
         clock: IReactorTime,
         timeout: float = 1.0,
         default_policy: str = "broadcast",
+        replay: int = 1000,
     ) -> None:
         self.redis: Any = None
+        #: Broadcast messages kept per queue for subscribers that reconnect (0: none).
+        self.replay = replay
         self.clock = clock
         self.timeout = timeout
         self.default_policy = default_policy
@@ -199,20 +209,20 @@ class QueueEngine:
 
     async def take(self, queue: str, count: int) -> list[Message]:
         """Remove up to ``count`` ready messages (none while the queue is paused)."""
-        reply = await self._script("take", queue, [count, "take", 0, "", ""])
+        reply = await self._script("take", queue, [count, "take", 0, "", "", 0])
         return parse_deliveries(queue, reply[1:]) if reply[0] == b"ok" else []
 
     async def reserve(self, queue: str, count: int, lease: float | None) -> list[Message]:
         """Deliver up to ``count`` ready messages hidden for ``lease`` seconds (None: the queue's
         lease), each with a receipt."""
         nonce = secrets.token_hex(4)
-        reply = await self._script("take", queue, [count, "reserve", ms(lease or 0), nonce, ""])
+        reply = await self._script("take", queue, [count, "reserve", ms(lease or 0), nonce, "", 0])
         return parse_deliveries(queue, reply[1:]) if reply[0] == b"ok" else []
 
     async def stream_take(self, queue: str, count: int) -> tuple[str, list[Message]]:
         """The hub's drain step: ``("paused", [])``, ``("broadcast", [])`` after publishing, or
         ``("roundrobin", messages)`` for this process's subscribers to share."""
-        reply = await self._script("take", queue, [count, "stream", 0, "", self.default_policy])
+        reply = await self._script("take", queue, [count, "stream", 0, "", self.default_policy, self.replay])
         status = reply[0].decode()
         if status == "ok":
             return "roundrobin", parse_deliveries(queue, reply[1:])
@@ -283,6 +293,11 @@ class QueueEngine:
         """Queues whose timers are due by Redis's clock."""
         reply = await self._bounded(self.scripts.call(self.redis, "due", [K.TIMERS], [b"", limit]))
         return [q.decode() for q in reply[1:]]
+
+    async def replayed(self, queue: str, since: str) -> list[Message]:
+        """The broadcast messages after replay id ``since`` that the replay stream still holds."""
+        reply = await self._script("replay", queue, [since, max(self.replay, 1)])
+        return [parse_broadcast(queue, reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
 
     async def peek(self, queue: str, count: int, state: str = "ready") -> list[Message]:
         """The next ``count`` messages in ``state`` (ready, reserved, delayed), left in place."""

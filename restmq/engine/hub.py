@@ -89,6 +89,48 @@ class _Local:
         return not self.sinks and not self.waiters and not self.watchers
 
 
+def _replay_order(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class _Resuming:
+    """A sink that reconnected with a replay id: live messages wait until the missed ones (from
+    the replay stream) are delivered, and none is delivered twice."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self._held: list[dict[str, Any]] | None = []
+        self._last = (0, 0)
+
+    @property
+    def ready(self) -> bool:
+        return _ready(self.sink)
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        if self._held is not None:
+            self._held.append(message)
+        elif "event_id" not in message or _replay_order(message["event_id"]) > self._last:
+            self.sink.deliver(message)
+
+    def close(self, reason: str) -> None:
+        self._held = None
+        self.sink.close(reason)
+
+    async def replay(self, engine: QueueEngine, queue: str, since: str) -> None:
+        try:
+            missed = await engine.replayed(queue, since)
+        except Exception as e:  # the stream goes on live; say what was not replayed
+            log.warn("replay failed queue={queue} since={since}: {error}", queue=queue, since=since, error=e)
+            missed = []
+        held, self._held = self._held or [], None
+        for message in missed:
+            self._last = _replay_order(message.event_id)
+            self.sink.deliver(message.to_dict())
+        for message in held:
+            self.deliver(message)
+
+
 class Subscription:
     """A registered sink; ``cancel()`` removes it (the client went away)."""
 
@@ -255,11 +297,21 @@ class Hub:
     # -- registration -------------------------------------------------------------------------
 
     def subscribe(
-        self, queue: str, sink: Sink, *, mode: str = "take", lease: float | None = None
+        self,
+        queue: str,
+        sink: Sink,
+        *,
+        mode: str = "take",
+        lease: float | None = None,
+        since: str | None = None,
     ) -> Subscription:
         """Register a stream sink. In ``take`` mode it receives the queue's messages by the queue's
         policy (at-most-once); in ``reserve`` mode each message goes to one reserve sink with a
-        receipt, and comes back after ``lease`` unless acked (at-least-once, whatever the policy)."""
+        receipt, and comes back after ``lease`` unless acked (at-least-once, whatever the policy).
+        ``since`` (a broadcast replay id) first replays the broadcast messages after it."""
+        if since is not None:
+            sink = _Resuming(sink)
+            defer.ensureDeferred(sink.replay(self.engine, queue, since))
         local = self._interest(queue)
         local.sinks.append(sink)
         if mode == "reserve":
@@ -360,10 +412,10 @@ class Hub:
                 d.callback(True)
 
     def _broadcast(self, local: _Local, payload: bytes) -> None:
-        from restmq.engine.core import parse_record
+        from restmq.engine.core import parse_broadcast
 
-        n, seen, record = payload.split(b"|", 2)
-        message = parse_record(local.queue, n, record, seen).to_dict()
+        event_id, body = payload.split(b"|", 1)
+        message = parse_broadcast(local.queue, event_id, body).to_dict()
         for sink in local.takers:
             if not _ready(sink):
                 local.behind[sink] = local.behind.get(sink, 0) + 1

@@ -42,6 +42,7 @@ class QueueKeys:
     dead: str  # ZSET: the dead-letter queue's ready set
     dead_messages: str  # HASH: the dead-letter queue's records
     dead_errors: str  # HASH: the dead-letter queue's last errors
+    replay: str  # STREAM of the last broadcast messages, for subscribers that reconnect
     channel: str  # pub/sub channel for wake-ups, purge and broadcast
 
     def pick(self, roles: tuple[str, ...]) -> list[str]:
@@ -80,5 +81,6 @@ def for_queue(queue: str) -> QueueKeys:
         dead=dead + "ready",
         dead_messages=dead + "msg",
         dead_errors=dead + "err",
+        replay=base + "replay",
         channel=base + "ev",
     )

@@ -68,9 +68,10 @@ PING = comment("ping")
 
 
 def message_event(message: dict[str, Any]) -> bytes:
-    """A queue message as an event: ``id:`` its key, ``data:`` its JSON (one line: JSON escapes
-    line breaks inside strings), default event type (a browser's ``onmessage`` gets it)."""
-    return event(dumps(message).decode("utf-8"), id=str(message["key"]))
+    """A queue message as an event: ``id:`` its broadcast replay id when it has one (so a browser
+    reconnecting with ``Last-Event-ID`` resumes after it), else its key; ``data:`` its JSON (one
+    line: JSON escapes line breaks inside strings), default event type (``onmessage`` gets it)."""
+    return event(dumps(message).decode("utf-8"), id=str(message.get("event_id") or message["key"]))
 
 
 def end_event(reason: str) -> bytes:

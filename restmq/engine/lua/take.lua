@@ -1,10 +1,12 @@
--- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors
+-- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors replay
 -- Deliver up to ARGV[2] ready messages, lowest priority then oldest first. ARGV[3] = "take"
 -- (at-most-once: the message is gone), "reserve" (at-least-once: hidden for ARGV[4] ms, 0 = the
 -- queue's lease, under receipt "<n>.<attempts>.<ARGV[5]>") or "stream" (the hub drains for
--- subscribers; ARGV[6] = the server's default policy). Messages past their ttl are dropped.
+-- subscribers; ARGV[6] = the server's default policy, ARGV[7] = how many broadcast messages the
+-- replay stream keeps, 0 for none). Messages past their ttl are dropped.
 -- Returns {next due, "paused"}, {next due, "ok", lease deadline, n, record, seen, receipt, …},
--- or for a broadcast stream {next due, "broadcast", how many} after publishing each message.
+-- or for a broadcast stream {next due, "broadcast", how many} after publishing each message as
+-- "b<replay id>|<n>|<seen>|<record>" (and appending it to the replay stream).
 local now = now_ms()
 settle(now, 1000)
 if redis.call('HGET', K.conf, 'state') == 'paused' then
@@ -50,7 +52,12 @@ while delivered < want do
         forget(n)
         delivered = delivered + 1
         if broadcast then
-          redis.call('PUBLISH', CHANNEL, 'b' .. n .. '|' .. c .. '|' .. rec)
+          local body = n .. '|' .. c .. '|' .. rec
+          local id = ''
+          if tonumber(ARGV[7]) > 0 then
+            id = redis.call('XADD', K.replay, 'MAXLEN', '~', ARGV[7], '*', 'm', body)
+          end
+          redis.call('PUBLISH', CHANNEL, 'b' .. id .. '|' .. body)
         else
           out[#out + 1] = n
           out[#out + 1] = rec

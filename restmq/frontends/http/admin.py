@@ -8,13 +8,18 @@ Decisions where the contract is silent:
 - ``POST /control/<q>`` and ``POST /p/<q>`` read ``status``/``policy`` from the form body, a JSON
   object body, or the query string. ``POST /p/<q>`` without ``policy`` is a 400, not a read.
 - ``/p``, ``/c`` and ``/j`` without a queue are 404 (there is nothing to show for "no queue").
-- ``/dashboard`` is rendered on the server from the ``stats`` command (no JavaScript, no CDN) and
-  refreshes itself every 5 s; ``/j/<q>`` shows ``len`` and the next 10 messages (``peek``).
+- ``/dashboard`` is the self-contained live page ``static/dashboard.html`` (no CDN, no web fonts): its
+  script polls ``/stats`` and ``/stats/<q>`` every 1.5 s, computes rates in the browser and drives
+  pause/resume/purge/redrive through the JSON routes. The server fills in the first rows from the
+  ``stats`` command so the page shows the queues without JavaScript too; when that command fails
+  (Redis down, a token needed) the page is served anyway and its script shows the error.
+  ``/j/<q>`` shows ``len`` and the next 10 messages (``peek``).
 """
 
 from __future__ import annotations
 
 from html import escape
+from importlib import resources
 from typing import Any
 
 from twisted.internet import defer
@@ -22,7 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from restmq import compat
-from restmq.errors import NotFound
+from restmq.errors import NotFound, RestMQError
 from restmq.frontends.http.common import (
     GET,
     NOT_FOUND,
@@ -176,31 +181,37 @@ def _page(title: str, body: str, refresh: int | None = None) -> str:
     )
 
 
-def render_dashboard(stats: dict[str, Any]) -> str:
-    """The queues table of ``/dashboard`` from the ``stats`` answer."""
+#: Where the server puts the first rows in ``static/dashboard.html`` (the script replaces them).
+DASHBOARD_ROWS = "<!--rows-->"
+
+
+def dashboard_template() -> str:
+    """The live page's HTML, as packaged beside this module."""
+    folder = resources.files("restmq.frontends.http").joinpath("static")
+    return folder.joinpath("dashboard.html").read_text("utf-8")
+
+
+def render_dashboard_rows(stats: dict[str, Any] | None) -> str:
+    """The first rows of ``/dashboard`` from the ``stats`` answer (none when it failed), escaped."""
     rows = []
-    for name in sorted(stats.get("queues", {})):
-        q = stats["queues"][name]
+    queues: dict[str, dict[str, Any]] = (stats or {}).get("queues", {})
+    for name in sorted(queues):
+        q = queues[name]
         link = escape("/j/" + name, quote=True)
         rows.append(
-            f'<tr><td><a href="{link}">{escape(name)}</a></td><td class="n">{int(q.get("len", 0))}</td>'
-            f"<td>{escape(str(q.get('state', '')))}</td><td>{escape(str(q.get('policy_name', '')))}</td>"
-            f'<td class="n">{int(q.get("subscribers", 0))}</td></tr>'
+            f'<tr><td class="name"><a href="{link}">{escape(name)}</a></td>'
+            f'<td class="n">{int(q.get("len", 0))}</td><td class="n">…</td><td class="n">…</td>'
+            f'<td class="n">…</td><td><span class="pill {escape(str(q.get("state", "")), quote=True)}">'
+            f"{escape(str(q.get('state', '')))}</span></td><td>{escape(str(q.get('policy_name', '')))}</td>"
+            f'<td class="n">{int(q.get("subscribers", 0))}</td><td class="n">–</td><td class="n">–</td>'
+            "<td></td></tr>"
         )
-    table = (
-        "<table><tr><th>queue</th><th>len</th><th>state</th><th>policy</th><th>subscribers</th></tr>"
-        + "".join(rows)
-        + "</table>"
-        if rows
-        else "<p>No queues yet: <code>curl -d value=hello http://HOST/q/test</code></p>"
-    )
-    return _page(
-        "RestMQ",
-        f"<h1>RestMQ</h1><p>{escape(str(stats.get('redis', '')))} &middot; "
-        f"{int(stats.get('count', 0))} queue(s) &middot; <a href=\"/queue\">try commands</a> &middot; "
-        f'<a href="/stats">/stats</a></p>{table}',
-        refresh=5,
-    )
+    return "".join(rows)
+
+
+def render_dashboard(template: str, stats: dict[str, Any] | None) -> str:
+    """``/dashboard``: the live page with its first rows filled in."""
+    return template.replace(DASHBOARD_ROWS, render_dashboard_rows(stats), 1)
 
 
 def render_jobs(found: tuple[dict[str, Any], list[dict[str, Any]]]) -> str:
@@ -233,15 +244,27 @@ def value_text(value: Any) -> str:
     return dumps(value).decode("utf-8", "replace")
 
 
-DASHBOARD = HtmlAnswer(render_dashboard)
 JOBS = HtmlAnswer(render_jobs)
 
 
+def _no_stats(failure: Any) -> None:
+    """The page is served even when ``stats`` fails; its script shows the server's error."""
+    failure.trap(RestMQError)
+    return None
+
+
 class Dashboard(Endpoint):
-    """``/dashboard``: the queues at a glance (the live page comes with a later issue)."""
+    """``/dashboard``: the live queues page (see the module docstring)."""
+
+    def __init__(self, front: Front) -> None:
+        super().__init__(front)
+        template = dashboard_template()
+        self.page = HtmlAnswer(lambda stats: render_dashboard(template, stats))
 
     def render_GET(self, request: Request) -> int:
-        return self.front.run(request, "stats", {}, DASHBOARD)
+        request.setHeader(b"cache-control", b"no-store")
+        found = self.front.dispatcher.execute("stats", {}, self.front.principal(request))
+        return self.front.respond(request, found.addErrback(_no_stats), self.page)
 
 
 class Jobs(_PerQueue):

@@ -98,7 +98,7 @@ class RestMQRequest(server.Request):
 
 #: Pages served under /static/: name -> content type. Read once at start; a browser example must
 #: come from the server's own origin to read its streams.
-STATIC = {b"comet.html": "text/html; charset=utf-8"}
+STATIC = {b"comet.html": "text/html; charset=utf-8", b"streams.html": "text/html; charset=utf-8"}
 
 
 class Static(Resource):
@@ -129,6 +129,9 @@ class _Page(Resource):
             send_error(request, BadRequest("use GET for this page"), status=405)
             return NOT_DONE_YET
         request.setHeader(b"content-type", self.content_type)
+        if request.method == b"HEAD":
+            request.setHeader(b"content-length", b"%d" % len(self.body))
+            return b""
         return self.body
 
 
@@ -157,7 +160,7 @@ def build_tree(front: Front) -> Root:
     root.putChild(b"p", Policies(front))
     root.putChild(b"health", Health(front))
     root.putChild(b"j", Jobs(front))
-    root.putChild(b"dashboard", Dashboard(front))  # the live page replaces this one later
+    root.putChild(b"dashboard", Dashboard(front))
     root.putChild(b"static", Static(STATIC))
     xmlrpc = build_xmlrpc(front.dispatcher)
     root.putChild(b"RPC2", xmlrpc)

@@ -28,7 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from restmq.errors import NotFound
-from restmq.frontends.http.common import GET, HEAD, Endpoint, Front, query, queue_name
+from restmq.frontends.http.common import GET, HEAD, Endpoint, Front, queue_name
 from restmq.frontends.http.stream import CometSink, open_stream, stream_options
 from restmq.wire import sse as wire
 
@@ -114,12 +114,9 @@ class SSEQueue(Endpoint):
     def render_GET(self, request: Request) -> int:
         if not self.queue:
             raise NotFound("name a queue: GET /sse/<queue>")
-        mode, lease = stream_options(query(request))
         sink = SSESink(request, self.queue)
-        if not open_stream(self.front, request, sink, wire.CONTENT_TYPE, mode, lease):
+        if not open_stream(self.front, request, sink, wire.CONTENT_TYPE, stream_options(request)):
             return NOT_DONE_YET
-        if request.getHeader(b"last-event-id") is not None:
-            log.debug("SSE resume asked queue={queue}; not supported yet", queue=self.queue)
         log.debug("SSE client joined queue={queue}", queue=self.queue)
         if sink.open:
             sink.start_heartbeat(self.parent.heartbeat, self._clock())

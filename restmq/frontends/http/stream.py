@@ -7,13 +7,13 @@ policy and pause state (the hub's job), and ends by finishing the response (the 
 is sent) when the queue is purged or the server shuts down. A client that disconnects is
 unsubscribed at once, so a roundrobin message is never handed to a dead connection afterwards.
 
-``?mode=take|reserve`` and ``?lease=S`` go to the dispatcher, which judges them.
+``?mode=take|reserve``, ``?lease=S`` and ``?since=ID`` (a broadcast replay id: what was missed
+first) go to the dispatcher, which judges them.
 No end-of-stream line is written: original clients read every line as a message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
@@ -24,6 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from restmq.dispatch import REPLAY_ID
 from restmq.errors import NotFound, RestMQError
 from restmq.frontends.http.common import (
     GET,
@@ -95,22 +96,23 @@ class CometSink:
             log.debug("COMET client left queue={queue}", queue=self.queue)
 
 
-def stream_options(args: Mapping[bytes, list[bytes]]) -> tuple[str, str | None]:
-    """``?mode=`` (default ``take``, lower-cased) and ``?lease=`` (None when absent) of a stream
-    request, as text; the dispatcher checks both."""
-    mode_values, lease_values = args.get(b"mode"), args.get(b"lease")
-    mode = form.text(mode_values[-1], "mode").lower() if mode_values else "take"
-    lease = form.text(lease_values[-1], "lease") if lease_values else None
-    return mode, lease
-
-
-def open_subscription(
-    front: Front, queue: str, sink: Any, mode: str, lease: str | None, principal: Any
-) -> Any:
-    """Register ``sink`` with the dispatcher (raises RestMQError when refused). ``lease`` is only
-    passed when given, so the dispatcher's own default (the queue's lease) applies otherwise."""
-    extra: dict[str, Any] = {} if lease is None else {"lease": lease}
-    return front.dispatcher.subscribe(queue, sink, mode=mode, principal=principal, **extra)
+def stream_options(request: Request) -> dict[str, str]:
+    """A stream request's ``mode``, ``lease`` and ``since`` (only those given), as text for the
+    dispatcher to judge. ``since`` is ``?since=``, else an SSE ``Last-Event-ID`` when it is a
+    broadcast replay id (a browser also sends back message keys from roundrobin or reserve
+    streams, which have nothing to replay)."""
+    args = query(request)
+    options: dict[str, str] = {}
+    for name in ("mode", "lease", "since"):
+        values = args.get(name.encode())
+        if values:
+            options[name] = form.text(values[-1], name)
+    if "mode" in options:
+        options["mode"] = options["mode"].lower()
+    last = (request.getHeader(b"last-event-id") or b"").decode("latin-1")
+    if "since" not in options and REPLAY_ID.match(last):
+        options["since"] = last
+    return options
 
 
 def open_stream(
@@ -118,8 +120,7 @@ def open_stream(
     request: Request,
     sink: CometSink,
     content_type: bytes,
-    mode: str,
-    lease: str | None,
+    options: dict[str, str],
     callback: str | None = None,
 ) -> bool:
     """Subscribe ``sink`` and make ``request`` its stream: streaming headers, the sink as the
@@ -129,8 +130,8 @@ def open_stream(
     request.setHeader(b"cache-control", b"no-cache")
     request.setHeader(b"x-accel-buffering", b"no")  # proxies (nginx) must not buffer a stream
     try:
-        sink.subscription = open_subscription(
-            front, sink.queue, sink, mode, lease, front.principal(request)
+        sink.subscription = front.dispatcher.subscribe(
+            sink.queue, sink, principal=front.principal(request), **options
         )
     except RestMQError as e:
         sink.open = False
@@ -169,9 +170,8 @@ class CometQueue(Endpoint):
         if not self.queue:
             raise NotFound("name a queue: GET /c/<queue>")
         callback = callback_of(request)
-        mode, lease = stream_options(query(request))
         sink = CometSink(request, callback, self.queue)
-        if not open_stream(self.front, request, sink, STREAM_TYPE, mode, lease, callback):
+        if not open_stream(self.front, request, sink, STREAM_TYPE, stream_options(request), callback):
             return NOT_DONE_YET
         log.debug("COMET client joined queue={queue}", queue=self.queue)
         if sink.open and not request.startedWriting:

@@ -33,8 +33,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from restmq import commands, compat
 from restmq.errors import BadRequest, NotFound, RestMQError
-from restmq.frontends.http.common import INTERNAL, Endpoint, Front, query, queue_name, send_error
-from restmq.frontends.http.stream import open_subscription, stream_options
+from restmq.frontends.http.common import INTERNAL, Endpoint, Front, queue_name, send_error
+from restmq.frontends.http.stream import stream_options
 from restmq.wire.chunked import dumps
 from restmq.wire.line import json_command
 
@@ -210,7 +210,7 @@ class WebSocketQueue(Endpoint):
     def render_GET(self, request: Request) -> bytes | int:
         if not self.queue:
             raise NotFound("name a queue: /ws/<queue>")
-        mode, lease = stream_options(query(request))
+        options = stream_options(request)
         upgrade = (request.getHeader(b"upgrade") or b"").lower()
         if upgrade != b"websocket":
             request.setHeader(b"upgrade", b"websocket")
@@ -219,7 +219,9 @@ class WebSocketQueue(Endpoint):
         principal = self.front.principal(request)
         sink = WSSink(self.front, self.queue, principal)
         try:
-            sink.subscription = open_subscription(self.front, self.queue, sink, mode, lease, principal)
+            sink.subscription = self.front.dispatcher.subscribe(
+                self.queue, sink, principal=principal, **options
+            )
         except RestMQError as e:
             sink.open = False
             send_error(request, e)

@@ -1,0 +1,568 @@
+"""RestMQ streaming benchmark: broadcast fan-out to many idle subscribers, memory per idle subscriber,
+and messages/s through one round-robin subscriber.
+
+Like ``throughput.py`` (whose helpers it imports) it starts a private non-persistent ``redis-server`` and
+``python -m restmq.cli serve`` as a real process on free loopback ports, reads the server's JSON log for
+its port, never fails on timing (exit 0; 1 only when a server cannot start) and stops everything on exit.
+
+Scenarios, per stream kind (``--kinds comet,sse``) and subscriber count (``--subscribers 1000,10000``):
+
+* **fan-out**: open N idle connections (``GET /c/<q>`` or ``GET /sse/<q>``, raw asyncio sockets, read
+  until the response headers), wait until ``GET /stats/<q>`` counts N ``subscribers``, then add ONE
+  message (``POST /q/<q>``) and time, from just before the add is sent, when each connection receives
+  it: p50 / p99 / max arrival. Target: 10,000 reached in < 1 s.
+* **memory**: the RestMQ process's RSS (``VmRSS`` of ``/proc/<pid>/status``) before opening the N
+  connections and once the server counts them, divided by N. Target: < 30 KB per idle subscriber.
+  After the connections close it also reports how long the server took to count 0 subscribers and
+  the RSS then (a leak would show).
+* **round-robin**: ``POST /p/<q> policy=roundrobin``, one COMET subscriber; (a) *backlog*: M messages
+  pre-filled with add_many (1000 per request) before it connects, drained through it; (b) *live*:
+  the subscriber connected first, M messages added with add_many while it receives. Messages/s
+  received.
+
+Run::
+
+    .venv/bin/python bench/streams.py [--subscribers 1000,10000] [--kinds comet,sse] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput import (  # noqa: E402  (bench/ is not a package)
+    HERE,
+    REPO,
+    Child,
+    SetupError,
+    cpu_seconds,
+    find_redis,
+    machine_facts,
+    percentile,
+    start_redis,
+)
+
+TARGET_FANOUT_S = 1.0  # 10k subscribers reached in < 1 s
+TARGET_KB_PER_SUB = 30.0  # < 30 KB per idle subscriber
+HEADER_END = b"\r\n\r\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+
+def raise_nofile(wanted: int) -> tuple[int, int]:
+    """Raise this process's open-file limit (children inherit it) as far as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def rss_kb(pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+async def http(port: int, method: str, path: str, body: bytes = b"",
+               content_type: str = "application/x-www-form-urlencoded", timeout: float = 30.0) -> tuple[int, bytes]:
+    """One request on its own connection (Connection: close): status and body."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    try:
+        head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                f"Content-Length: {len(body)}\r\n" + (f"Content-Type: {content_type}\r\n" if body else "") + "\r\n")
+        writer.write(head.encode() + body)
+        data = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    payload = data.partition(HEADER_END)[2]
+    if b"transfer-encoding: chunked" in data.partition(HEADER_END)[0].lower():
+        out, rest = b"", payload
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                break
+            out, rest = out + rest[:size], rest[size + 2:]
+        payload = out
+    return status, payload
+
+
+async def subscribers(port: int, queue: str) -> int:
+    status, body = await http(port, "GET", f"/stats/{queue}")
+    if status != 200:
+        return -1
+    return int(json.loads(body).get("subscribers", 0))
+
+
+async def wait_subscribers(port: int, queue: str, wanted: int, timeout: float) -> tuple[int, float]:
+    """Poll /stats until it counts ``wanted`` subscribers (or the timeout): (last count, seconds)."""
+    start = time.perf_counter()
+    count = -1
+    while time.perf_counter() - start < timeout:
+        try:
+            count = await subscribers(port, queue)
+        except (OSError, asyncio.TimeoutError, ValueError):
+            count = -1
+        if count == wanted:
+            break
+        await asyncio.sleep(0.05)
+    return count, time.perf_counter() - start
+
+
+class Subscriber(asyncio.Protocol):
+    """One stream connection: sends the GET, notes when the headers are in, then looks for
+    ``marker`` in what follows (the time it first appears is its arrival) and counts ``count_token``."""
+
+    __slots__ = ("request", "marker", "count_token", "transport", "headers_at", "arrived_at", "status",
+                 "_buf", "_tail", "count", "closed", "headers_future")
+
+    def __init__(self, request: bytes, marker: bytes | None, count_token: bytes | None,
+                 headers_future: asyncio.Future[None]) -> None:
+        self.request, self.marker, self.count_token = request, marker, count_token
+        self.transport: asyncio.Transport | None = None
+        self.headers_at: float | None = None
+        self.arrived_at: float | None = None
+        self.status = 0
+        self._buf = b""
+        self._tail = b""
+        self.count = 0
+        self.closed = False
+        self.headers_future = headers_future
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.headers_at is None:
+            self._buf += data
+            end = self._buf.find(HEADER_END)
+            if end < 0:
+                return
+            head, data = self._buf[:end], self._buf[end + 4:]
+            self._buf = b""
+            self.headers_at = time.perf_counter()
+            try:
+                self.status = int(head.split(b" ", 2)[1])
+            except (IndexError, ValueError):
+                self.status = -1
+            if not self.headers_future.done():
+                self.headers_future.set_result(None)
+            if not data:
+                return
+        window = self._tail + data
+        if self.marker is not None and self.arrived_at is None and self.marker in window:
+            self.arrived_at = time.perf_counter()
+        if self.count_token is not None:
+            self.count += window.count(self.count_token) - self._tail.count(self.count_token)
+        self._tail = window[-64:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.headers_future.done():
+            self.headers_future.set_exception(exc or ConnectionError("closed before headers"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def stream_request(kind: str, queue: str) -> bytes:
+    path = f"/c/{queue}" if kind == "comet" else f"/sse/{queue}"
+    accept = "text/event-stream" if kind == "sse" else "*/*"
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\r\n".encode()
+
+
+async def open_subscribers(port: int, kind: str, queue: str, n: int, marker: bytes | None,
+                           count_token: bytes | None, concurrency: int) -> tuple[list[Subscriber], list[str]]:
+    """Open ``n`` stream connections, at most ``concurrency`` handshakes at a time (the server's
+    listen backlog is small), each done once its response headers are in."""
+    loop = asyncio.get_running_loop()
+    request = stream_request(kind, queue)
+    subs: list[Subscriber] = []
+    errors: list[str] = []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate:
+            future: asyncio.Future[None] = loop.create_future()
+            try:
+                _, proto = await asyncio.wait_for(
+                    loop.create_connection(lambda: Subscriber(request, marker, count_token, future),
+                                           "127.0.0.1", port), 30)
+                subs.append(proto)
+                await asyncio.wait_for(future, 30)
+                if proto.status != 200:
+                    errors.append(f"status {proto.status}")
+            except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+                errors.append(f"{type(e).__name__}: {e}")
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    return subs, errors
+
+
+# ---------------------------------------------------------------------------------------------------
+# scenarios
+
+
+async def fanout(port: int, server: Child, kind: str, n: int, concurrency: int) -> dict[str, Any]:
+    queue = f"fan-{kind}-{n}-{uuid.uuid4().hex[:6]}"
+    marker = f"mark-{uuid.uuid4().hex}".encode()
+    row: dict[str, Any] = {"scenario": "fanout", "kind": kind, "subscribers": n, "queue": queue, "notes": []}
+    rss_before = rss_kb(server.pid)
+    t_open = time.perf_counter()
+    subs, errors = await open_subscribers(port, kind, queue, n, marker, None, concurrency)
+    row["open_s"] = round(time.perf_counter() - t_open, 3)
+    row["open_errors"] = len(errors)
+    if errors:
+        row["notes"].append(f"{len(errors)} connections failed to open, e.g. {errors[0]}")
+    live = [s for s in subs if s.headers_at is not None and s.status == 200 and not s.closed]
+    counted, waited = await wait_subscribers(port, queue, len(live), 60)
+    row["counted"] = counted
+    row["count_wait_s"] = round(waited, 3)
+    if counted != len(live):
+        row["notes"].append(f"/stats counted {counted} subscribers, {len(live)} connections open")
+    await asyncio.sleep(0.5)  # let the server settle (allocations of the last connections)
+    rss_after = rss_kb(server.pid)
+    row["rss_before_kb"], row["rss_after_kb"] = rss_before, rss_after
+    if rss_before is not None and rss_after is not None and live:
+        row["kb_per_subscriber"] = round((rss_after - rss_before) / len(live), 2)
+
+    cpu0 = cpu_seconds(server.pid)
+    t0 = time.perf_counter()
+    status, body = await http(port, "POST", f"/q/{queue}", b"value=" + marker)
+    t_added = time.perf_counter()
+    row["add_status"] = status
+    row["add_ms"] = round((t_added - t0) * 1000, 2)
+    deadline = t0 + 30
+    while time.perf_counter() < deadline:
+        if all(s.arrived_at is not None or s.closed for s in live):
+            break
+        await asyncio.sleep(0.002)
+    cpu1 = cpu_seconds(server.pid)
+    arrivals = sorted(s.arrived_at - t0 for s in live if s.arrived_at is not None)
+    row["reached"] = len(arrivals)
+    row["missed"] = len(live) - len(arrivals)
+    if row["missed"]:
+        row["notes"].append(f"{row['missed']} of {len(live)} subscribers did not get the message within 30 s")
+    row["p50_ms"] = None if not arrivals else round(percentile(arrivals, 0.50) * 1000, 2)  # type: ignore[operator]
+    row["p99_ms"] = None if not arrivals else round(percentile(arrivals, 0.99) * 1000, 2)  # type: ignore[operator]
+    row["max_ms"] = None if not arrivals else round(arrivals[-1] * 1000, 2)
+    row["first_ms"] = None if not arrivals else round(arrivals[0] * 1000, 2)
+    row["server_cpu_s"] = None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 3)
+
+    # disconnect detection: abort every connection, time until /stats counts 0
+    t_close = time.perf_counter()
+    for s in subs:
+        s.close()
+    counted, waited = await wait_subscribers(port, queue, 0, 60)
+    row["unsubscribe_s"] = round(waited, 3) if counted == 0 else None
+    if counted != 0:
+        row["notes"].append(f"60 s after closing, /stats still counted {counted} subscribers")
+    await asyncio.sleep(0.5)
+    row["rss_after_close_kb"] = rss_kb(server.pid)
+    del t_close
+    return row
+
+
+async def roundrobin(port: int, server: Child, messages: int, batch: int, variant: str) -> dict[str, Any]:
+    queue = f"rr-{variant}-{uuid.uuid4().hex[:6]}"
+    row: dict[str, Any] = {"scenario": f"roundrobin-{variant}", "kind": "comet", "subscribers": 1,
+                           "messages": messages, "queue": queue, "notes": []}
+    status, body = await http(port, "POST", f"/p/{queue}", b"policy=roundrobin")
+    if not 200 <= status < 300:
+        row["notes"].append(f"POST /p/{queue} answered {status}: {body[:200]!r}")
+    token = f'"key":"{queue}:'.encode()
+    value = "x" * 64
+    bodies = []
+    left = messages
+    while left > 0:
+        k = min(batch, left)
+        bodies.append(json.dumps({"messages": [value] * k}).encode())
+        left -= k
+
+    async def add_all() -> list[str]:
+        errs = []
+        for b in bodies:
+            st, answer = await http(port, "POST", f"/q/{queue}", b, "application/json")
+            if not 200 <= st < 300:
+                errs.append(f"{st} {answer[:120]!r}")
+        return errs
+
+    cpu_redis0 = None
+    if variant == "backlog":
+        errs = await add_all()
+        if errs:
+            row["notes"].append(f"{len(errs)} add_many requests failed, e.g. {errs[0]}")
+        cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
+        subs, errors = await open_subscribers(port, "comet", queue, 1, None, token, 1)
+    else:
+        subs, errors = await open_subscribers(port, "comet", queue, 1, None, token, 1)
+        await wait_subscribers(port, queue, 1, 30)
+        cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
+        adder = asyncio.ensure_future(add_all())
+    del cpu_redis0
+    if errors:
+        row["notes"].append(f"subscriber failed: {errors[0]}")
+    sub = subs[0] if subs else None
+    deadline = t0 + max(60.0, messages / 2000)
+    last_count, last_change = -1, time.perf_counter()
+    while sub is not None and time.perf_counter() < deadline and sub.count < messages and not sub.closed:
+        await asyncio.sleep(0.01)
+        if sub.count != last_count:
+            last_count, last_change = sub.count, time.perf_counter()
+        elif time.perf_counter() - last_change > 10:
+            row["notes"].append(f"no progress for 10 s at {sub.count} messages")
+            break
+    elapsed = time.perf_counter() - t0
+    cpu1 = cpu_seconds(server.pid)
+    if variant == "live":
+        errs = await adder
+        if errs:
+            row["notes"].append(f"{len(errs)} add_many requests failed, e.g. {errs[0]}")
+    got = sub.count if sub else 0
+    row["received"] = got
+    row["seconds"] = round(elapsed, 3)
+    row["msg_s"] = round(got / elapsed, 1) if elapsed > 0 else None
+    row["server_cpu_pct"] = None if cpu0 is None or cpu1 is None else round(100 * (cpu1 - cpu0) / elapsed, 1)
+    if got < messages:
+        row["notes"].append(f"received {got} of {messages}")
+    if sub:
+        sub.close()
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------
+# the run
+
+
+def server_problems(server: Child) -> list[str]:
+    """Error/critical lines of the server's JSON log, and any traceback text."""
+    out = []
+    try:
+        text = server.log_path.read_text(errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            if "Traceback" in line or "Error" in line:
+                out.append(line[:300])
+            continue
+        level = str(event.get("log_level", {}).get("name", "") if isinstance(event.get("log_level"), dict)
+                    else event.get("log_level", ""))
+        if "persistence is off" in str(event.get("warning", "")):
+            continue  # the bench's Redis is non-persistent on purpose
+        if level in ("error", "critical", "warn") or "log_failure" in event:
+            out.append(json.dumps({k: event[k] for k in event if k in ("log_format", "log_namespace", "log_level",
+                                                                        "log_text", "log_failure")})[:400])
+    return out
+
+
+def print_table(rows: list[dict[str, Any]], facts: dict[str, Any], args: argparse.Namespace) -> None:
+    print("Broadcast fan-out: one message to N idle subscribers (times from just before the add is sent)")
+    head = (f"{'kind':6} {'N':>6} {'open s':>7} {'reached':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+            f"{'target':>12} {'KB/sub':>7} {'target':>9} {'unsub s':>8} {'srv cpu s':>9}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        if r["scenario"] != "fanout":
+            continue
+        met = "-" if r.get("max_ms") is None or r["missed"] else (
+            "met" if r["max_ms"] < TARGET_FANOUT_S * 1000 else "NOT met")
+        kb = r.get("kb_per_subscriber")
+        kb_met = "-" if kb is None else ("met" if kb < TARGET_KB_PER_SUB else "NOT met")
+        fan_target = f"<1000 {met}" if r["subscribers"] >= 10000 else f"({met})"
+        print(f"{r['kind']:6} {r['subscribers']:6d} {r['open_s']:7.2f} {r['reached']:8d} "
+              f"{r['p50_ms'] if r['p50_ms'] is not None else '-':>8} {r['p99_ms'] if r['p99_ms'] is not None else '-':>8} "
+              f"{r['max_ms'] if r['max_ms'] is not None else '-':>8} {fan_target:>12} "
+              f"{kb if kb is not None else '-':>7} {'<30 ' + kb_met:>9} "
+              f"{r['unsubscribe_s'] if r.get('unsubscribe_s') is not None else '-':>8} "
+              f"{r['server_cpu_s'] if r.get('server_cpu_s') is not None else '-':>9}")
+    rr = [r for r in rows if r["scenario"].startswith("roundrobin")]
+    if rr:
+        print()
+        print("Round-robin: messages/s through one COMET subscriber (64-byte values, add_many batches)")
+        head = f"{'variant':22} {'messages':>9} {'received':>9} {'seconds':>8} {'msg/s':>9} {'srv cpu%':>9}"
+        print(head)
+        print("-" * len(head))
+        for r in rr:
+            print(f"{r['scenario']:22} {r['messages']:9d} {r['received']:9d} {r['seconds']:8.2f} "
+                  f"{r['msg_s'] if r['msg_s'] is not None else '-':>9} "
+                  f"{r['server_cpu_pct'] if r['server_cpu_pct'] is not None else '-':>9}")
+    notes = [(f"{r['scenario']} {r['kind']} {r['subscribers']}", n) for r in rows for n in r.get("notes", [])]
+    extra = []
+    for r in rows:
+        if r["scenario"] == "fanout":
+            extra.append(f"fanout {r['kind']} {r['subscribers']}: RSS {r['rss_before_kb']} -> {r['rss_after_kb']} KB "
+                         f"open, {r.get('rss_after_close_kb')} KB after close; add answered in {r['add_ms']} ms; "
+                         f"first arrival {r['first_ms']} ms; /stats counted them {r['count_wait_s']} s after open")
+    extra.append("KB/sub = RSS growth / N; RSS does not shrink when connections close (CPython keeps freed "
+                 "memory for reuse), so a row whose N is below an earlier row's peak reuses that memory and reads "
+                 "low: the first row to reach a given N is the honest figure")
+    if notes or extra:
+        print()
+        for key, n in notes:
+            print(f"{key}: {n}")
+        for line in extra:
+            print(line)
+    print()
+    print(f"machine: {facts['cores']} cores ({facts['cores_usable']} usable) {facts['cpu']}, {facts['os']}, "
+          f"Python {facts['python']}, Twisted {facts['twisted']}, {facts['redis']}, RestMQ {facts['restmq']}")
+    print(f"open files limit (bench and servers): {args.nofile}; client: one asyncio process "
+          f"({args.concurrency} handshakes at a time)")
+    if facts.get("load_average"):
+        print(f"load average before the run: {' '.join(map(str, facts['load_average']))}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="RestMQ streams: broadcast fan-out, memory per idle subscriber, "
+                                            "round-robin messages/s (never fails on timing).")
+    p.add_argument("--subscribers", default="1000,10000", help="comma-separated N (default 1000,10000)")
+    p.add_argument("--kinds", default="comet,sse", help="stream kinds for fan-out: comet,sse (default both)")
+    p.add_argument("--messages", type=int, default=50000, help="messages for the round-robin rows (default 50000)")
+    p.add_argument("--batch", type=int, default=1000, help="messages per add_many request (default 1000)")
+    p.add_argument("--concurrency", type=int, default=256, help="connection handshakes in flight (default 256)")
+    p.add_argument("--no-roundrobin", action="store_true", help="skip the round-robin rows")
+    p.add_argument("--redis-server", help="redis-server/valkey-server binary")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with the servers' output")
+    args = p.parse_args(argv)
+    try:
+        args.counts = [int(x) for x in args.subscribers.split(",") if x.strip()]
+    except ValueError:
+        p.error("--subscribers: comma-separated integers")
+    args.kind_list = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if any(k not in ("comet", "sse") for k in args.kind_list):
+        p.error("--kinds: comet and/or sse")
+    return args
+
+
+def start_servers(args: argparse.Namespace, tmp: Path, children: dict[str, Child]) -> tuple[int, dict[str, str], str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.pop("RESTMQ_URL", None)
+    binary = find_redis(args.redis_server)
+    redis, redis_port, redis_info = start_redis(binary, tmp, env)
+    children["redis"] = redis
+    restmq = Child(
+        "restmq serve",
+        [sys.executable, "-m", "restmq.cli", "serve", "--redis", f"redis://127.0.0.1:{redis_port}/0",
+         "--http", "tcp:0:interface=127.0.0.1", "--line", "none", "--log-format", "json"],
+        tmp / "restmq.log", tmp, env,
+    )
+    children["restmq"] = restmq
+    restmq.start()
+
+    def ready(evs: list[dict[str, Any]]) -> bool:
+        http_up = any("listening" in str(e.get("log_format", "")) and e.get("frontend") == "http" for e in evs)
+        return http_up and any("engine ready" in str(e.get("log_format", "")) for e in evs)
+
+    events = restmq.wait_json(ready, 60)
+    port = next(int(e["port"]) for e in events
+                if "listening" in str(e.get("log_format", "")) and e.get("frontend") == "http")
+    return port, redis_info, binary
+
+
+async def run_all(args: argparse.Namespace, port: int, server: Child) -> list[dict[str, Any]]:
+    rows = []
+    for n in args.counts:
+        for kind in args.kind_list:
+            print(f"fan-out: {kind}, {n} subscribers ...", file=sys.stderr, flush=True)
+            rows.append(await fanout(port, server, kind, n, args.concurrency))
+    if not args.no_roundrobin:
+        for variant in ("backlog", "live"):
+            print(f"round-robin: {variant}, {args.messages} messages ...", file=sys.stderr, flush=True)
+            rows.append(await roundrobin(port, server, args.messages, args.batch, variant))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    want = 2 * max(args.counts, default=0) + 4096
+    soft, hard = raise_nofile(want)
+    args.nofile = soft
+    if soft < max(args.counts, default=0) + 256:
+        print(f"open-file limit {soft} (hard {hard}) is below {max(args.counts)} connections + margin: "
+              "the largest runs will fail to open some connections", file=sys.stderr)
+    children: dict[str, Child] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="restmq-bench-streams-"))
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        try:
+            port, redis_info, binary = start_servers(args, tmp, children)
+        except SetupError as e:
+            print(f"bench setup failed: {e}", file=sys.stderr)
+            return 1
+        facts = machine_facts(redis_info, binary)
+        print(f"RestMQ streams: restmq http :{port}, private {facts['redis']} without persistence")
+        print()
+        rows = asyncio.run(run_all(args, port, children["restmq"]))
+        problems = server_problems(children["restmq"])
+        print_table(rows, facts, args)
+        if problems:
+            print()
+            print(f"server log: {len(problems)} warning/error lines, e.g.:")
+            for line in problems[:5]:
+                print("  " + line)
+        if args.json:
+            document = {
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "machine": facts,
+                "settings": {"subscribers": args.counts, "kinds": args.kind_list, "messages": args.messages,
+                             "batch": args.batch, "concurrency": args.concurrency, "nofile": args.nofile},
+                "targets": {"fanout_10k_s": TARGET_FANOUT_S, "kb_per_idle_subscriber": TARGET_KB_PER_SUB},
+                "results": rows,
+                "server_problems": problems[:50],
+            }
+            Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+            print(f"results written to {args.json}")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping the servers", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for name in ("restmq", "redis"):
+            if name in children:
+                children[name].stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if args.keep_logs:
+            print(f"server logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
