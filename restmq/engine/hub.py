@@ -30,6 +30,11 @@ log = Logger()
 RETRY_DELAY = 1.0
 
 
+#: Messages taken per ready take-mode subscriber in one drain step: one Redis round trip moves
+#: a batch (the original RestMQ's COMET took 10 at a time); flow control still stops a sink
+#: that does not drain.
+STREAM_BATCH = 16
+
 #: Broadcast messages a sink may be handed while it is not ready (its socket does not drain)
 #: before the hub ends its stream with "slow consumer": a bound on what one client can buffer.
 SLOW_CONSUMER_BACKLOG = 1000
@@ -259,6 +264,8 @@ class Hub:
         self._proto: _HubProtocol | None = None
         self._service: ClientService | None = None
         self._alive: task.LoopingCall | None = None
+        self._pending_counts: dict[str, int] = {}
+        self._count_flush: Any = None
         self._stopping = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -282,6 +289,12 @@ class Hub:
         self._stopping = True
         if self._alive is not None and self._alive.running:
             self._alive.stop()
+        if self._count_flush is not None and self._count_flush.active():
+            self._count_flush.cancel()
+        for queue, delta in self._pending_counts.items():
+            if delta:
+                await self._count(queue, delta)
+        self._pending_counts = {}
         for local in list(self._local.values()):
             if local.sinks:
                 await self._count(local.queue, -len(local.sinks))
@@ -316,7 +329,7 @@ class Hub:
         local.sinks.append(sink)
         if mode == "reserve":
             local.leases[sink] = lease
-        defer.ensureDeferred(self._count(queue, 1))
+        self._note_count(queue, 1)
         local.subscribed.addCallback(lambda _: self.drain(local))
         return Subscription(self, queue, sink)
 
@@ -349,7 +362,7 @@ class Hub:
         local.leases.pop(sink, None)
         local.behind.pop(sink, None)
         if not self._stopping:
-            defer.ensureDeferred(self._count(queue, -1))
+            self._note_count(queue, -1)
         self._maybe_forget(local)
 
     def _maybe_forget(self, local: _Local) -> None:
@@ -358,6 +371,19 @@ class Hub:
             del self._by_channel[local.channel]
             if self._proto is not None and self._proto.connected:
                 self._proto.unsubscribe([local.channel]).addErrback(lambda _: None)
+
+    def _note_count(self, queue: str, delta: int) -> None:
+        """Collect subscriber count changes and send each queue's net change once per reactor
+        turn: ten thousand clients leaving at once cost one Redis call, not ten thousand."""
+        self._pending_counts[queue] = self._pending_counts.get(queue, 0) + delta
+        if self._count_flush is None or not self._count_flush.active():
+            self._count_flush = self.clock.callLater(0, self._flush_counts)
+
+    def _flush_counts(self) -> None:
+        pending, self._pending_counts = self._pending_counts, {}
+        for queue, delta in pending.items():
+            if delta:
+                defer.ensureDeferred(self._count(queue, delta))
 
     async def _count(self, queue: str, delta: int) -> None:
         try:
@@ -453,7 +479,7 @@ class Hub:
         ready = [s for s in local.takers if _ready(s)]
         if not ready:
             return 0  # nobody can take more now: messages stay queued until a sink wakes
-        status, messages = await self.engine.stream_take(local.queue, len(ready))
+        status, messages = await self.engine.stream_take(local.queue, len(ready) * STREAM_BATCH)
         for message in messages:
             ready = [s for s in local.takers if _ready(s)] or local.takers
             if not ready:
