@@ -53,6 +53,30 @@ def _length_dict(queue: str, length: QueueLength) -> dict[str, Any]:
     return {"queue": queue, "len": length.total, **length.to_dict()}
 
 
+#: Histogram buckets (seconds) of command durations: fast commands up to the longest long poll.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Latency:
+    """Command durations per (front end, command) as histogram buckets (the metrics read them)."""
+
+    def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
+        self.buckets = buckets
+        #: (front end, command) -> [per-bucket counts (not cumulative), sum, count]
+        self.series: dict[tuple[str, str], list[Any]] = {}
+
+    def observe(self, frontend: str, command: str, seconds: float) -> None:
+        series = self.series.get((frontend, command))
+        if series is None:
+            series = self.series[(frontend, command)] = [[0] * len(self.buckets), 0.0, 0]
+        for i, bound in enumerate(self.buckets):
+            if seconds <= bound:
+                series[0][i] += 1
+                break
+        series[1] += seconds
+        series[2] += 1
+
+
 class Dispatcher:
     """Runs commands from the table against one engine; counts them for stats and metrics."""
 
@@ -68,14 +92,26 @@ class Dispatcher:
         self.authorize = authorize
         self.calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.latency = Latency()
 
     # -- the door -----------------------------------------------------------------------------
 
     def execute(
-        self, name: str, args: Mapping[str, Any], principal: Any = None
+        self, name: str, args: Mapping[str, Any], principal: Any = None, *, frontend: str = "other"
     ) -> defer.Deferred[Any]:
-        """Run command ``name``; the Deferred fires with its JSON-able answer or a RestMQError."""
-        return defer.ensureDeferred(self._execute(name, args, principal))
+        """Run command ``name``; the Deferred fires with its JSON-able answer or a RestMQError.
+
+        ``frontend`` labels the command's duration in :attr:`latency` (a name that is not a
+        command is labelled ``unknown``, so clients cannot grow the label set).
+        """
+        start = time.monotonic()
+        label = name if isinstance(name, str) and name in commands.COMMANDS else "unknown"
+
+        def timed(outcome: Any) -> Any:
+            self.latency.observe(frontend, label, time.monotonic() - start)
+            return outcome
+
+        return defer.ensureDeferred(self._execute(name, args, principal)).addBoth(timed)
 
     async def _execute(self, name: str, args: Mapping[str, Any], principal: Any) -> Any:
         try:

@@ -213,13 +213,13 @@ async def test_chromium_renders_the_live_table(site, dispatcher, monkeypatch):
     """After the script ran, the table has every queue's counts, state, policy, rates and action buttons."""
     execute = dispatcher.execute
 
-    async def adding_first(name: str, args: Any, *rest: Any) -> Any:
+    async def adding_first(name: str, args: Any, *rest: Any, **options: Any) -> Any:
         if name == "stats" and args.get("queue") == "busy":  # each poll sees one more message added
             await execute("add", {"queue": "busy", "value": "tick"})
-        return await execute(name, args, *rest)
+        return await execute(name, args, *rest, **options)
 
     await site.json("POST", "/q/busy", json={"value": "first"})
-    monkeypatch.setattr(dispatcher, "execute", lambda *a: defer.ensureDeferred(adding_first(*a)))
+    monkeypatch.setattr(dispatcher, "execute", lambda *a, **k: defer.ensureDeferred(adding_first(*a, **k)))
     dom = Dom(await chromium(site.base + "/dashboard", "--dump-dom"))
     assert set(dom.rows) == {"busy", "jobs", "paused", "poison"}
     assert float(dom.rows["busy"]["added_rate"]) > 0 and float(dom.rows["busy"]["taken_rate"]) == 0

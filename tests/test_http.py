@@ -507,7 +507,7 @@ async def test_unexpected_failure_is_500_json_without_traceback(http):
     """A failure nobody planned for is a generic JSON 500; the traceback stays in the log."""
 
     class Broken:
-        def execute(self, name, args, principal=None):
+        def execute(self, name, args, principal=None, frontend="other"):
             return defer.fail(ZeroDivisionError("secret detail"))
 
     port = _reactor().listenTCP(0, build_site(Broken()), interface="127.0.0.1")

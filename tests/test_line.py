@@ -322,7 +322,7 @@ async def test_commands_already_read_still_run_after_disconnect(dispatcher):
 class Broken:
     """A dispatcher whose commands fail with a bug rather than a RestMQError."""
 
-    def execute(self, name: str, args: Any, principal: Any = None) -> Any:
+    def execute(self, name: str, args: Any, principal: Any = None, frontend: str = "other") -> Any:
         return defer.fail(ZeroDivisionError("a bug"))
 
 

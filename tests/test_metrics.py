@@ -13,7 +13,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from restmq.dispatch import Dispatcher
-from restmq.frontends.http.metrics import Latency, Snapshot, render
+from restmq.dispatch import Latency
+from restmq.frontends.http.metrics import Snapshot, render
 from restmq.frontends.http.routes import build_site
 
 
@@ -200,3 +201,11 @@ async def test_backend_down_answers_200_with_backend_up_0(redis_server):
         await engine.stop()
         engine.redis.disconnect()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_front_end_is_timed_by_the_dispatcher(base, dispatcher):
+    """Commands from any front end (here the line protocol's label) appear in the latency histogram."""
+    await dispatcher.execute("add", {"queue": "t", "value": "x"}, frontend="line")
+    _, _, found = await scrape(base)
+    assert found.value("restmq_request_seconds_count", frontend="line", command="add") == 1

@@ -186,7 +186,7 @@ async def test_unreadable_requests_get_faults_not_html(url):
 class Broken:
     """A dispatcher whose commands fail with a bug rather than a RestMQError."""
 
-    def execute(self, name: str, args: Any, principal: Any = None) -> Any:
+    def execute(self, name: str, args: Any, principal: Any = None, frontend: str = "other") -> Any:
         raise ZeroDivisionError("a bug")
 
 

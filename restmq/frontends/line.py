@@ -210,7 +210,7 @@ class LineProtocol(NewlineReceiver):
             while self._calls and not self._running:
                 request, slot = self._calls.popleft()
                 self._running = True
-                d = self.dispatcher.execute(request.name, request.args, self.principal)
+                d = self.dispatcher.execute(request.name, request.args, self.principal, frontend="line")
                 d.addCallbacks(self._encode_answer, self._encode_failure, errbackArgs=(request.name,))
                 d.addCallback(self._call_done, slot)
         finally:

@@ -118,9 +118,11 @@ class SyslogProtocol(NewlineReceiver):
     async def _store(self, batch: list[str]) -> None:
         try:
             if len(batch) == 1:
-                await self.dispatcher.execute("add", {"queue": self.queue, "value": batch[0]})
+                await self.dispatcher.execute("add", {"queue": self.queue, "value": batch[0]}, frontend="syslog")
             else:
-                await self.dispatcher.execute("add_many", {"queue": self.queue, "messages": batch})
+                await self.dispatcher.execute(
+                    "add_many", {"queue": self.queue, "messages": batch}, frontend="syslog"
+                )
         except RestMQError as e:
             if len(batch) > 1 and e.code != "backend_unavailable":
                 for value in batch:  # find the one bad line; keep the others

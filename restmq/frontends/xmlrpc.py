@@ -133,7 +133,7 @@ class RestMQXMLRPC(XMLRPC):
     def _command(self, command: commands.Command) -> Procedure:
         def call(request: server.Request, *params: Any) -> defer.Deferred[Any]:
             args = commands.from_positional(command, [from_xmlrpc(p) for p in params])
-            return self.dispatcher.execute(command.name, args, self._principal(request))
+            return self.dispatcher.execute(command.name, args, self._principal(request), frontend="xmlrpc")
 
         call.withRequest = True  # type: ignore[attr-defined]
         call.help = f"restmq.{command.name}({', '.join(command.positional)}): {command.doc}"  # type: ignore[attr-defined]
@@ -151,7 +151,9 @@ class RestMQXMLRPC(XMLRPC):
             if len(params) != len(names):
                 raise BadRequest(f"{method} takes ({', '.join(names)}), got {len(params)} parameters")
             args = dict(zip(names, (from_xmlrpc(p) for p in params)))
-            return self.dispatcher.execute(command, args, self._principal(request)).addCallback(shape)
+            return self.dispatcher.execute(
+                command, args, self._principal(request), frontend="xmlrpc"
+            ).addCallback(shape)
 
         call.withRequest = True  # type: ignore[attr-defined]
         call.help = help  # type: ignore[attr-defined]

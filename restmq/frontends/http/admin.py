@@ -263,7 +263,7 @@ class Dashboard(Endpoint):
 
     def render_GET(self, request: Request) -> int:
         request.setHeader(b"cache-control", b"no-store")
-        found = self.front.dispatcher.execute("stats", {}, self.front.principal(request))
+        found = self.front.dispatcher.execute("stats", {}, self.front.principal(request), frontend="http")
         return self.front.respond(request, found.addErrback(_no_stats), self.page)
 
 
@@ -282,8 +282,8 @@ class JobsQueue(_OneQueue):
         dispatcher, principal = self.front.dispatcher, self.front.principal(request)
         found = defer.gatherResults(
             [
-                dispatcher.execute("len", {"queue": self.queue}, principal),
-                dispatcher.execute("peek", {"queue": self.queue, "count": 10}, principal),
+                dispatcher.execute("len", {"queue": self.queue}, principal, frontend="http"),
+                dispatcher.execute("peek", {"queue": self.queue, "count": 10}, principal, frontend="http"),
             ],
             consumeErrors=True,
         ).addCallbacks(tuple, lambda f: f.value.subFailure)

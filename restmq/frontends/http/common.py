@@ -272,7 +272,7 @@ class Front:
     ) -> int:
         """Run command ``name`` for ``request`` and answer it through ``answer``: THE path of every
         route. ``cancel_on_gone`` cancels the command when the client disconnects (long polls)."""
-        d = self.dispatcher.execute(name, args, self.principal(request))
+        d = self.dispatcher.execute(name, args, self.principal(request), frontend="http")
         return self.respond(request, d, answer, callback, cancel_on_gone=cancel_on_gone)
 
     def respond(

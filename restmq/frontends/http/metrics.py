@@ -15,16 +15,14 @@ Families:
   dispatcher (a scrape's own ``stats`` calls are counted too)
 - ``restmq_backend_up`` gauge: 1 when the stats calls worked, 0 when Redis did not answer
   (``backend_unavailable``); the answer is still 200 with what is known.
-- ``restmq_request_seconds{frontend,command}`` histogram: how long commands run from the HTTP routes
-  took, from the call to the answer (long polls included). :meth:`Metrics.instrument` puts a
-  :class:`TimedDispatcher` in front of the Front's dispatcher for this; the dispatcher itself is not
-  changed. XML-RPC (built with the plain dispatcher) and the other front ends are not timed yet.
+- ``restmq_request_seconds{frontend,command}`` histogram: how long commands took, from the call to
+  the answer (long polls included), timed by the dispatcher for every front end (http, xmlrpc,
+  line, ws, syslog; ``metrics`` for scrapes' own stats calls).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +34,9 @@ from prometheus_client.utils import floatToGoString
 from twisted.internet import defer
 from twisted.web.server import Request
 
-from restmq.commands import COMMANDS
+from restmq.dispatch import Latency
 from restmq.errors import RestMQError
-from restmq.frontends.http.common import GET, Answer, Endpoint, Front, send
+from restmq.frontends.http.common import GET, Answer, Endpoint, send
 
 #: Message states of ``stats <queue>``'s ``length``, in exposition order.
 STATES = ("ready", "reserved", "delayed", "dead")
@@ -48,63 +46,20 @@ EVENTS = ("added", "taken", "reserved", "acked", "nacked", "expired", "dead", "r
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-class Latency:
-    """Command durations per (front end, command) as histogram buckets; one per Site, no globals."""
-
-    def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
-        self.buckets = buckets
-        #: (front end, command) -> [per-bucket counts (not cumulative), sum, count]
-        self.series: dict[tuple[str, str], list[Any]] = {}
-
-    def observe(self, frontend: str, command: str, seconds: float) -> None:
-        series = self.series.get((frontend, command))
-        if series is None:
-            series = self.series[(frontend, command)] = [[0] * len(self.buckets), 0.0, 0]
-        for i, bound in enumerate(self.buckets):
-            if seconds <= bound:
-                series[0][i] += 1
-                break
-        series[1] += seconds
-        series[2] += 1
-
-    def family(self) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(
-            "restmq_request_seconds", "How long commands took, by front end and command.",
-            labels=["frontend", "command"],
-        )
-        for (frontend, command), (counts, total, n) in sorted(self.series.items()):
-            cumulative, buckets = 0, []
-            for bound, c in zip(self.buckets, counts):
-                cumulative += c
-                buckets.append((floatToGoString(bound), float(cumulative)))
-            buckets.append(("+Inf", float(n)))
-            family.add_metric([frontend, command], buckets, total)
-        return family
-
-
-class TimedDispatcher:
-    """A dispatcher that times ``execute`` into a :class:`Latency`; everything else passes through.
-
-    Unknown command names are labelled ``unknown`` so clients cannot grow the label set.
-    """
-
-    def __init__(
-        self, dispatcher: Any, latency: Latency, frontend: str, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.dispatcher, self.latency, self.frontend, self.clock = dispatcher, latency, frontend, clock
-
-    def execute(self, name: str, args: Mapping[str, Any], principal: Any = None) -> defer.Deferred[Any]:
-        start = self.clock()
-        label = name if isinstance(name, str) and name in COMMANDS else "unknown"
-
-        def timed(outcome: Any) -> Any:
-            self.latency.observe(self.frontend, label, self.clock() - start)
-            return outcome
-
-        return self.dispatcher.execute(name, args, principal).addBoth(timed)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.dispatcher, name)
+def latency_family(latency: Latency) -> HistogramMetricFamily:
+    """The dispatcher's command durations as ``restmq_request_seconds{frontend, command}``."""
+    family = HistogramMetricFamily(
+        "restmq_request_seconds", "How long commands took, by front end and command.",
+        labels=["frontend", "command"],
+    )
+    for (frontend, command), (counts, total, n) in sorted(latency.series.items()):
+        cumulative, buckets = 0, []
+        for bound, c in zip(latency.buckets, counts):
+            cumulative += c
+            buckets.append((floatToGoString(bound), float(cumulative)))
+        buckets.append(("+Inf", float(n)))
+        family.add_metric([frontend, command], buckets, total)
+    return family
 
 
 @dataclass
@@ -163,7 +118,7 @@ class SnapshotCollector(Collector):
             "restmq_backend_up", "1 when Redis answered this scrape, 0 when not.", value=1.0 if snap.up else 0.0
         )
         if snap.latency is not None:
-            yield snap.latency.family()
+            yield latency_family(snap.latency)
 
 
 def render(snapshot: Snapshot) -> bytes:
@@ -181,7 +136,7 @@ async def take_snapshot(dispatcher: Any, principal: Any = None) -> Snapshot:
     """
     snap = Snapshot()
     try:
-        server = await dispatcher.execute("stats", {}, principal)
+        server = await dispatcher.execute("stats", {}, principal, frontend="metrics")
     except RestMQError as e:
         if e.code in ("unauthorized", "forbidden"):
             raise  # answered 401/403 like any route
@@ -196,7 +151,10 @@ async def take_snapshot(dispatcher: Any, principal: Any = None) -> Snapshot:
         return None
 
     found = await defer.gatherResults(
-        [dispatcher.execute("stats", {"queue": q}, principal).addErrback(failed) for q in names]
+        [
+            dispatcher.execute("stats", {"queue": q}, principal, frontend="metrics").addErrback(failed)
+            for q in names
+        ]
     )
     for name, stats in zip(names, found):
         if isinstance(stats, Mapping):
@@ -220,36 +178,16 @@ PROMETHEUS = PrometheusAnswer()
 
 
 class Metrics(Endpoint):
-    """``GET /metrics``: the Prometheus text exposition (HEAD answers the same without a body).
-
-    ``dispatcher``: where the numbers come from (default: the Front's); ``latency``: the request
-    durations to expose, if any (see :meth:`instrument`).
-    """
+    """``GET /metrics``: the Prometheus text exposition (HEAD answers the same without a body)."""
 
     methods = (GET,)
 
-    def __init__(self, front: Front, *, dispatcher: Any = None, latency: Latency | None = None) -> None:
-        super().__init__(front)
-        self.dispatcher = dispatcher
-        self.latency = latency
-
-    @classmethod
-    def instrument(cls, front: Front, frontend: str = "http") -> Metrics:
-        """The resource, with the Front's dispatcher wrapped in a :class:`TimedDispatcher` so the
-        routes' commands are timed (mount it before serving; the routes read ``front.dispatcher``
-        per request). Scrapes use the plain dispatcher and are not timed themselves."""
-        latency = Latency()
-        plain = front.dispatcher
-        front.dispatcher = TimedDispatcher(plain, latency, frontend)
-        return cls(front, dispatcher=plain, latency=latency)
-
     def render_GET(self, request: Request) -> int:
-        principal = self.front.principal(request)
-        dispatcher = self.dispatcher if self.dispatcher is not None else self.front.dispatcher
-        d = defer.ensureDeferred(take_snapshot(dispatcher, principal))
-        d.addCallback(self._render)
+        dispatcher = self.front.dispatcher
+        d = defer.ensureDeferred(take_snapshot(dispatcher, self.front.principal(request)))
+        d.addCallback(self._render, dispatcher)
         return self.front.respond(request, d, PROMETHEUS)
 
-    def _render(self, snapshot: Snapshot) -> bytes:
-        snapshot.latency = self.latency
+    def _render(self, snapshot: Snapshot, dispatcher: Any) -> bytes:
+        snapshot.latency = getattr(dispatcher, "latency", None)
         return render(snapshot)

@@ -132,7 +132,7 @@ class RestMQWebSocket(WebSocketServerProtocol):
         except RestMQError as e:
             self.send(e.to_dict())
             return
-        d = sink.front.dispatcher.execute(name, args, sink.principal)
+        d = sink.front.dispatcher.execute(name, args, sink.principal, frontend="ws")
         d.addCallbacks(lambda answer: self.send({"reply": answer}), self._failed)
 
     def _failed(self, failure: Failure) -> None:
