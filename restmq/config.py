@@ -25,6 +25,7 @@ class Config:
     replay: int = 1000
     log_format: str = "text"
     insecure: bool = False
+    auth_file: str | None = None
 
     @property
     def endpoints(self) -> dict[str, str]:

@@ -19,11 +19,15 @@ from twisted.logger import Logger
 from restmq import commands
 from restmq.engine import QueueEngine
 from restmq.engine.hub import Sink, Subscription
-from restmq.errors import BadRequest, Empty, NotFound, RestMQError, TooLarge
+from restmq.errors import BadRequest, Empty, Forbidden, NotFound, RestMQError, TooLarge
 from restmq.engine.keys import DEAD_SUFFIX
 from restmq.model import Message, QueueLength, QueueState, encode_value
 
 log = Logger()
+
+#: The principal of front ends that cannot authenticate and are trusted by where they listen (the
+#: syslog receiver: a public one needs --insecure even with an auth file).
+TRUSTED: Any = object()
 
 #: A broadcast replay id (a Redis stream id).
 REPLAY_ID = re.compile(r"^\d{1,20}-\d{1,20}\Z")
@@ -117,7 +121,7 @@ class Dispatcher:
         try:
             command = commands.lookup(name)
             parsed = commands.parse(command, args)
-            if self.authorize is not None:
+            if self.authorize is not None and principal is not TRUSTED:
                 right = "admin" if changes_settings(name, parsed) else command.right
                 self.authorize(principal, right, parsed.get("queue"))
             self.calls[name] += 1
@@ -126,6 +130,16 @@ class Dispatcher:
         except RestMQError as e:
             self.errors[e.code] += 1
             raise
+
+    def authenticate(self, token: str) -> None:
+        """Check a token up front (the line protocol's ``auth``): ``unauthorized`` if unknown,
+        ``bad_request`` when this server has no tokens."""
+        if self.authorize is None:
+            raise BadRequest("auth is not enabled on this server")
+        try:
+            self.authorize(token, "read", None)
+        except Forbidden:
+            pass  # known, just without read: its own commands will say what it may do
 
     def subscribe(
         self,
@@ -151,7 +165,7 @@ class Dispatcher:
             raise BadRequest(f"stream mode must be take or reserve, not {mode!r:.40}")
         if lease is not None:
             lease = commands.parse(commands.COMMANDS["reserve"], {"queue": queue, "lease": lease})["lease"]
-        if self.authorize is not None:
+        if self.authorize is not None and principal is not TRUSTED:
             self.authorize(principal, "read", queue)
         self.calls["subscribe"] += 1
         return self.engine.hub.subscribe(queue, sink, mode=mode, lease=lease, since=since)

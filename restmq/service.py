@@ -15,6 +15,7 @@ binding; until Redis is ready they answer ``backend_unavailable``.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -24,10 +25,12 @@ from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, ser
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from restmq.auth import Tokens
 from restmq.backend import RedisBackend
 from restmq.backend.redisconf import RedisTarget
 from restmq.config import Config
 from restmq.dispatch import Dispatcher
+from restmq.errors import RestMQError
 from restmq.engine import QueueEngine
 from restmq.engine.hub import SubscriberEndpoint
 
@@ -115,10 +118,31 @@ class Listener(StreamServerEndpointService):
 class RestMQService(MultiService):
     """The root: children start in order and stop in reverse, each waiting for the one before."""
 
-    def __init__(self, config: Config, dispatcher: Dispatcher) -> None:
+    def __init__(self, config: Config, dispatcher: Dispatcher, tokens: Tokens | None = None) -> None:
         super().__init__()
         self.config = config
         self.dispatcher = dispatcher
+        self.tokens = tokens
+
+    def startService(self) -> None:
+        super().startService()
+        if self.tokens is not None:
+            signal.signal(signal.SIGHUP, self._sighup)
+
+    def _sighup(self, signum: int, frame: Any) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(self.reload_tokens)  # type: ignore[attr-defined]
+
+    def reload_tokens(self) -> None:
+        """SIGHUP: read the auth file again; a broken file keeps the tokens that were loaded."""
+        assert self.tokens is not None
+        try:
+            count = self.tokens.reload()
+        except RestMQError as e:
+            log.error("auth file not reloaded, the old tokens stay: {error}", error=e.message)
+        else:
+            log.info("auth file reloaded tokens={count}", count=count)
 
     def stopService(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._stop())
@@ -170,8 +194,13 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
         default_policy=config.default_policy,
         replay=config.replay,
     )
-    dispatcher = Dispatcher(engine, max_message_size=config.max_message_size)
-    root = RestMQService(config, dispatcher)
+    tokens = Tokens(config.auth_file) if config.auth_file else None
+    dispatcher = Dispatcher(
+        engine,
+        max_message_size=config.max_message_size,
+        authorize=tokens.authorize if tokens is not None else None,
+    )
+    root = RestMQService(config, dispatcher, tokens)
     backend.setName("backend")
     backend.setServiceParent(root)
     engine_service = EngineService(engine, backend, reactor)

@@ -87,6 +87,7 @@ class Options(usage.Options):
          _count("replay", 1_000_000)],
         ["log-format", None, DEFAULTS.log_format, "text, or json (one object per line; restmq serve).",
          _choice("log-format", ("text", "json"))],
+        ["auth-file", None, None, "Tokens file: TOKEN RIGHTS PATTERN… per line (reloaded on SIGHUP)."],
         # The original RestMQ daemon's options, kept as aliases.
         ["port", None, None, "Original option: HTTP port (with --listen).", int],
         ["listen", None, None, "Original option: HTTP interface (with --port)."],
@@ -129,13 +130,24 @@ class Options(usage.Options):
             replay=self["replay"],
             log_format=self["log-format"],
             insecure=bool(self["insecure"]),
+            auth_file=self["auth-file"],
         )
+        if config.auth_file:
+            from restmq.auth import Tokens
+            from restmq.errors import RestMQError
+
+            try:
+                Tokens(config.auth_file)
+            except RestMQError as e:
+                raise usage.UsageError(e.message) from None
         if not config.insecure:
             for name, endpoint in config.endpoints.items():
-                if not is_loopback(endpoint):
+                # The syslog receiver cannot authenticate: tokens do not protect it.
+                if not is_loopback(endpoint) and (not config.auth_file or name == "syslog"):
                     raise usage.UsageError(
                         f"--{name} {endpoint} listens beyond this machine and RestMQ has no "
-                        "authentication configured; bind a loopback interface or pass --insecure",
+                        "authentication configured; give --auth-file, bind a loopback interface "
+                        "or pass --insecure",
                     )
         self["config"] = config
 

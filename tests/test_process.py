@@ -239,3 +239,21 @@ def test_serve_exits_1_when_its_port_is_taken(tmp_path):
     assert proc.returncode == 1
     assert "Address already in use" in proc.stdout
     assert not (tmp_path / "data" / "redis.pid").exists()
+
+
+def test_serve_with_tokens_reloads_them_on_sighup(tmp_path, servers, redis):
+    """restmq serve --auth-file refuses calls without a token and picks up a new token on SIGHUP."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old-token read,write *\n")
+    server = Server(serve_argv(tmp_path / "data", "--redis", redis.url, "--auth-file", str(tokens)), cwd=tmp_path)
+    servers.append(server)
+    server.wait_for("engine ready")
+    assert http("POST", server.url("/q/t"), b"x", {"content-type": "text/plain"})[0] == 401
+    ok = {"content-type": "text/plain", "authorization": "Bearer old-token"}
+    assert http("POST", server.url("/q/t"), b"x", ok)[0] == 200
+    tokens.write_text("new-token read,write *\n")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for("auth file reloaded")
+    assert http("POST", server.url("/q/t"), b"x", ok)[0] == 401
+    assert http("POST", server.url("/q/t"), b"x", {**ok, "authorization": "Bearer new-token"})[0] == 200
+    assert server.stop() == 0

@@ -176,7 +176,13 @@ class LineProtocol(NewlineReceiver):
             self._held = True
             self._push(_Slot(ready=True, then=partial(self._start_stream, request)))
         elif isinstance(request, wire.Auth):
-            self._answer_now(wire.encode_error(BadRequest("auth is not enabled on this server")))
+            try:
+                self.dispatcher.authenticate(request.token)
+            except RestMQError as e:
+                self._answer_now(wire.encode_error(e))
+            else:
+                self.principal = request.token
+                self._answer_now(wire.encode({"auth": True}))
         else:
             self._answer_now(wire.encode_error(request.error))
 

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from restmq.commands import MAX_COUNT
+from restmq.dispatch import TRUSTED
 from restmq.errors import RestMQError
 from restmq.frontends.line import NewlineReceiver
 from restmq.wire import syslog as wire
@@ -118,10 +119,12 @@ class SyslogProtocol(NewlineReceiver):
     async def _store(self, batch: list[str]) -> None:
         try:
             if len(batch) == 1:
-                await self.dispatcher.execute("add", {"queue": self.queue, "value": batch[0]}, frontend="syslog")
+                await self.dispatcher.execute(
+                    "add", {"queue": self.queue, "value": batch[0]}, TRUSTED, frontend="syslog"
+                )
             else:
                 await self.dispatcher.execute(
-                    "add_many", {"queue": self.queue, "messages": batch}, frontend="syslog"
+                    "add_many", {"queue": self.queue, "messages": batch}, TRUSTED, frontend="syslog"
                 )
         except RestMQError as e:
             if len(batch) > 1 and e.code != "backend_unavailable":

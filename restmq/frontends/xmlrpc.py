@@ -39,6 +39,7 @@ with warnings.catch_warnings():
     from twisted.web.xmlrpc import XMLRPC, Fault, NoSuchFunction, addIntrospection
 
 from restmq import commands
+from restmq.auth import token_from_authorization
 from restmq.errors import BadRequest, RestMQError, UnknownCommand
 
 log = Logger()
@@ -127,8 +128,9 @@ class RestMQXMLRPC(XMLRPC):
     # -- the methods --------------------------------------------------------------------------
 
     def _principal(self, request: server.Request) -> Any:
-        """Who is calling, for the dispatcher's authorization (tokens come with SPEC §8)."""
-        return None
+        """Who is calling: the token of the Authorization header (XML-RPC clients send HTTP Basic
+        from a ``http://user:TOKEN@host/RPC2`` URL)."""
+        return token_from_authorization(request.getHeader(b"authorization"))
 
     def _command(self, command: commands.Command) -> Procedure:
         def call(request: server.Request, *params: Any) -> defer.Deferred[Any]:

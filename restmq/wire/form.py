@@ -31,9 +31,10 @@ from restmq.errors import BadRequest
 CALLBACK = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)*\Z")
 MAX_CALLBACK = 128
 
-#: Query/form arguments that frame the answer and are never passed to a command: ``callback``
-#: (JSONP) and ``_`` (the cache buster jQuery and others append to JSONP and no-cache GETs).
-FRAMING = frozenset({"callback", "_"})
+#: Query/form arguments that frame the request and are never passed to a command: ``callback``
+#: (JSONP), ``_`` (the cache buster jQuery and others append to JSONP and no-cache GETs) and
+#: ``access_token`` (the token, for browsers that cannot set an Authorization header).
+FRAMING = frozenset({"callback", "_", "access_token"})
 
 FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"

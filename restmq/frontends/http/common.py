@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from restmq.auth import token_from_authorization
 from restmq.errors import BadRequest, RestMQError
 from restmq.errors import NotFound as NotFoundError
 from restmq.wire import form
@@ -257,8 +258,14 @@ class Front:
         self.reactor = reactor
 
     def principal(self, request: Request) -> Any:
-        """Who is calling, for the dispatcher's authorization (tokens come with SPEC §8)."""
-        return None
+        """Who is calling, for the dispatcher's authorization: the token of the Authorization
+        header (Bearer, or Basic with the token as password), else ``?access_token=`` (browsers'
+        EventSource and WebSocket cannot set headers)."""
+        token = token_from_authorization(request.getHeader(b"authorization"))
+        if token is None:
+            values = query(request).get(b"access_token")
+            token = values[-1].decode("utf-8", "replace") if values else None
+        return token
 
     def run(
         self,
