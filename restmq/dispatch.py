@@ -21,6 +21,7 @@ from restmq.engine import QueueEngine
 from restmq.engine.hub import Sink, Subscription
 from restmq.errors import BadRequest, Empty, Forbidden, NotFound, RestMQError, TooLarge
 from restmq.engine.keys import DEAD_SUFFIX
+from restmq.latency import Latency
 from restmq.model import Message, QueueLength, QueueState, encode_value
 
 log = Logger()
@@ -57,30 +58,6 @@ def _length_dict(queue: str, length: QueueLength) -> dict[str, Any]:
     return {"queue": queue, "len": length.total, **length.to_dict()}
 
 
-#: Histogram buckets (seconds) of command durations: fast commands up to the longest long poll.
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-class Latency:
-    """Command durations per (front end, command) as histogram buckets (the metrics read them)."""
-
-    def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
-        self.buckets = buckets
-        #: (front end, command) -> [per-bucket counts (not cumulative), sum, count]
-        self.series: dict[tuple[str, str], list[Any]] = {}
-
-    def observe(self, frontend: str, command: str, seconds: float) -> None:
-        series = self.series.get((frontend, command))
-        if series is None:
-            series = self.series[(frontend, command)] = [[0] * len(self.buckets), 0.0, 0]
-        for i, bound in enumerate(self.buckets):
-            if seconds <= bound:
-                series[0][i] += 1
-                break
-        series[1] += seconds
-        series[2] += 1
-
-
 class Dispatcher:
     """Runs commands from the table against one engine; counts them for stats and metrics."""
 
@@ -97,6 +74,11 @@ class Dispatcher:
         self.calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.latency = Latency()
+
+    @property
+    def redis_latency(self) -> Latency:
+        """How long Redis calls took, by script (the engine measures; metrics show it)."""
+        return self.engine.redis_latency
 
     # -- the door -----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from restmq.dispatch import Dispatcher
-from restmq.dispatch import Latency
+from restmq.latency import Latency
 from restmq.frontends.http.metrics import Snapshot, render
 from restmq.frontends.http.routes import build_site
 
@@ -209,3 +209,11 @@ async def test_every_front_end_is_timed_by_the_dispatcher(base, dispatcher):
     await dispatcher.execute("add", {"queue": "t", "value": "x"}, frontend="line")
     _, _, found = await scrape(base)
     assert found.value("restmq_request_seconds_count", frontend="line", command="add") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_round_trips_are_timed_by_script(base, dispatcher):
+    """The engine's script round trips appear as restmq_redis_seconds{kind="script", script}."""
+    await dispatcher.execute("add", {"queue": "r", "value": "x"})
+    _, _, found = await scrape(base)
+    assert found.value("restmq_redis_seconds_count", kind="script", script="add") == 1

@@ -27,6 +27,7 @@ from restmq.engine import keys as K
 from restmq.engine.hub import Hub, SubscriberEndpoint
 from restmq.engine.maintenance import Sweeper
 from restmq.engine.scripts import Scripts, send
+from restmq.latency import REDIS_BUCKETS, Latency
 from restmq.errors import BackendUnavailable, QueueFull, RestMQError, StaleReceipt
 from restmq.model import Message, QueueLength, QueueState
 
@@ -114,6 +115,8 @@ class QueueEngine:
         self.sweeper = Sweeper(self, clock)
         self._registered: dict[str, float] = {}
         self.started_at = time.time()
+        #: Redis round trips of the scripts, by script name.
+        self.redis_latency = Latency(REDIS_BUCKETS)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -160,10 +163,16 @@ class QueueEngine:
     def _script(self, name: str, queue: str, args: list[Any]) -> defer.Deferred[Any]:
         """Run a per-queue script (``ARGV[1]`` is the queue's channel). Every script answers
         ``{next due, …}``; when the queue has something due the global timer is kept, and the rest
-        of the answer is returned."""
+        of the answer is returned. The round trip is timed into :attr:`redis_latency`."""
         qk = K.for_queue(queue)
+        start = time.monotonic()
         call = self.scripts.call(self.redis, name, qk.pick(self.scripts.keys[name]), [qk.channel, *args])
-        return self._bounded(call).addCallback(self._timed, queue)
+
+        def timed(outcome: Any) -> Any:
+            self.redis_latency.observe("script", name, time.monotonic() - start)
+            return outcome
+
+        return self._bounded(call).addBoth(timed).addCallback(self._timed, queue)
 
     def _timed(self, reply: list[Any], queue: str) -> list[Any]:
         due = int(reply[0])

@@ -18,6 +18,7 @@ Families:
 - ``restmq_request_seconds{frontend,command}`` histogram: how long commands took, from the call to
   the answer (long polls included), timed by the dispatcher for every front end (http, xmlrpc,
   line, ws, syslog; ``metrics`` for scrapes' own stats calls).
+- ``restmq_redis_seconds{kind,script}`` histogram: the Redis round trip of each engine script.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from prometheus_client.utils import floatToGoString
 from twisted.internet import defer
 from twisted.web.server import Request
 
-from restmq.dispatch import Latency
+from restmq.latency import Latency
 from restmq.errors import RestMQError
 from restmq.frontends.http.common import GET, Answer, Endpoint, send
 
@@ -46,12 +47,14 @@ EVENTS = ("added", "taken", "reserved", "acked", "nacked", "expired", "dead", "r
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-def latency_family(latency: Latency) -> HistogramMetricFamily:
-    """The dispatcher's command durations as ``restmq_request_seconds{frontend, command}``."""
-    family = HistogramMetricFamily(
-        "restmq_request_seconds", "How long commands took, by front end and command.",
-        labels=["frontend", "command"],
-    )
+def latency_family(
+    latency: Latency,
+    name: str = "restmq_request_seconds",
+    doc: str = "How long commands took, by front end and command.",
+    labels: tuple[str, str] = ("frontend", "command"),
+) -> HistogramMetricFamily:
+    """A :class:`Latency`'s series as one Prometheus histogram family."""
+    family = HistogramMetricFamily(name, doc, labels=list(labels))
     for (frontend, command), (counts, total, n) in sorted(latency.series.items()):
         cumulative, buckets = 0, []
         for bound, c in zip(latency.buckets, counts):
@@ -71,6 +74,7 @@ class Snapshot:
     calls: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     latency: Latency | None = None
+    redis_latency: Latency | None = None
 
 
 class SnapshotCollector(Collector):
@@ -119,6 +123,11 @@ class SnapshotCollector(Collector):
         )
         if snap.latency is not None:
             yield latency_family(snap.latency)
+        if snap.redis_latency is not None:
+            yield latency_family(
+                snap.redis_latency, "restmq_redis_seconds", "Redis round trips of the engine's scripts.",
+                ("kind", "script"),
+            )
 
 
 def render(snapshot: Snapshot) -> bytes:
@@ -190,4 +199,5 @@ class Metrics(Endpoint):
 
     def _render(self, snapshot: Snapshot, dispatcher: Any) -> bytes:
         snapshot.latency = getattr(dispatcher, "latency", None)
+        snapshot.redis_latency = getattr(dispatcher, "redis_latency", None)
         return render(snapshot)
