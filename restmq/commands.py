@@ -253,6 +253,7 @@ def _value(arg: Arg, raw: Any) -> Any:
 
 
 MESSAGE_FIELDS = (VALUE, PRIORITY, TTL, DELAY, DEDUP)
+MESSAGE_NAMES = {a.name: a for a in MESSAGE_FIELDS}
 
 
 def _messages(arg: Arg, raw: Any) -> list[dict[str, Any]]:
@@ -265,7 +266,7 @@ def _messages(arg: Arg, raw: Any) -> list[dict[str, Any]]:
     out = []
     for item in raw:
         fields = item if isinstance(item, dict) else {"value": item}
-        out.append(_check("message", MESSAGE_FIELDS, fields))
+        out.append(_check("message", MESSAGE_FIELDS, fields, MESSAGE_NAMES))
     return out
 
 
@@ -332,11 +333,12 @@ def parse(command: Command, raw: Mapping[str, Any]) -> dict[str, Any]:
     An argument the command does not take is an error rather than silently ignored, so a typo
     (``priorty``) does not quietly change what a client gets.
     """
-    return _check(command.name, command.args, raw)
+    return _check(command.name, command.args, raw, command.by_name)
 
 
-def _check(what: str, args: tuple[Arg, ...], raw: Mapping[str, Any]) -> dict[str, Any]:
-    names = {a.name for a in args}
+def _check(
+    what: str, args: tuple[Arg, ...], raw: Mapping[str, Any], names: Mapping[str, Arg]
+) -> dict[str, Any]:
     unknown = [k for k in raw if k not in names]
     if unknown:
         raise BadRequest(

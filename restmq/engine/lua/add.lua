@@ -12,11 +12,18 @@ if max_length > 0 then
     return redis.error_reply('QUEUE_FULL ' .. held .. ' ' .. max_length)
   end
 end
-for _, d in ipairs(redis.call('ZRANGEBYSCORE', K.dedup_until, '-inf', now, 'LIMIT', 0, 100)) do
-  redis.call('HDEL', K.dedup, d)
-  redis.call('ZREM', K.dedup_until, d)
+local window = 0
+for i = 5, #ARGV, 5 do
+  if ARGV[i] ~= '' then
+    -- Only adds that carry a dedup string look at (and tidy) the dedup window.
+    for _, d in ipairs(redis.call('ZRANGEBYSCORE', K.dedup_until, '-inf', now, 'LIMIT', 0, 100)) do
+      redis.call('HDEL', K.dedup, d)
+      redis.call('ZREM', K.dedup_until, d)
+    end
+    window = setting('dedup_window')
+    break
+  end
 end
-local window = setting('dedup_window')
 local out = {-1, int(now)}
 local due, added, woke = -1, 0, 0
 for i = 2, #ARGV, 5 do
