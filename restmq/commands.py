@@ -254,6 +254,7 @@ def _value(arg: Arg, raw: Any) -> Any:
 
 MESSAGE_FIELDS = (VALUE, PRIORITY, TTL, DELAY, DEDUP)
 MESSAGE_NAMES = {a.name: a for a in MESSAGE_FIELDS}
+MESSAGE_DEFAULTS = {a.name: a.default for a in MESSAGE_FIELDS}
 
 
 def _messages(arg: Arg, raw: Any) -> list[dict[str, Any]]:
@@ -265,8 +266,10 @@ def _messages(arg: Arg, raw: Any) -> list[dict[str, Any]]:
         raise BadRequest(f"at most {MAX_COUNT} messages in one add_many, not {len(raw)}")
     out = []
     for item in raw:
-        fields = item if isinstance(item, dict) else {"value": item}
-        out.append(_check("message", MESSAGE_FIELDS, fields, MESSAGE_NAMES))
+        if isinstance(item, dict):
+            out.append(_check("message", MESSAGE_FIELDS, item, MESSAGE_NAMES))
+        else:  # a bare value: the common bulk case, every other field at its default
+            out.append({**MESSAGE_DEFAULTS, "value": _value(arg, item)})
     return out
 
 

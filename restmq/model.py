@@ -88,6 +88,10 @@ class QueueState:
         return "paused" if self.paused else "running"
 
 
+#: One encoder for every value (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_value(value: Any) -> bytes:
     """The JSON text stored for a message value (text stays text: "42" is kept as a string)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")

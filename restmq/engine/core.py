@@ -89,7 +89,7 @@ def parse_broadcast(queue: str, event_id: bytes, body: bytes) -> Message:
 
 def ms(seconds: float) -> int:
     """Seconds (fractions allowed) as the integer milliseconds scripts work in."""
-    return int(round(seconds * 1000))
+    return int(round(seconds * 1000)) if seconds else 0
 
 
 class QueueEngine:
