@@ -17,6 +17,8 @@ module owns is the connection:
   ``bad_request`` error line (distinguishable from messages by its ``error`` field). When the hub
   ends the stream (purge, shutdown) the last line is ``{"end": REASON}`` and the connection closes;
   a disconnect cancels the subscription.
+- ``auth TOKEN`` checks the token with the dispatcher (``unauthorized`` if unknown, ``bad_request``
+  when the server has no tokens) and makes it the connection's principal for what follows.
 - Commands already read keep running if the client goes away, so a fire-and-forget producer
   (``printf 'add q x\\n' | nc -N host 8889``) never loses its add; their answers are dropped.
 """
@@ -144,7 +146,7 @@ class LineProtocol(NewlineReceiver):
     def __init__(self, dispatcher: Any, max_line: int) -> None:
         self.dispatcher = dispatcher
         self.MAX_LENGTH = max_line
-        #: Who the client is for the dispatcher's authorization (``auth`` comes with SPEC §8).
+        #: Who the client is for the dispatcher's authorization: the token of its ``auth`` line.
         self.principal: Any = None
         self._out: deque[_Slot] = deque()
         self._calls: deque[tuple[wire.Call, _Slot]] = deque()

@@ -7,12 +7,12 @@ The tree (``putChild`` at the root, ``getChild`` below; a trailing slash is opti
     /queue            JsonProtocol  the JSON protocol; GET: a form to try it             (rest.py)
     /c/<q>            Comet         COMET stream                                          (stream.py)
     /stats, /control, /p, /health, /dashboard, /j                                        (admin.py)
+    /sse/<q>, /ws/<q> SSE and WebSocket streams                                       (sse.py, ws.py)
+    /metrics          Prometheus text                                                     (metrics.py)
+    /openapi.json     the OpenAPI 3.1 description, generated from the tables              (openapi.py)
     /RPC2, /xmlrpc    XML-RPC       restmq.frontends.xmlrpc
-    /static/<file>    Static        the example pages shipped in the package (COMET demo)
+    /static/<file>    Static        the example pages shipped in the package (COMET, streams)
     anything else     JSON 404
-
-Later issues mount theirs in :func:`build_tree` where marked: ``/ws/`` (autobahn's
-``WebSocketResource``), ``/sse/``, ``/metrics``, ``/openapi.json`` and the live ``/dashboard``.
 
 What the Site adds to twisted.web's:
 

@@ -10,8 +10,10 @@ finished; a client that disconnects is unsubscribed, and its heartbeat stopped, 
 ``?mode=take|reserve`` and ``?lease=S`` (reserve) go to the dispatcher, which judges them and the
 queue name: anything it refuses is the usual JSON error, not a stream.
 
-``Last-Event-ID`` is accepted but resume is NOT supported yet: it needs the Redis-side replay
-stream of broadcast messages, not built yet; a reconnecting client gets what arrives from then on.
+Resume: a broadcast message's ``id:`` is its replay id (``event_id``); a browser reconnecting with
+``Last-Event-ID`` (or any client with ``?since=``) first gets the broadcasts it missed that the
+queue's replay stream still holds (``--replay``), then live ones, none twice. Other ``id:`` values
+(message keys of roundrobin/reserve streams) have nothing to replay and are ignored.
 
 The sink is :class:`stream.CometSink` (the same once-only end and disconnect handling) with SSE
 framing, opened by :func:`stream.open_stream` like COMET.
