@@ -32,9 +32,7 @@ import asyncio
 import json
 import math
 import os
-import signal
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -416,19 +414,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    children: dict[str, tp.Child] = {}
-    tmp = Path(tempfile.mkdtemp(prefix="restmq-bench-delivery-"))
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        try:
-            ports, redis_info, binary = tp.start_servers(args, tmp, children)
-        except tp.SetupError as e:
-            print(f"bench setup failed: {e}", file=sys.stderr)
-            return 1
+    def work(tmp: Path, children: dict[str, Any]) -> int:
+        ports, redis_info, binary = tp.start_servers(args, tmp, children)
         facts = tp.machine_facts(redis_info, binary)
         print(f"RestMQ delivery: {args.seconds:g} s per row (+{args.warmup:g} s warm-up)"
               + (f", best of {args.rounds} rounds" if args.rounds > 1 else "")
@@ -467,11 +455,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
             print(f"results written to {args.json}")
         return 0
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping the servers", file=sys.stderr)
-        return 130
-    finally:
-        tp.cleanup(children, tmp, args.keep_logs)
+
+    return tp.run_bench("restmq-bench-delivery-", args.keep_logs, work)
 
 
 if __name__ == "__main__":

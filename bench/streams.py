@@ -32,10 +32,7 @@ import asyncio
 import json
 import os
 import resource
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -44,10 +41,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from throughput import (  # noqa: E402  (bench/ is not a package)
-    HERE,
+    run_bench,
     REPO,
     Child,
-    SetupError,
     cpu_seconds,
     find_redis,
     machine_facts,
@@ -512,19 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     if soft < max(args.counts, default=0) + 256:
         print(f"open-file limit {soft} (hard {hard}) is below {max(args.counts)} connections + margin: "
               "the largest runs will fail to open some connections", file=sys.stderr)
-    children: dict[str, Child] = {}
-    tmp = Path(tempfile.mkdtemp(prefix="restmq-bench-streams-"))
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        try:
-            port, redis_info, binary = start_servers(args, tmp, children)
-        except SetupError as e:
-            print(f"bench setup failed: {e}", file=sys.stderr)
-            return 1
+    def work(tmp: Path, children: dict[str, Any]) -> int:
+        port, redis_info, binary = start_servers(args, tmp, children)
         facts = machine_facts(redis_info, binary)
         print(f"RestMQ streams: restmq http :{port}, private {facts['redis']} without persistence")
         print()
@@ -549,19 +535,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
             print(f"results written to {args.json}")
         return 0
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping the servers", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for name in ("restmq", "redis"):
-            if name in children:
-                children[name].stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if args.keep_logs:
-            print(f"server logs kept in {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    return run_bench("restmq-bench-streams-", args.keep_logs, work)
 
 
 if __name__ == "__main__":

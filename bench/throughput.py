@@ -906,19 +906,9 @@ def start_servers(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    children: dict[str, Child] = {}
-    tmp = Path(tempfile.mkdtemp(prefix="restmq-bench-"))
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        try:
-            ports, redis_info, binary = start_servers(args, tmp, children)
-        except SetupError as e:
-            print(f"bench setup failed: {e}", file=sys.stderr)
-            return 1
+    def work(tmp: Path, children: dict[str, Any]) -> int:
+        ports, redis_info, binary = start_servers(args, tmp, children)
         facts = machine_facts(redis_info, binary)
         print(f"RestMQ throughput: {args.connections} HTTP connections, {args.seconds:g} s per scenario "
               f"(+{args.warmup:g} s warm-up)" + (f", best of {args.rounds} rounds" if args.rounds > 1 else "")
@@ -943,14 +933,34 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
             print(f"results written to {args.json}")
         return 0
+
+    return run_bench("restmq-bench-", args.keep_logs, work)
+
+def run_bench(prefix: str, keep_logs: bool, work: Callable[[Path, dict[str, Any]], int]) -> int:
+    """Run a bench's ``work(tmp, children)`` with what every bench needs around it: a temp dir,
+    SIGTERM treated as Ctrl-C, a setup failure reported as exit 1, and every server it started
+    stopped (RestMQ first, Redis last) whatever happens."""
+    children: dict[str, Any] = {}
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        try:
+            return work(tmp, children)
+        except SetupError as e:
+            print(f"bench setup failed: {e}", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
         print("\ninterrupted; stopping the servers", file=sys.stderr)
         return 130
     finally:
-        cleanup(children, tmp, args.keep_logs)
+        cleanup(children, tmp, keep_logs)
 
 
-def cleanup(children: dict[str, Any], tmp: str, keep_logs: bool) -> None:
+def cleanup(children: dict[str, Any], tmp: str | Path, keep_logs: bool) -> None:
     """Stop every server a bench started (RestMQ first, Redis last) and drop its temp dir."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
     for name in ("restmq", "bare", "redis"):

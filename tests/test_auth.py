@@ -176,26 +176,14 @@ async def test_line_protocol_needs_auth_first(secured):
 @pytest_twisted.ensureDeferred
 async def test_streams_need_a_token_too(secured, engine):
     """COMET and WebSocket streams answer 401 without a token and stream with ?access_token."""
-    from tests.test_ws import Frames, until
-    from autobahn.twisted.websocket import WebSocketClientFactory
+    from types import SimpleNamespace
+
+    from tests.test_ws import connect, until
 
     url, _ = secured
     assert (await treq.get(url + "/c/jobs", persistent=False)).code == 401
     refused = await treq.get(url + "/ws/jobs", headers={"upgrade": "websocket"}, persistent=False)
     assert refused.code == 401
-    port = int(url.rsplit(":", 1)[1])
-    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/ws/jobs?access_token=worker-t")
-    built: list[Frames] = []
-
-    def build(addr: Any) -> Frames:
-        proto = Frames()
-        proto.factory = factory
-        built.append(proto)
-        return proto
-
-    factory.buildProtocol = build  # type: ignore[method-assign]
-    reactor.connectTCP("127.0.0.1", port, factory)
-    await until(lambda: bool(built))
-    await built[0].opened
+    ws = await connect(SimpleNamespace(port=int(url.rsplit(":", 1)[1])), "/ws/jobs?access_token=worker-t")
     await until(lambda: engine.hub.subscribers("jobs") == 1)
-    built[0].transport.loseConnection()
+    ws.transport.loseConnection()
