@@ -14,6 +14,8 @@ class Config:
     http: str = "tcp:8888:interface=127.0.0.1"
     line: str | None = "tcp:8889:interface=127.0.0.1"
     syslog: str | None = None
+    resp: str | None = None
+    memcache: str | None = None
     redis: str | None = None
     redis_server: str | None = None
     redis_pool: int = 10
@@ -30,7 +32,13 @@ class Config:
     @property
     def endpoints(self) -> dict[str, str]:
         """The listeners to start, by front end name."""
-        found = {"http": self.http, "line": self.line, "syslog": self.syslog}
+        found = {
+            "http": self.http,
+            "line": self.line,
+            "syslog": self.syslog,
+            "resp": self.resp,
+            "memcache": self.memcache,
+        }
         return {name: ep for name, ep in found.items() if ep}
 
 

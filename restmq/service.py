@@ -163,6 +163,20 @@ class RestMQService(MultiService):
         return found
 
 
+def _resp_factory(dispatcher: Dispatcher, max_message_size: int) -> Any:
+    """The Redis-protocol front end (imported only when ``--resp`` is given)."""
+    from restmq.frontends.resp import RespFactory
+
+    return RespFactory(dispatcher, max_bulk=max_message_size)
+
+
+def _memcache_factory(dispatcher: Dispatcher, max_message_size: int) -> Any:
+    """The memcached front end (imported only when ``--memcache`` is given)."""
+    from restmq.frontends.memcache import MemcacheFactory
+
+    return MemcacheFactory(dispatcher, max_value=max_message_size)
+
+
 def build(config: Config, reactor: Any = None) -> RestMQService:
     """Build the whole service tree for ``config``; nothing starts until the tree is started."""
     # Load now what later work imports lazily: twistd --uid/--gid drops privileges after this, and
@@ -210,6 +224,8 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
         "http": lambda: build_site(dispatcher, max_message_size=config.max_message_size, reactor=reactor),
         "line": lambda: LineFactory(dispatcher, max_line=config.max_message_size),
         "syslog": lambda: SyslogFactory(dispatcher, max_line=config.max_message_size),
+        "resp": lambda: _resp_factory(dispatcher, config.max_message_size),
+        "memcache": lambda: _memcache_factory(dispatcher, config.max_message_size),
     }
     for name, description in config.endpoints.items():
         Listener(name, description, factories[name](), reactor).setServiceParent(root)

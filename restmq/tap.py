@@ -67,6 +67,8 @@ class Options(usage.Options):
         ["http", None, DEFAULTS.http, "HTTP endpoint (Twisted endpoint string)."],
         ["line", None, DEFAULTS.line, "Line-protocol endpoint, or 'none'.", _endpoint_or_off],
         ["syslog", None, None, "Syslog line receiver endpoint (off unless given), e.g. tcp:25000."],
+        ["resp", None, None, "Redis-protocol (RESP2) endpoint (off unless given), e.g. tcp:6380:interface=127.0.0.1."],
+        ["memcache", None, None, "memcached text-protocol endpoint (off unless given), e.g. tcp:22133:interface=127.0.0.1."],
         ["redis", None, None, "Redis URL: redis://host:port/db, rediss://…, unix:///path, "
          "redis+sentinel://host:port/master. Default: a private embedded server."],
         ["redis-server", None, None, "redis-server/valkey-server binary for the embedded server."],
@@ -119,6 +121,8 @@ class Options(usage.Options):
             http=self["http"],
             line=self["line"],
             syslog=self["syslog"],
+            resp=self["resp"],
+            memcache=self["memcache"],
             redis=self["redis"],
             redis_server=self["redis-server"],
             redis_pool=self["redis-pool"],
