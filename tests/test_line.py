@@ -161,6 +161,7 @@ class Client(LineReceiver):
     """A plain line client: every received line parsed as JSON into a queue."""
 
     delimiter = b"\n"
+    MAX_LENGTH = 1 << 20
 
     def __init__(self) -> None:
         self.lines: defer.DeferredQueue[Any] = defer.DeferredQueue()
@@ -276,20 +277,62 @@ async def test_tcp_subscribe_streams_messages_and_purge_ends_it(line_port, dispa
 
 @pytest_twisted.ensureDeferred
 async def test_tcp_subscribe_refusal_and_lines_while_streaming(line_port, dispatcher):
-    """A refused subscribe leaves command mode; while streaming only ping and quit work."""
+    """A refused subscribe leaves command mode; while streaming, commands are answered as replies and a second subscribe is refused."""
     client = await open_client(line_port)
     client.send("subscribe bad/name", "ping")
     assert (await client.next())["code"] == "bad_queue_name"
     assert await client.next() == "pong"
-    client.send("subscribe q", "take q", "ping")
+    client.send("subscribe q", "len q", "take q", "subscribe other", "auth t", "frobnicate", "ping")
     assert await client.next() == {"subscribed": "q", "mode": "take"}
+    assert (await client.next())["reply"]["len"] == 0
+    assert (await client.next())["code"] == "empty"
     refused = await client.next()
-    assert refused["code"] == "bad_request" and "only ping and quit" in refused["error"]
+    assert refused["code"] == "bad_request" and "already streams queue q" in refused["error"]
+    assert (await client.next())["code"] == "bad_request"
+    assert (await client.next())["code"] == "unknown_command"
     assert await client.next() == "pong"
     client.send("quit")
     assert await client.next() == {"bye": True}
     await client.closed
     await until(lambda: dispatcher.engine.hub.subscribers("q") == 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_reserve_stream_acks_on_the_same_connection(line_port, dispatcher):
+    """`subscribe q reserve 30` streams messages with receipts; `ack q R` on that connection answers a reply."""
+    client = await open_client(line_port)
+    client.send("subscribe q reserve 30")
+    assert await client.next() == {"subscribed": "q", "mode": "reserve"}
+    await dispatcher.execute("add", {"queue": "q", "value": "job"})
+    message = await client.next()
+    assert message["value"] == "job" and message["lease_until"] > time.time() + 25
+    client.send(f"ack q {message['receipt']}")
+    assert await client.next() == {"reply": {"queue": "q", "acked": 1}}
+    length = await dispatcher.execute("len", {"queue": "q"})
+    assert (length["ready"], length["reserved"]) == (0, 0)
+    client.send("subscribe q reserve forever")
+    assert (await client.next())["code"] == "bad_request"
+    await close(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_subscriber_that_stops_reading_leaves_messages_queued(line_port, dispatcher):
+    """A roundrobin line subscriber that stops reading is not fed: messages stay queued until it reads again."""
+    await dispatcher.execute("policy", {"queue": "q", "policy": "roundrobin"})
+    client = await open_client(line_port)
+    client.send("subscribe q")
+    assert (await client.next())["subscribed"] == "q"
+    client.transport.pauseProducing()
+    for _ in range(10):
+        await dispatcher.execute("add_many", {"queue": "q", "messages": ["x" * 65536] * 50})
+    await task.deferLater(reactor(), 0.5, lambda: None)
+    held = (await dispatcher.execute("len", {"queue": "q"}))["ready"]
+    assert held >= 250, f"only {held} of 500 stayed queued: the server buffered the rest"
+    client.transport.resumeProducing()
+    for _ in range(500):
+        assert (await client.next(timeout=10))["value"] == "x" * 65536
+    assert (await dispatcher.execute("len", {"queue": "q"}))["ready"] == 0
+    await close(client)
 
 
 @pytest_twisted.ensureDeferred
@@ -317,6 +360,20 @@ async def test_commands_already_read_still_run_after_disconnect(dispatcher):
         await task.deferLater(reactor(), 0.01, lambda: None)
     assert [m["value"] for m in await dispatcher.execute("take", {"queue": "q", "count": 5})] == ["a", "b"]
     assert transport.value() == b""
+
+
+def test_closing_connection_that_never_drains_is_aborted(dispatcher):
+    """After quit, a client that never reads its answers is cut off after the close grace period."""
+    clock = task.Clock()
+    proto = LineFactory(dispatcher, clock=clock).buildProtocol(None)
+    transport = StringTransport()
+    aborted: list[bool] = []
+    transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+    proto.makeConnection(transport)
+    proto.dataReceived(b"quit\n")
+    assert transport.disconnecting and not aborted
+    clock.advance(LineProtocol.CLOSE_GRACE)
+    assert aborted == [True]
 
 
 class Broken:

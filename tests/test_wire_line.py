@@ -29,6 +29,7 @@ PARSED = [
     (b"PING extra", Ping()),
     (b"quit", Quit()),
     (b"subscribe q", Subscribe("q", "take")),
+    (b"subscribe q RESERVE 2.5", Subscribe("q", "reserve", "2.5")),
     (b"SUBSCRIBE q Reserve", Subscribe("q", "reserve")),
     (b"auth s3cret", Auth("s3cret")),
 ]
@@ -52,7 +53,7 @@ INVALID = [
     (b"frobnicate q", "unknown_command"),
     (b"[1, 2]", "unknown_command"),
     (b"subscribe", "bad_request"),
-    (b"subscribe a b c", "bad_request"),
+    (b"subscribe a b c d", "bad_request"),
 ]
 
 

@@ -152,3 +152,23 @@ async def test_ws_refuses_bad_upgrades_with_json(http, engine):
     plain = await http.get("/ws/q")
     assert plain.status == 426 and plain.json()["code"] == "bad_request"
     assert engine.hub.subscribers("q") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_ws_client_that_stops_reading_leaves_messages_queued(http, engine, dispatcher):
+    """A roundrobin WebSocket client that stops reading is not fed: messages stay queued until it reads again."""
+    await dispatcher.execute("policy", {"queue": "q", "policy": "roundrobin"})
+    ws = await connect(http, "/ws/q")
+    await until(lambda: engine.hub.subscribers("q") == 1)
+    ws.transport.pauseProducing()  # the client stops reading its socket
+    big = "x" * 65536
+    for _ in range(10):
+        await dispatcher.execute("add_many", {"queue": "q", "messages": [big] * 50})
+    await sleep(0.5)
+    held = (await dispatcher.execute("len", {"queue": "q"}))["ready"]
+    assert held >= 250, f"only {held} of 500 stayed queued: the server buffered the rest for a client that does not read"
+    ws.transport.resumeProducing()
+    await until(lambda: len(ws.frames) == 500, timeout=15.0)
+    assert (await dispatcher.execute("len", {"queue": "q"}))["ready"] == 0
+    ws.sendClose(1000)
+    await ws.closed

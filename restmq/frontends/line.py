@@ -12,11 +12,16 @@ module owns is the connection:
   earlier answer has been written; lines after it are ignored.
 - ``subscribe QUEUE [MODE]`` takes effect in order: after every earlier request has been answered
   (reading pauses until then, so no later line can overtake it). It answers
-  ``{"subscribed": QUEUE, "mode": MODE}``, then one JSON message per line as they arrive. While
-  subscribed, ``ping`` and ``quit`` still work and any other line is answered with a
-  ``bad_request`` error line (distinguishable from messages by its ``error`` field). When the hub
-  ends the stream (purge, shutdown) the last line is ``{"end": REASON}`` and the connection closes;
-  a disconnect cancels the subscription.
+  ``{"subscribed": QUEUE, "mode": MODE}``, then one JSON message per line as they arrive
+  (``subscribe QUEUE reserve LEASE`` sets the lease). While subscribed, ``ping`` and ``quit`` still
+  work and commands run as usual but are answered as ``{"reply": ANSWER}`` (errors as error lines with
+  their ``error`` field), so they cannot be mistaken for messages: ``ack QUEUE RECEIPT`` acks a
+  reserve-mode message on the connection that received it. ``subscribe`` and ``auth`` are refused
+  while streaming. When the hub ends the stream (purge, shutdown) the last line is
+  ``{"end": REASON}`` and the connection closes; a disconnect cancels the subscription.
+- Flow control: the stream is the socket's push producer. A subscriber that stops reading pauses
+  it, and the hub stops handing it messages (roundrobin, reserve) or ends it after a bound
+  (broadcast), see :class:`restmq.engine.hub.Sink`.
 - ``auth TOKEN`` checks the token with the dispatcher (``unauthorized`` if unknown, ``bad_request``
   when the server has no tokens) and makes it the connection's principal for what follows.
 - Commands already read keep running if the client goes away, so a fire-and-forget producer
@@ -32,7 +37,7 @@ from functools import partial
 from typing import Any
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -114,12 +119,27 @@ class _Slot:
         self.data, self.ready = data, True
 
 
+@implementer(IPushProducer)
 class _StreamSink:
-    """The hub's handle on one subscribed connection; deaf once the stream has ended."""
+    """The hub's handle on one subscribed connection; deaf once the stream has ended. As the
+    socket's producer, ``ready`` is False while the client does not drain what was sent."""
 
     def __init__(self, proto: LineProtocol) -> None:
         self._proto = proto
         self.active = True
+        self.ready = True
+        self.subscription: Subscription | None = None
+
+    def pauseProducing(self) -> None:
+        self.ready = False
+
+    def resumeProducing(self) -> None:
+        self.ready = True
+        if self.active and self.subscription is not None:
+            self.subscription.wake()
+
+    def stopProducing(self) -> None:
+        self.active = False
 
     def deliver(self, message: dict[str, Any]) -> None:
         if self.active:
@@ -142,6 +162,10 @@ class LineProtocol(NewlineReceiver):
 
     #: Answers that may be outstanding before the connection stops reading.
     MAX_PENDING = 1000
+    #: Seconds a closing connection gets to drain what was written before it is aborted.
+    CLOSE_GRACE = 10.0
+    _abort_later: Any = None
+    factory: LineFactory
 
     def __init__(self, dispatcher: Any, max_line: int) -> None:
         self.dispatcher = dispatcher
@@ -149,7 +173,7 @@ class LineProtocol(NewlineReceiver):
         #: Who the client is for the dispatcher's authorization: the token of its ``auth`` line.
         self.principal: Any = None
         self._out: deque[_Slot] = deque()
-        self._calls: deque[tuple[wire.Call, _Slot]] = deque()
+        self._calls: deque[tuple[wire.Call, _Slot, bool]] = deque()
         self._running = False  # a command is with the dispatcher
         self._dispatching = False
         self._flushing = False
@@ -202,10 +226,11 @@ class LineProtocol(NewlineReceiver):
 
     # -- requests -----------------------------------------------------------------------------
 
-    def _call(self, request: wire.Call) -> None:
+    def _call(self, request: wire.Call, *, reply: bool = False) -> None:
+        """Queue a command; ``reply``: answer it as ``{"reply": …}`` (on a streaming connection)."""
         slot = _Slot()
         self._push(slot)
-        self._calls.append((request, slot))
+        self._calls.append((request, slot, reply))
         self._next_call()
 
     def _next_call(self) -> None:
@@ -216,10 +241,12 @@ class LineProtocol(NewlineReceiver):
         self._dispatching = True
         try:
             while self._calls and not self._running:
-                request, slot = self._calls.popleft()
+                request, slot, reply = self._calls.popleft()
                 self._running = True
                 d = self.dispatcher.execute(request.name, request.args, self.principal, frontend="line")
-                d.addCallbacks(self._encode_answer, self._encode_failure, errbackArgs=(request.name,))
+                d.addCallbacks(
+                    self._encode_answer, self._encode_failure, callbackArgs=(reply,), errbackArgs=(request.name,)
+                )
                 d.addCallback(self._call_done, slot)
         finally:
             self._dispatching = False
@@ -230,9 +257,9 @@ class LineProtocol(NewlineReceiver):
         self._flush()
         self._next_call()
 
-    def _encode_answer(self, answer: Any) -> bytes:
+    def _encode_answer(self, answer: Any, reply: bool) -> bytes:
         try:
-            return wire.encode(answer)
+            return wire.encode({"reply": answer} if reply else answer)
         except (TypeError, ValueError):
             log.failure("line answer is not JSON peer={peer}", peer=self.peer)
             return wire.encode_error(INTERNAL)
@@ -254,6 +281,9 @@ class LineProtocol(NewlineReceiver):
     def _close(self) -> None:
         self._cancel_stream()
         self.transport.loseConnection()
+        # loseConnection waits for the written data to drain: a client that never reads again
+        # (a dropped slow consumer) would hold the socket forever.
+        self._abort_later = self.factory.clock.callLater(self.CLOSE_GRACE, self.transport.abortConnection)
 
     # -- writing in order ---------------------------------------------------------------------
 
@@ -289,7 +319,7 @@ class LineProtocol(NewlineReceiver):
         sink = _StreamSink(self)
         try:
             subscription = self.dispatcher.subscribe(
-                request.queue, sink, mode=request.mode, principal=self.principal
+                request.queue, sink, mode=request.mode, lease=request.lease, principal=self.principal
             )
         except RestMQError as e:
             sink.active = False
@@ -300,6 +330,8 @@ class LineProtocol(NewlineReceiver):
             ack.fill(wire.encode_error(INTERNAL))
         else:
             self._sink, self._subscription, self._stream_queue = sink, subscription, request.queue
+            sink.subscription = subscription
+            self.transport.registerProducer(sink, True)
             log.debug("line stream started queue={queue} peer={peer}", queue=request.queue, peer=self.peer)
             ack.fill(wire.encode({"subscribed": request.queue, "mode": request.mode}))
         self._flush()
@@ -310,10 +342,14 @@ class LineProtocol(NewlineReceiver):
         elif isinstance(request, wire.Quit):
             self._cancel_stream()
             self._quit(wire.encode(wire.BYE))
+        elif isinstance(request, wire.Call):
+            self._call(request, reply=True)
+        elif isinstance(request, wire.Invalid):
+            self._answer_now(wire.encode_error(request.error))
         else:
             self._answer_now(
                 wire.encode_error(
-                    BadRequest(f"this connection streams queue {self._stream_queue}; only ping and quit work")
+                    BadRequest(f"this connection already streams queue {self._stream_queue}")
                 )
             )
 
@@ -326,6 +362,8 @@ class LineProtocol(NewlineReceiver):
     def _cancel_stream(self) -> None:
         if self._sink is not None:
             self._sink.active = False
+            if not self._gone:
+                self.transport.unregisterProducer()
         if self._subscription is not None:
             self._subscription.cancel()
             log.debug("line stream ended queue={queue} peer={peer}", queue=self._stream_queue, peer=self.peer)
@@ -346,6 +384,8 @@ class LineProtocol(NewlineReceiver):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._gone = True
+        if self._abort_later is not None and self._abort_later.active():
+            self._abort_later.cancel()
         self._cancel_stream()
         self._out.clear()
         super().connectionLost(reason)
@@ -357,9 +397,12 @@ class LineFactory(protocol.Factory):
 
     noisy = False  # the service logs "listening" / "pub/sub connected" itself
 
-    def __init__(self, dispatcher: Any, *, max_line: int = 1 << 20) -> None:
+    def __init__(self, dispatcher: Any, *, max_line: int = 1 << 20, clock: Any = None) -> None:
         self.dispatcher = dispatcher
         self.max_line = max_line
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
 
     def buildProtocol(self, addr: IAddress | None) -> LineProtocol:
         proto = LineProtocol(self.dispatcher, self.max_line)

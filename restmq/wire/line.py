@@ -6,7 +6,7 @@ says what a line means and how an answer is spelled, so both can be tested witho
 A line is either a JSON command exactly as ``POST /queue`` takes it (``{"cmd": "add", "queue": …}``)
 or text: ``CMD QUEUE [REST]`` with a case-insensitive command whose words are named by the command
 table (:func:`restmq.commands.from_text`), plus the framing verbs ``ping``, ``quit``,
-``subscribe QUEUE [take|reserve]`` and ``auth TOKEN``. Words of a text line are separated by
+``subscribe QUEUE [take|reserve [LEASE]]`` and ``auth TOKEN``. Words of a text line are separated by
 whitespace and the line is trimmed, so a value with leading or trailing blanks needs the JSON form.
 """
 
@@ -40,10 +40,12 @@ class Quit:
 
 @dataclass(frozen=True)
 class Subscribe:
-    """``subscribe QUEUE [MODE]``: the connection becomes a stream of the queue's messages."""
+    """``subscribe QUEUE [MODE [LEASE]]``: the connection becomes a stream of the queue's messages."""
 
     queue: str
     mode: str = "take"
+    #: Seconds a reserve-mode message stays hidden (the queue's lease when None), as sent.
+    lease: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,10 @@ def _json_line(text: str) -> Request:
 
 def _subscribe(rest: str) -> Request:
     words = rest.split()
-    if not words or len(words) > 2:
-        return Invalid(BadRequest("usage: subscribe QUEUE [take|reserve]"))
-    return Subscribe(words[0], words[1].lower() if len(words) == 2 else "take")
+    if not words or len(words) > 3:
+        return Invalid(BadRequest("usage: subscribe QUEUE [take|reserve [LEASE]]"))
+    mode = words[1].lower() if len(words) > 1 else "take"
+    return Subscribe(words[0], mode, words[2] if len(words) == 3 else None)
 
 
 def _text_line(verb: str, rest: str) -> Request:

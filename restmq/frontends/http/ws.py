@@ -17,6 +17,10 @@ Frames, all text, all JSON:
 
 A disconnect (clean or not) cancels the subscription at once; autobahn's ping (every
 :data:`AUTO_PING` seconds) finds peers that vanished without closing their socket.
+
+Flow control: once open, the sink replaces twisted.web's channel as the socket's push producer, so a
+client that stops reading pauses it (the hub then stops taking messages for it in roundrobin and
+reserve mode, and ends a broadcast stream after a bound, see :class:`restmq.engine.hub.Sink`).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -46,11 +52,13 @@ AUTO_PING = 15.0
 NORMAL_CLOSE = 1000
 
 
+@implementer(IPushProducer)
 class WSSink:
     """The hub's handle on one WebSocket: holds messages until the handshake is done, then sends
-    one text frame each; deaf once the stream has ended either way."""
+    one text frame each; deaf once the stream has ended either way. It is the socket's producer:
+    ``ready`` is False while the client does not drain what was sent."""
 
-    __slots__ = ("queue", "principal", "front", "subscription", "open", "protocol", "held", "ended")
+    __slots__ = ("queue", "principal", "front", "subscription", "open", "protocol", "held", "ended", "ready")
 
     def __init__(self, front: Front, queue: str, principal: Any) -> None:
         self.front, self.queue, self.principal = front, queue, principal
@@ -59,6 +67,18 @@ class WSSink:
         self.protocol: RestMQWebSocket | None = None
         self.held: list[dict[str, Any]] = []
         self.ended: str | None = None  # the hub ended the stream before the handshake finished
+        self.ready = True
+
+    def pauseProducing(self) -> None:
+        self.ready = False
+
+    def resumeProducing(self) -> None:
+        self.ready = True
+        if self.open and self.subscription is not None:
+            self.subscription.wake()
+
+    def stopProducing(self) -> None:
+        self.lost()
 
     def deliver(self, message: dict[str, Any]) -> None:
         if not self.open:
@@ -108,6 +128,11 @@ class RestMQWebSocket(WebSocketServerProtocol):
     sink: WSSink
 
     def onOpen(self) -> None:
+        # twisted.web's channel registered itself as the socket's producer; the stream takes over.
+        transport = self.transport
+        if transport is not None:
+            transport.unregisterProducer()  # a no-op when none is registered (TCP and TLS alike)
+            transport.registerProducer(self.sink, True)
         self.sink.attach(self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
