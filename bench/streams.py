@@ -15,6 +15,9 @@ Scenarios, per stream kind (``--kinds comet,sse``) and subscriber count (``--sub
   connections and once the server counts them, divided by N. Target: < 30 KB per idle subscriber.
   After the connections close it also reports how long the server took to count 0 subscribers and
   the RSS then (a leak would show).
+* **latency**: one COMET subscriber; M messages (``--latency-messages``, default 500) added one at
+  a time (``POST /q/<q>``, each on its own connection, the next once the previous arrived); the time
+  from just before each add is sent until the subscriber has it: p50 / p99 / max. Target: p99 < 50 ms.
 * **round-robin**: ``POST /p/<q> policy=roundrobin``, one COMET subscriber; (a) *backlog*: M messages
   pre-filled with add_many (1000 per request) before it connects, drained through it; (b) *live*:
   the subscriber connected first, M messages added with add_many while it receives. Messages/s
@@ -53,6 +56,7 @@ from throughput import (  # noqa: E402  (bench/ is not a package)
 
 TARGET_FANOUT_S = 1.0  # 10k subscribers reached in < 1 s
 TARGET_KB_PER_SUB = 30.0  # < 30 KB per idle subscriber
+TARGET_LATENCY_P99_MS = 50.0  # add -> subscriber, same host
 HEADER_END = b"\r\n\r\n"
 
 
@@ -287,6 +291,57 @@ async def fanout(port: int, server: Child, kind: str, n: int, concurrency: int) 
     return row
 
 
+class Counted(Subscriber):
+    """A Subscriber that fires ``waiter`` once it has counted ``target`` messages."""
+
+    __slots__ = ("waiter", "target")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.waiter: asyncio.Future[None] | None = None
+        self.target = 0
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.waiter is not None and not self.waiter.done() and self.count >= self.target:
+            self.waiter.set_result(None)
+
+
+async def latency(port: int, messages: int) -> dict[str, Any]:
+    """Add messages one at a time and time each from its add to its arrival at one COMET subscriber."""
+    queue = f"lat-{uuid.uuid4().hex[:6]}"
+    row: dict[str, Any] = {"scenario": "latency", "kind": "comet", "subscribers": 1, "messages": messages,
+                           "queue": queue, "notes": []}
+    loop = asyncio.get_running_loop()
+    headers: asyncio.Future[None] = loop.create_future()
+    token = f'"key":"{queue}:'.encode()
+    _, sub = await loop.create_connection(lambda: Counted(stream_request("comet", queue), None, token, headers),
+                                          "127.0.0.1", port)
+    await asyncio.wait_for(headers, 30)
+    await wait_subscribers(port, queue, 1, 30)
+    times = []
+    for i in range(messages):
+        sub.target, sub.waiter = i + 1, loop.create_future()
+        start = time.perf_counter()
+        status, body = await http(port, "POST", f"/q/{queue}", f"value=m{i}".encode())
+        if not 200 <= status < 300:
+            row["notes"].append(f"add answered {status}: {body[:120]!r}")
+            break
+        try:
+            await asyncio.wait_for(sub.waiter, 5)
+        except asyncio.TimeoutError:
+            row["notes"].append(f"message {i} did not arrive within 5 s")
+            break
+        times.append((time.perf_counter() - start) * 1000)
+    sub.close()
+    times.sort()
+    row["received"] = len(times)
+    for name, q in (("p50_ms", 0.50), ("p99_ms", 0.99)):
+        row[name] = round(percentile(times, q), 2) if times else None
+    row["max_ms"] = round(times[-1], 2) if times else None
+    return row
+
+
 async def roundrobin(port: int, server: Child, messages: int, batch: int, variant: str) -> dict[str, Any]:
     queue = f"rr-{variant}-{uuid.uuid4().hex[:6]}"
     row: dict[str, Any] = {"scenario": f"roundrobin-{variant}", "kind": "comet", "subscribers": 1,
@@ -402,6 +457,17 @@ def print_table(rows: list[dict[str, Any]], facts: dict[str, Any], args: argpars
               f"{kb if kb is not None else '-':>7} {'<30 ' + kb_met:>9} "
               f"{r['unsubscribe_s'] if r.get('unsubscribe_s') is not None else '-':>8} "
               f"{r['server_cpu_s'] if r.get('server_cpu_s') is not None else '-':>9}")
+    for r in rows:
+        if r["scenario"] == "latency":
+            met = "-" if r["p99_ms"] is None else ("met" if r["p99_ms"] < TARGET_LATENCY_P99_MS else "NOT met")
+            print()
+            print("Latency: add (HTTP POST) -> one COMET subscriber, one message at a time")
+            head = f"{'messages':>9} {'received':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'target':>14}"
+            print(head)
+            print("-" * len(head))
+            print(f"{r['messages']:9d} {r['received']:9d} {r['p50_ms'] if r['p50_ms'] is not None else '-':>8} "
+                  f"{r['p99_ms'] if r['p99_ms'] is not None else '-':>8} "
+                  f"{r['max_ms'] if r['max_ms'] is not None else '-':>8} {'p99<50 ' + met:>14}")
     rr = [r for r in rows if r["scenario"].startswith("roundrobin")]
     if rr:
         print()
@@ -447,6 +513,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1000, help="messages per add_many request (default 1000)")
     p.add_argument("--concurrency", type=int, default=256, help="connection handshakes in flight (default 256)")
     p.add_argument("--no-roundrobin", action="store_true", help="skip the round-robin rows")
+    p.add_argument("--latency-messages", type=int, default=500,
+                   help="messages for the add->subscriber latency row (default 500, 0 skips it)")
     p.add_argument("--redis-server", help="redis-server/valkey-server binary")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with the servers' output")
@@ -493,6 +561,9 @@ async def run_all(args: argparse.Namespace, port: int, server: Child) -> list[di
         for kind in args.kind_list:
             print(f"fan-out: {kind}, {n} subscribers ...", file=sys.stderr, flush=True)
             rows.append(await fanout(port, server, kind, n, args.concurrency))
+    if args.latency_messages > 0:
+        print(f"latency: {args.latency_messages} messages ...", file=sys.stderr, flush=True)
+        rows.append(await latency(port, args.latency_messages))
     if not args.no_roundrobin:
         for variant in ("backlog", "live"):
             print(f"round-robin: {variant}, {args.messages} messages ...", file=sys.stderr, flush=True)
