@@ -427,13 +427,12 @@ def server_problems(server: Child) -> list[str]:
             if "Traceback" in line or "Error" in line:
                 out.append(line[:300])
             continue
-        level = str(event.get("log_level", {}).get("name", "") if isinstance(event.get("log_level"), dict)
-                    else event.get("log_level", ""))
+        level = str(event.get("level", ""))
         if "persistence is off" in str(event.get("warning", "")):
             continue  # the bench's Redis is non-persistent on purpose
-        if level in ("error", "critical", "warn") or "log_failure" in event:
-            out.append(json.dumps({k: event[k] for k in event if k in ("log_format", "log_namespace", "log_level",
-                                                                        "log_text", "log_failure")})[:400])
+        if level in ("error", "critical", "warn") or "traceback" in event:
+            out.append(json.dumps({k: event[k] for k in event if k in ("level", "namespace", "message",
+                                                                        "traceback")})[:400])
     return out
 
 

@@ -20,6 +20,39 @@ RIGHTS = ("read", "write", "admin")
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who is calling over HTTP, for the dispatcher's authorization: the token (tokens file) and
+    the channel, address and Basic credentials (the original's ACL file, :mod:`restmq.acl`). Other
+    front ends pass the token itself."""
+
+    token: str | None
+    channel: str = "rest"
+    host: str = ""
+    #: HTTP Basic ``(user, password)`` (or the WebSocket ``auth=user:password`` cookie), when sent.
+    basic: tuple[str, str] | None = None
+
+
+def no_tokens(token: str) -> None:
+    """``auth TOKEN`` on a server without a tokens file (perhaps with an ACL file, which is HTTP's)."""
+    raise BadRequest("auth is not enabled on this server: it has no --auth-file")
+
+
+def combine(*authorizers: Any) -> Any:
+    """One authorizer that asks each given one (None entries skipped); None when none is given."""
+    present = [a for a in authorizers if a is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+
+    def authorize(principal: Any, right: str, queue: str | None) -> None:
+        for each in present:
+            each(principal, right, queue)
+
+    return authorize
+
+
+@dataclass(frozen=True)
 class Grant:
     """What one token may do: its rights and the queues (globs) it may do them on."""
 
@@ -76,9 +109,16 @@ class Tokens:
         self.grants = self._read()
         return len(self.grants)
 
+    def check(self, token: str) -> None:
+        """``auth TOKEN``: ``unauthorized`` unless the token is known (its rights are judged per command)."""
+        if token not in self.grants:
+            raise Unauthorized("unknown token")
+
     def authorize(self, principal: Any, right: str, queue: str | None) -> None:
         """Raise ``unauthorized`` without a known token, ``forbidden`` outside its rights or queues.
         Server-wide commands (no queue) need only the right."""
+        if isinstance(principal, Caller):
+            principal = principal.token
         if not principal:
             raise Unauthorized("a token is required: send Authorization: Bearer TOKEN")
         grant = self.grants.get(principal)
@@ -88,6 +128,23 @@ class Tokens:
             raise Forbidden(f"this token may not {right}")
         if queue is not None and not grant.covers(queue):
             raise Forbidden(f"this token may not use queue {queue!r}")
+
+
+def basic_credentials(header: str | bytes | None) -> tuple[str, str] | None:
+    """``(user, password)`` of an HTTP Basic ``Authorization`` header, else None."""
+    if not header:
+        return None
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
 
 
 def token_from_authorization(header: str | bytes | None) -> str | None:
@@ -101,9 +158,6 @@ def token_from_authorization(header: str | bytes | None) -> str | None:
     if scheme.lower() == "bearer":
         return value.strip() or None
     if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[2] or None
+        basic = basic_credentials(header)
+        return (basic[1] or None) if basic else None
     return None

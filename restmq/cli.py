@@ -13,21 +13,13 @@ import os
 import signal
 import sys
 import time
-from typing import IO, Any, Callable
+from typing import Any, Callable
 
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    eventAsJSON,
-    globalLogBeginner,
-    textFileLogObserver,
-)
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from restmq import __version__, tap
+from restmq.logs import start_logging
 
 
 class ServeOptions(tap.Options):
@@ -549,25 +541,6 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError("a command is required")
-
-
-def json_observer(stream: IO[str]) -> ILogObserver:
-    """One JSON object per line (no RFC 7464 separator), for log shippers and tests."""
-
-    def observe(event: dict[str, Any]) -> None:
-        stream.write(eventAsJSON(event) + "\n")
-        stream.flush()
-
-    return observe
-
-
-def start_logging(log_format: str, stream: IO[str]) -> None:
-    """Send twisted.logger events to ``stream``, info and above."""
-    observer = json_observer(stream) if log_format == "json" else textFileLogObserver(stream)
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-    # Reconnect attempts while Redis is away are logged by the backend once, not per pool slot.
-    predicate.setLogLevelForNamespace("twisted.application._client_service.ClientService", LogLevel.warn)
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])], redirectStandardIO=False)
 
 
 def serve(config: tap.Config) -> int:

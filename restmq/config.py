@@ -28,6 +28,7 @@ class Config:
     log_format: str = "text"
     insecure: bool = False
     auth_file: str | None = None
+    acl: str | None = None
 
     @property
     def endpoints(self) -> dict[str, str]:

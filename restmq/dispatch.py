@@ -67,10 +67,13 @@ class Dispatcher:
         *,
         max_message_size: int = 1 << 20,
         authorize: Authorizer | None = None,
+        check_token: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.max_message_size = max_message_size
         self.authorize = authorize
+        #: How ``auth TOKEN`` is judged: the tokens file's check (None: through ``authorize``).
+        self.check_token = check_token
         self.calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.latency = Latency()
@@ -116,6 +119,9 @@ class Dispatcher:
     def authenticate(self, token: str) -> None:
         """Check a token up front (the line protocol's ``auth``): ``unauthorized`` if unknown,
         ``bad_request`` when this server has no tokens."""
+        if self.check_token is not None:
+            self.check_token(token)
+            return
         if self.authorize is None:
             raise BadRequest("auth is not enabled on this server")
         try:

@@ -16,6 +16,7 @@ binding; until Redis is ready they answer ``backend_unavailable``.
 from __future__ import annotations
 
 import signal
+import sys
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -23,9 +24,12 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from twisted.internet.task import LoopingCall
+from twisted.logger import ILogObserver, Logger
 
-from restmq.auth import Tokens
+from restmq import logs
+from restmq.acl import RECHECK, Acl
+from restmq.auth import Tokens, combine, no_tokens
 from restmq.backend import RedisBackend
 from restmq.backend.redisconf import RedisTarget
 from restmq.config import Config
@@ -118,37 +122,68 @@ class Listener(StreamServerEndpointService):
 class RestMQService(MultiService):
     """The root: children start in order and stop in reverse, each waiting for the one before."""
 
-    def __init__(self, config: Config, dispatcher: Dispatcher, tokens: Tokens | None = None) -> None:
+    def __init__(
+        self, config: Config, dispatcher: Dispatcher, tokens: Tokens | None = None, acl: Acl | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.dispatcher = dispatcher
         self.tokens = tokens
+        self.acl = acl
+        self._acl_watch: LoopingCall | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Under twistd (plugin or tac) the application's ILogObserver component is the log
+        observer twistd starts: that is how ``--log-format json`` reaches twistd's output."""
+        super().setServiceParent(parent)
+        if (
+            self.config.log_format == "json"
+            and hasattr(parent, "setComponent")
+            and parent.getComponent(ILogObserver, None) is None
+        ):
+            parent.setComponent(ILogObserver, logs.observer("json", sys.stdout))
 
     def startService(self) -> None:
         super().startService()
-        if self.tokens is not None:
+        if self.tokens is not None or self.acl is not None:
             signal.signal(signal.SIGHUP, self._sighup)
+        if self.acl is not None:
+            self._acl_watch = LoopingCall(self.refresh_acl)
+            self._acl_watch.start(RECHECK, now=False)
 
     def _sighup(self, signum: int, frame: Any) -> None:
         from twisted.internet import reactor
 
-        reactor.callFromThread(self.reload_tokens)  # type: ignore[attr-defined]
+        reactor.callFromThread(self.reload_auth)  # type: ignore[attr-defined]
 
-    def reload_tokens(self) -> None:
-        """SIGHUP: read the auth file again; a broken file keeps the tokens that were loaded."""
-        assert self.tokens is not None
+    def reload_auth(self) -> None:
+        """SIGHUP: read the auth and ACL files again; a broken file keeps what was loaded."""
+        for name, source in (("auth", self.tokens), ("acl", self.acl)):
+            if source is None:
+                continue
+            try:
+                count = source.reload()
+            except RestMQError as e:
+                log.error("{kind} file not reloaded, the old rules stay: {error}", kind=name, error=e.message)
+            else:
+                log.info("{kind} file reloaded entries={count}", kind=name, count=count)
+
+    def refresh_acl(self) -> None:
+        """Every second: reload the ACL file when it changed (the original's reload on change)."""
+        assert self.acl is not None
         try:
-            count = self.tokens.reload()
+            if self.acl.refresh():
+                log.info("acl file reloaded entries={count}", count=len(self.acl.rules))
         except RestMQError as e:
-            log.error("auth file not reloaded, the old tokens stay: {error}", error=e.message)
-        else:
-            log.info("auth file reloaded tokens={count}", count=count)
+            log.error("acl file not reloaded, the old rules stay: {error}", error=e.message)
 
     def stopService(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
         Service.stopService(self)
+        if self._acl_watch is not None and self._acl_watch.running:
+            self._acl_watch.stop()
         for child in reversed(list(self)):
             try:
                 await defer.maybeDeferred(child.stopService)
@@ -209,12 +244,16 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
         replay=config.replay,
     )
     tokens = Tokens(config.auth_file) if config.auth_file else None
+    acl = Acl(config.acl) if config.acl else None
     dispatcher = Dispatcher(
         engine,
         max_message_size=config.max_message_size,
-        authorize=tokens.authorize if tokens is not None else None,
+        authorize=combine(
+            tokens.authorize if tokens is not None else None, acl.authorize if acl is not None else None
+        ),
+        check_token=tokens.check if tokens is not None else no_tokens,
     )
-    root = RestMQService(config, dispatcher, tokens)
+    root = RestMQService(config, dispatcher, tokens, acl)
     backend.setName("backend")
     backend.setServiceParent(root)
     engine_service = EngineService(engine, backend, reactor)

@@ -87,9 +87,11 @@ class Options(usage.Options):
         ["replay", None, DEFAULTS.replay,
          "Broadcast messages kept per queue for subscribers that reconnect (0: none).",
          _count("replay", 1_000_000)],
-        ["log-format", None, DEFAULTS.log_format, "text, or json (one object per line; restmq serve).",
+        ["log-format", None, DEFAULTS.log_format, "text, or json (one object per line, on standard output).",
          _choice("log-format", ("text", "json"))],
         ["auth-file", None, None, "Tokens file: TOKEN RIGHTS PATTERN… per line (reloaded on SIGHUP)."],
+        ["acl", None, None, "The original RestMQ's ACL file (INI: address allow/deny lists and Basic "
+         "users per category, for HTTP; reloaded when it changes)."],
         # The original RestMQ daemon's options, kept as aliases.
         ["port", None, None, "Original option: HTTP port (with --listen).", int],
         ["listen", None, None, "Original option: HTTP interface (with --port)."],
@@ -135,25 +137,36 @@ class Options(usage.Options):
             log_format=self["log-format"],
             insecure=bool(self["insecure"]),
             auth_file=self["auth-file"],
+            acl=self["acl"],
         )
-        if config.auth_file:
-            from restmq.auth import Tokens
-            from restmq.errors import RestMQError
-
-            try:
-                Tokens(config.auth_file)
-            except RestMQError as e:
-                raise usage.UsageError(e.message) from None
+        check_files(config)
         if not config.insecure:
             for name, endpoint in config.endpoints.items():
-                # The syslog receiver cannot authenticate: tokens do not protect it.
-                if not is_loopback(endpoint) and (not config.auth_file or name == "syslog"):
+                # The syslog receiver cannot authenticate: tokens do not protect it. The ACL file
+                # covers HTTP only.
+                protected = bool(config.auth_file) or (bool(config.acl) and name == "http")
+                if not is_loopback(endpoint) and (not protected or name == "syslog"):
                     raise usage.UsageError(
                         f"--{name} {endpoint} listens beyond this machine and RestMQ has no "
                         "authentication configured; give --auth-file, bind a loopback interface "
                         "or pass --insecure",
                     )
         self["config"] = config
+
+
+def check_files(config: Config) -> None:
+    """Read the auth and ACL files once now, so a bad one is a usage error before anything starts."""
+    from restmq.acl import Acl
+    from restmq.auth import Tokens
+    from restmq.errors import RestMQError
+
+    try:
+        if config.auth_file:
+            Tokens(config.auth_file)
+        if config.acl:
+            Acl(config.acl)
+    except RestMQError as e:
+        raise usage.UsageError(e.message) from None
 
 
 def parse(argv: list[str]) -> Config:

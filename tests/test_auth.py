@@ -12,6 +12,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor, threads
+from twisted.internet.protocol import Protocol
 from twisted.python import usage
 
 from restmq.auth import Tokens, parse_tokens, token_from_authorization
@@ -26,6 +27,7 @@ TOKENS = """
 admin-t        admin             *
 worker-t       read,write        jobs jobs.*   # producers and consumers of jobs
 reader-t       read              reports.?
+writer-t       write             jobs          # may add, may not consume
 """
 
 
@@ -119,7 +121,7 @@ async def test_http_answers_401_403_and_accepts_bearer_basic_and_access_token(se
     url, _ = secured
     code, headers, body = await post(url, "/q/jobs", {"value": "x"})
     assert (code, body["code"]) == (401, "unauthorized")
-    assert headers.getRawHeaders("www-authenticate") == ['Bearer realm="restmq"']
+    assert headers.getRawHeaders("www-authenticate") == ['Bearer realm="restmq", Basic realm="restmq"']
     code, _, body = await post(url, "/q/other", {"value": "x"}, {"authorization": "Bearer worker-t"})
     assert (code, body["code"]) == (403, "forbidden")
     code, _, body = await post(url, "/q/jobs", {"value": "x"}, {"authorization": "Bearer worker-t"})
@@ -186,4 +188,68 @@ async def test_streams_need_a_token_too(secured, engine):
     assert refused.code == 401
     ws = await connect(SimpleNamespace(port=int(url.rsplit(":", 1)[1])), "/ws/jobs?access_token=worker-t")
     await until(lambda: engine.hub.subscribers("jobs") == 1)
+    ws.transport.loseConnection()
+
+
+async def open_stream_code(url: str, kind: str, queue: str, token: str | None) -> int:
+    """The status a COMET, SSE or WebSocket stream request gets (101 once a WebSocket is open)."""
+    from types import SimpleNamespace
+
+    from tests.test_ws import connect
+
+    query = f"?access_token={token}" if token else ""
+    if kind == "ws":
+        refused = await treq.get(f"{url}/ws/{queue}{query}", headers={"upgrade": "websocket"}, persistent=False)
+        if refused.code in (401, 403):
+            return int(refused.code)  # judged before the handshake (treq itself cannot upgrade)
+        ws = await connect(SimpleNamespace(port=int(url.rsplit(":", 1)[1])), f"/ws/{queue}{query}")
+        ws.transport.loseConnection()
+        return 101
+    path = {"comet": "/c/", "sse": "/sse/"}[kind]
+    response = await treq.get(f"{url}{path}{queue}{query}", persistent=False, unbuffered=True)
+    code = response.code
+    response.original.deliverBody(_Drop())
+    return int(code)
+
+
+class _Drop(Protocol):
+    """Reads a streamed body and drops the connection at once."""
+
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()
+
+
+@pytest.mark.parametrize("kind", ["comet", "sse", "ws"])
+@pytest.mark.parametrize("token,queue,expected", [
+    (None, "jobs", 401),  # no token
+    ("nobody", "jobs", 401),  # unknown token
+    ("worker-t", "other", 403),  # a queue outside the token's globs
+    ("writer-t", "jobs", 403),  # a token without the read right
+    ("worker-t", "jobs", 200),  # good
+])
+@pytest_twisted.ensureDeferred
+async def test_stream_auth_matrix(secured, kind, token, queue, expected):
+    """COMET, SSE and WebSocket streams answer 401 without a known token, 403 outside its rights or queues, and stream with a good one."""
+    url, _ = secured
+    code = await open_stream_code(url, kind, queue, token)
+    assert code == (101 if kind == "ws" and expected == 200 else expected)
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_frames_are_authorized_per_command(secured, engine):
+    """On a WebSocket opened with a read-only token, an add frame is forbidden and an ack-shaped read is allowed."""
+    from types import SimpleNamespace
+
+    from tests.test_ws import connect, until
+
+    url, _ = secured
+    ws = await connect(SimpleNamespace(port=int(url.rsplit(":", 1)[1])), "/ws/reports.1?access_token=reader-t")
+    await until(lambda: engine.hub.subscribers("reports.1") == 1)
+    ws.command({"cmd": "add", "value": "x"})
+    ws.command({"cmd": "len"})
+    ws.command({"cmd": "len", "queue": "jobs"})
+    await until(lambda: len(ws.frames) == 3)
+    replies = [f["reply"] for f in ws.frames if "reply" in f]
+    assert [f["code"] for f in ws.frames if "code" in f] == ["forbidden", "forbidden"]
+    assert [(r["queue"], r["len"]) for r in replies] == [("reports.1", 0)]
     ws.transport.loseConnection()

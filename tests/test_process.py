@@ -61,7 +61,7 @@ class Server:
             text = line
             if line.startswith("{"):
                 event = json.loads(line)
-                text = event.get("log_format", "").format(**{k: v for k, v in event.items()})
+                text = event["message"]
             found = LISTENING.search(text)
             if found:
                 self.addresses[found.group(1)] = found.group(2)
@@ -187,6 +187,30 @@ def test_twistd_plugin_serves(tmp_path, servers, redis):
     assert status == 201 and json.loads(body)["key"] == "t:1"
     assert server.stop() in TWISTD_CLEAN_EXIT
     server.wait_for("restmq stopped")
+
+
+@pytest.mark.parametrize("how", ["plugin", "tac"])
+def test_twistd_logs_json_lines_with_log_format_json(tmp_path, servers, redis, how):
+    """Under twistd (plugin or tac), --log-format json / RESTMQ_LOG_FORMAT=json makes every log line a JSON object."""
+    common = {"RESTMQ_REDIS": redis.url, "RESTMQ_HTTP": "tcp:0:interface=127.0.0.1", "RESTMQ_LINE": "none"}
+    if how == "plugin":
+        argv = [str(BIN / "twistd"), "-n", "--pidfile=", "restmq", "--log-format", "json", "--redis", redis.url,
+                "--http", "tcp:0:interface=127.0.0.1", "--line", "none"]
+        env = {}
+    else:
+        argv = [str(BIN / "twistd"), "-ny", str(ROOT / "restmq_server.tac"), "--pidfile="]
+        env = {**common, "RESTMQ_LOG_FORMAT": "json"}
+    server = Server(argv, cwd=tmp_path, env=env)
+    servers.append(server)
+    server.wait_for("engine ready")
+    assert server.stop() in TWISTD_CLEAN_EXIT
+    server.wait_for("restmq stopped")
+    lines = [line for line in server.log if line.strip()]
+    assert lines and all(line.startswith("{") for line in lines), lines[:5]
+    events = [json.loads(line) for line in lines]
+    listening = [e for e in events if e.get("frontend") == "http" and "listening" in e.get("log_format", "")]
+    assert listening and listening[0]["port"] > 0
+    assert {"time", "level", "namespace", "message"} <= set(listening[0]) and listening[0]["level"] == "info"
 
 
 def test_tac_serves_from_environment(tmp_path, servers, redis):

@@ -48,8 +48,8 @@ async def http(dispatcher):
     await port.stopListening()
 
 
-async def connect(http: Any, path: str) -> Frames:
-    factory = WebSocketClientFactory(f"ws://127.0.0.1:{http.port}{path}")
+async def connect(http: Any, path: str, headers: dict[str, str] | None = None) -> Frames:
+    factory = WebSocketClientFactory(f"ws://127.0.0.1:{http.port}{path}", headers=headers)
     built: list[Frames] = []
 
     def build(addr: Any) -> Frames:

@@ -39,8 +39,8 @@ with warnings.catch_warnings():
     from twisted.web.xmlrpc import XMLRPC, Fault, NoSuchFunction, addIntrospection
 
 from restmq import commands
-from restmq.auth import token_from_authorization
 from restmq.errors import BadRequest, RestMQError, UnknownCommand
+from restmq.frontends.http.common import caller_of
 
 log = Logger()
 
@@ -129,8 +129,8 @@ class RestMQXMLRPC(XMLRPC):
 
     def _principal(self, request: server.Request) -> Any:
         """Who is calling: the token of the Authorization header (XML-RPC clients send HTTP Basic
-        from a ``http://user:TOKEN@host/RPC2`` URL)."""
-        return token_from_authorization(request.getHeader(b"authorization"))
+        from a ``http://user:TOKEN@host/RPC2`` URL), as a ``rest`` caller for the ACL file."""
+        return caller_of(request, query_token=False)
 
     def _command(self, command: commands.Command) -> Procedure:
         def call(request: server.Request, *params: Any) -> defer.Deferred[Any]:

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from restmq.auth import token_from_authorization
+from restmq.auth import Caller, basic_credentials, token_from_authorization
 from restmq.errors import BadRequest, RestMQError
 from restmq.errors import NotFound as NotFoundError
 from restmq.wire import form
@@ -79,8 +79,29 @@ def send_error(
     """An error as ``{"error", "code"}`` with its status from :data:`STATUS`."""
     status = status or STATUS.get(error.code, INTERNAL_STATUS)
     if status == 401:
-        request.setHeader(b"www-authenticate", b'Bearer realm="restmq"')
+        request.setHeader(b"www-authenticate", b'Bearer realm="restmq", Basic realm="restmq"')
     send_json(request, status, error.to_dict(), callback)
+
+
+def caller_of(request: Request, channel: str = "rest", *, query_token: bool = True) -> Caller:
+    """Who is calling through ``channel`` (rest, comet, sse, websocket): the token of the
+    Authorization header (Bearer, or Basic with the token as password), else ``?access_token=``
+    (browsers' EventSource and WebSocket cannot set headers); the peer address; and the Basic
+    user and password (for the ACL file; a WebSocket may send them as a cookie
+    ``auth=user:password``, as the original RestMQ's clients did)."""
+    header = request.getHeader(b"authorization")
+    token = token_from_authorization(header)
+    if token is None and query_token:
+        values = query(request).get(b"access_token")
+        token = values[-1].decode("utf-8", "replace") if values else None
+    basic = basic_credentials(header)
+    if basic is None and channel == "websocket":
+        cookie = request.getCookie(b"auth")
+        if cookie:
+            user, colon, password = cookie.decode("utf-8", "replace").partition(":")
+            basic = (user, password) if colon else None
+    address = request.getClientAddress()
+    return Caller(token, channel, str(getattr(address, "host", "local")), basic)
 
 
 def send_nothing(request: Request, status: int = 204) -> None:
@@ -257,15 +278,9 @@ class Front:
         #: For timers of later routes (SSE heartbeats); nothing here needs one yet.
         self.reactor = reactor
 
-    def principal(self, request: Request) -> Any:
-        """Who is calling, for the dispatcher's authorization: the token of the Authorization
-        header (Bearer, or Basic with the token as password), else ``?access_token=`` (browsers'
-        EventSource and WebSocket cannot set headers)."""
-        token = token_from_authorization(request.getHeader(b"authorization"))
-        if token is None:
-            values = query(request).get(b"access_token")
-            token = values[-1].decode("utf-8", "replace") if values else None
-        return token
+    def principal(self, request: Request, channel: str = "rest") -> Caller:
+        """Who is calling, for the dispatcher's authorization: see :func:`caller_of`."""
+        return caller_of(request, channel)
 
     def run(
         self,

@@ -117,7 +117,9 @@ class SSEQueue(Endpoint):
         if not self.queue:
             raise NotFound("name a queue: GET /sse/<queue>")
         sink = SSESink(request, self.queue)
-        if not open_stream(self.front, request, sink, wire.CONTENT_TYPE, stream_options(request)):
+        if not open_stream(
+            self.front, request, sink, wire.CONTENT_TYPE, stream_options(request), channel="sse"
+        ):
             return NOT_DONE_YET
         log.debug("SSE client joined queue={queue}", queue=self.queue)
         if sink.open:

@@ -122,6 +122,8 @@ def open_stream(
     content_type: bytes,
     options: dict[str, str],
     callback: str | None = None,
+    *,
+    channel: str = "comet",
 ) -> bool:
     """Subscribe ``sink`` and make ``request`` its stream: streaming headers, the sink as the
     response's producer (flow control), unsubscribed when the client goes. A refusal is answered
@@ -131,7 +133,7 @@ def open_stream(
     request.setHeader(b"x-accel-buffering", b"no")  # proxies (nginx) must not buffer a stream
     try:
         sink.subscription = front.dispatcher.subscribe(
-            sink.queue, sink, principal=front.principal(request), **options
+            sink.queue, sink, principal=front.principal(request, channel), **options
         )
     except RestMQError as e:
         sink.open = False

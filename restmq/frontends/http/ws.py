@@ -241,7 +241,7 @@ class WebSocketQueue(Endpoint):
             request.setHeader(b"upgrade", b"websocket")
             send_error(request, BadRequest("connect with a WebSocket client"), status=426)
             return NOT_DONE_YET
-        principal = self.front.principal(request)
+        principal = self.front.principal(request, "websocket")
         sink = WSSink(self.front, self.queue, principal)
         try:
             sink.subscription = self.front.dispatcher.subscribe(
