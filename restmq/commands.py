@@ -71,6 +71,10 @@ DELAY = Arg("delay", "seconds", default=0.0, low=0, high=7 * DAY, doc="seconds b
 DEDUP = Arg("dedup", "text", high=256, doc="adds with the same string within the dedup window add once")
 PRIORITY = Arg("priority", "int", default=5, low=0, high=9, doc="0-9, lower is served first")
 VALUE = Arg("value", "value", required=True, doc="the message: any JSON value")
+UNIQUE = Arg(
+    "unique", "bool", default=False,
+    doc="add only if no unique message with this same value is still held (a set); findable with find",
+)
 WAIT = Arg("wait", "seconds", default=0.0, low=0, high=MAX_WAIT, doc="long-poll up to this long")
 #: Leases from a millisecond (tests, fast retries) to 12 hours.
 LEASE = Arg("lease", "seconds", low=0.001, high=12 * 3600.0, doc="seconds the message stays hidden")
@@ -86,9 +90,10 @@ SETTINGS = (
 _TABLE = (
     Command(
         "add",
-        (QUEUE, VALUE, PRIORITY, TTL, DELAY, DEDUP),
+        (QUEUE, VALUE, PRIORITY, TTL, DELAY, DEDUP, UNIQUE),
         "write",
-        "Add one message; answers its key.",
+        "Add one message; answers its key. A dedup hit, or a unique value still held, adds nothing and "
+        "answers the existing key with duplicate: true.",
         text=("queue", "value"),
     ),
     Command(
@@ -96,10 +101,18 @@ _TABLE = (
         (
             QUEUE,
             Arg("messages", "messages", required=True,
-                doc="values or {value, priority, ttl, delay, dedup}"),
+                doc="values or {value, priority, ttl, delay, dedup, unique}"),
         ),
         "write",
-        "Add up to 1000 messages in one round trip; answers their keys.",
+        "Add up to 1000 messages in one round trip; answers their keys, and duplicates: the indexes "
+        "of the items that added nothing (only when there were some).",
+    ),
+    Command(
+        "find",
+        (QUEUE, Arg("value", "value", required=True, doc="the value a unique add stored: any JSON value")),
+        "read",
+        "The key of the held (ready, delayed or reserved) unique message with this value, or null.",
+        text=("queue", "value"),
     ),
     Command(
         "take",
@@ -252,14 +265,14 @@ def _value(arg: Arg, raw: Any) -> Any:
     return raw
 
 
-MESSAGE_FIELDS = (VALUE, PRIORITY, TTL, DELAY, DEDUP)
+MESSAGE_FIELDS = (VALUE, PRIORITY, TTL, DELAY, DEDUP, UNIQUE)
 MESSAGE_NAMES = {a.name: a for a in MESSAGE_FIELDS}
 MESSAGE_DEFAULTS = {a.name: a.default for a in MESSAGE_FIELDS}
 
 
 def _messages(arg: Arg, raw: Any) -> list[dict[str, Any]]:
     """``add_many``'s list: each item a bare value or ``{"value", "priority", "ttl", "delay",
-    "dedup"}``, checked like ``add``'s arguments."""
+    "dedup", "unique"}``, checked like ``add``'s arguments."""
     if not isinstance(raw, list) or not raw:
         raise BadRequest("messages must be a non-empty list")
     if len(raw) > MAX_COUNT:
@@ -301,6 +314,29 @@ def _key(arg: Arg, raw: Any) -> str:
     return raw
 
 
+#: How form posts, query strings and text lines spell a boolean (any case).
+TRUE_WORDS = ("1", "true", "yes")
+FALSE_WORDS = ("0", "false", "no")
+
+
+def _bool(arg: Arg, raw: Any) -> bool:
+    """JSON true/false (XML-RPC booleans too), 0/1, or the words of :data:`TRUE_WORDS` and
+    :data:`FALSE_WORDS`: forms and text lines carry only text."""
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if isinstance(raw, str):
+        word = raw.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    raise BadRequest(f"{arg.name} must be true or false (or 1/0, yes/no), not {raw!r:.40}")
+
+
 def _choice(arg: Arg, raw: Any) -> str:
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
@@ -317,6 +353,7 @@ _COERCE = {
     "messages": _messages,
     "key": _key,
     "choice": _choice,
+    "bool": _bool,
     "text": _text,
     "receipts": _receipts,
 }

@@ -169,17 +169,35 @@ class Dispatcher:
         return encoded
 
     async def _cmd_add(
-        self, queue: str, value: Any, priority: int, ttl: float, delay: float, dedup: str | None
+        self, queue: str, value: Any, priority: int, ttl: float, delay: float, dedup: str | None, unique: bool
     ) -> dict[str, Any]:
-        numbers = await self.engine.add(queue, [(self._encode(value), priority, ttl, delay, dedup)])
-        return {"queue": queue, "value": value, "key": f"{queue}:{numbers[0]}"}
+        """The answer's shape stays ``{queue, value, key}`` when something was added (old clients
+        compare it); ``duplicate: true`` only says that nothing was."""
+        numbers = await self.engine.add(queue, [(self._encode(value), priority, ttl, delay, dedup, unique)])
+        answer = {"queue": queue, "value": value, "key": f"{queue}:{abs(numbers[0])}"}
+        if numbers[0] < 0:
+            answer["duplicate"] = True
+        return answer
 
     async def _cmd_add_many(self, queue: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """``duplicates`` (indexes of the items that added nothing) appears only when there are some."""
         items = [
-            (self._encode(m["value"]), m["priority"], m["ttl"], m["delay"], m["dedup"]) for m in messages
+            (self._encode(m["value"]), m["priority"], m["ttl"], m["delay"], m["dedup"], m["unique"])
+            for m in messages
         ]
         numbers = await self.engine.add(queue, items)
-        return {"queue": queue, "keys": [f"{queue}:{n}" for n in numbers]}
+        if min(numbers) > 0:  # the common case: everything was added
+            return {"queue": queue, "keys": [f"{queue}:{n}" for n in numbers]}
+        return {
+            "queue": queue,
+            "keys": [f"{queue}:{abs(n)}" for n in numbers],
+            "duplicates": [i for i, n in enumerate(numbers) if n < 0],
+        }
+
+    async def _cmd_find(self, queue: str, value: Any) -> dict[str, Any]:
+        """Encoded exactly as add stores it, so "the same value" means the same JSON text."""
+        n = await self.engine.find(queue, self._encode(value))
+        return {"queue": queue, "key": None if n is None else f"{queue}:{n}"}
 
     async def _cmd_take(self, queue: str, count: int | None, wait: float) -> Any:
         return self._one_or_list(await self._deliver(queue, count or 1, wait, None), count)

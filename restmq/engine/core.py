@@ -56,8 +56,11 @@ def parse_record(
     until: int = 0,
     error: bytes = b"",
 ) -> Message:
-    """Turn a stored record ``priority:enqueued_ms:attempts:expire_ms:value`` into a Message."""
+    """Turn a stored record ``priority:enqueued_ms:attempts:expire_ms:value`` into a Message (a
+    unique message's value carries :data:`~restmq.engine.keys.UNIQUE_MARK` first: not shown)."""
     priority, enqueued, attempts, _expire, value = record.split(b":", 4)
+    if value[:1] == K.UNIQUE_MARK:
+        value = value[1:]
     return Message(
         queue, int(n), value, int(priority), int(attempts), int(enqueued), int(seen),
         receipt.decode() if receipt else "", until, error.decode("utf-8", "replace") if error else "",
@@ -198,12 +201,16 @@ class QueueEngine:
 
     # -- commands -----------------------------------------------------------------------------
 
-    async def add(self, queue: str, items: Sequence[tuple[bytes, int, float, float, str | None]]) -> list[int]:
-        """Store messages (value JSON, priority, ttl s, delay s, dedup or None); answer their
-        numbers (a dedup hit answers the first message's number)."""
+    async def add(
+        self, queue: str, items: Sequence[tuple[bytes, int, float, float, str | None, bool]]
+    ) -> list[int]:
+        """Store messages (value JSON, priority, ttl s, delay s, dedup or None, unique); answer
+        their numbers. An item that added nothing (a dedup hit, a unique value still held, a repeat
+        earlier in the batch) answers the existing message's number negated."""
         args: list[Any] = []
-        for value_json, priority, ttl, delay, dedup in items:
-            args += (priority, ms(delay), ms(ttl), dedup or "", value_json)
+        for value_json, priority, ttl, delay, dedup, unique in items:
+            stored = K.UNIQUE_MARK + value_json if unique else value_json
+            args += (priority, ms(delay), ms(ttl), dedup or "", stored)
         # Sent alongside the script; best effort, since failing an add that Redis applied would make
         # the client retry and duplicate it.
         register = self._register(queue)
@@ -321,6 +328,11 @@ class QueueEngine:
         """The original soft get: the next message, left in place, its look count increased."""
         found = parse_reads(queue, await self._script("read", queue, ["soft"]))
         return found[0] if found else None
+
+    async def find(self, queue: str, value_json: bytes) -> int | None:
+        """The number of the held unique message whose value JSON is ``value_json``, or None."""
+        reply = await self._script("find", queue, [value_json])
+        return int(reply[0]) if reply else None
 
     async def delete(self, queue: str, n: int) -> bool:
         """Delete message ``n`` wherever it is; False when it was not there."""

@@ -17,6 +17,9 @@ TIMERS = f"{PREFIX}:timers"
 DEAD_SUFFIX = ".dead"
 #: ZSET score = priority * PRIORITY_STEP + n: lower priority first, FIFO (by n) within one.
 PRIORITY_STEP = 10**13
+#: A unique message's record keeps this byte before its value JSON (JSON text never starts with
+#: it), so every script can tell, from the record alone, that removing it must update the index.
+UNIQUE_MARK = b"u"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +30,14 @@ class QueueKeys:
     ready: str  # ZSET n -> priority * PRIORITY_STEP + n
     reserved: str  # ZSET n -> lease deadline (ms)
     delayed: str  # ZSET n -> due time (ms)
-    messages: str  # HASH n -> record "priority:enqueued_ms:attempts:expire_ms:" + value JSON
+    messages: str  # HASH n -> record "priority:enqueued_ms:attempts:expire_ms:" + ["u"] + value JSON
     seen: str  # HASH n -> how often the soft get looked at it
     receipts: str  # HASH n -> the receipt of its current reservation
     errors: str  # HASH n -> the last error a nack carried
     expiry: str  # ZSET n -> when it is dropped unless consumed (ttl), ms
     dedup: str  # HASH dedup string -> n
     dedup_until: str  # ZSET dedup string -> end of its window, ms
+    unique: str  # HASH sha1 of a unique message's value JSON -> n, while that message is held
     seq: str  # STRING counter of n, shared with the dead-letter queue: keys are never reused
     conf: str  # HASH state, policy and settings (max_attempts, lease, ...)
     stats: str  # HASH counters: added, taken, reserved, acked, nacked, expired, dead
@@ -73,6 +77,7 @@ def for_queue(queue: str) -> QueueKeys:
         expiry=base + "ttl",
         dedup=base + "dedup",
         dedup_until=base + "dedupx",
+        unique=base + "uniq",
         seq=own + "seq",
         conf=base + "conf",
         stats=base + "stats",

@@ -15,7 +15,7 @@ log = Logger()
 
 NAMES = (
     "add", "take", "read", "del", "purge", "len", "conf", "config", "stats", "subs", "ack", "nack",
-    "touch", "redrive", "settle", "due", "retime", "replay",
+    "touch", "redrive", "settle", "due", "retime", "replay", "find",
 )
 
 

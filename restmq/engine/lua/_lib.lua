@@ -1,6 +1,8 @@
 -- The shared part of every script, inserted by scripts.py after `local K = {role = KEYS[i]…}`,
 -- `local CHANNEL = ARGV[1]` and `local DEFAULT = {…}` (the queue settings' defaults, in ms).
--- A record is "priority:enqueued_ms:attempts:expire_ms:" followed by the value's JSON text.
+-- A record is "priority:enqueued_ms:attempts:expire_ms:" followed by the value's JSON text; a
+-- unique message's value has a "u" before its JSON (keys.UNIQUE_MARK), and K.unique maps the sha1
+-- of that JSON to the message's number while the message is held (ready, delayed or reserved).
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -29,8 +31,69 @@ local function setting(name)
   return tonumber(redis.call('HGET', K.conf, name)) or DEFAULT[name]
 end
 
--- Forget every trace of message n but its key (the counter never goes back).
-local function forget(n)
+local UNIQUE_MARK = 117 -- string.byte('u')
+local unique_index = nil -- whether K.unique exists: looked up once per script run, when needed
+
+local function unique_on()
+  if unique_index == nil then
+    unique_index = K.unique ~= nil and redis.call('EXISTS', K.unique) == 1
+  end
+  return unique_index
+end
+
+-- The index digest of a unique message's stored value ("u" .. JSON), else nil.
+local function unique_digest(v)
+  if string.byte(v, 1) ~= UNIQUE_MARK then return nil end
+  return redis.sha1hex(string.sub(v, 2))
+end
+
+-- Message n stops being held: drop its index entry if it is unique. With its stored value at
+-- hand (v) a plain message costs one byte test; without, nothing unless this queue has an index.
+local function unindex(n, v)
+  if not K.unique then return end
+  if not v then
+    if not unique_on() then return end
+    local rec = redis.call('HGET', K.messages, n)
+    if not rec then return end
+    local _, _, _, _, value = parse(rec)
+    v = value
+  end
+  local d = unique_digest(v)
+  if d and redis.call('HGET', K.unique, d) == tostring(n) then redis.call('HDEL', K.unique, d) end
+end
+
+-- Message n (stored value v) is held again (redriven): index it unless another held message
+-- already has its value, which keeps that one.
+local function reindex(n, v)
+  local d = unique_digest(v)
+  if not d then return end
+  local other = redis.call('HGET', K.unique, d)
+  if other and redis.call('HEXISTS', K.messages, other) == 1 then return end
+  redis.call('HSET', K.unique, d, n)
+  unique_index = true
+end
+
+-- The number of the held unique message whose value JSON has digest d, or nil. A message past
+-- its ttl that the sweeper has not dropped yet no longer counts (unless it is reserved: a lease
+-- holds it).
+local function held_unique(d, now)
+  local n = redis.call('HGET', K.unique, d)
+  if not n then return nil end
+  local rec = redis.call('HGET', K.messages, n)
+  if not rec then return nil end
+  local _, _, _, e = parse(rec)
+  if e > 0 and e <= now and not redis.call('ZSCORE', K.reserved, n) then return nil end
+  return n
+end
+
+-- Forget every trace of message n (v: its stored value, when the caller has parsed it) but its
+-- key (the counter never goes back).
+local function forget(n, v)
+  if v then -- inlined test: this is every take's path
+    if string.byte(v, 1) == UNIQUE_MARK then unindex(n, v) end
+  elseif unique_on() then
+    unindex(n)
+  end
   redis.call('HDEL', K.messages, n)
   if K.seen then redis.call('HDEL', K.seen, n) end
   if K.receipts then redis.call('HDEL', K.receipts, n) end
@@ -41,21 +104,21 @@ end
 -- Move message n (record rec, already out of ready/reserved/delayed) to the dead-letter queue,
 -- keeping its number, attempts and last error.
 local function bury(n, rec)
-  local p = parse(rec)
+  local p, _, _, _, v = parse(rec)
   redis.call('HSET', K.dead_messages, n, rec)
   redis.call('ZADD', K.dead, score(p, n), n)
   local err = redis.call('HGET', K.errors, n)
   if err then redis.call('HSET', K.dead_errors, n, err) end
-  forget(n)
+  forget(n, v)
   redis.call('HINCRBY', K.stats, 'dead', 1)
 end
 
 -- Message n (record rec, out of every set) becomes ready again, unless its ttl has passed
 -- meanwhile: then it is dropped and counted as expired. Answers 1 when it became ready.
 local function release(n, rec, now)
-  local p, _, _, e = parse(rec)
+  local p, _, _, e, v = parse(rec)
   if e > 0 and e <= now then
-    forget(n)
+    forget(n, v)
     redis.call('HINCRBY', K.stats, 'expired', 1)
     return 0
   end

@@ -1,4 +1,4 @@
--- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors
+-- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors unique
 -- Acknowledge reservations: ARGV[2…] are receipts (distinct). All or nothing: if any is stale
 -- (its lease ended, it was acked, the message was redelivered) nothing changes.
 -- Returns {next due, "ok", acked} or {next due, "stale", receipt, …}.

@@ -1,39 +1,75 @@
--- KEYS: ready messages seq stats delayed expiry dedup dedup_until conf reserved
+-- KEYS: ready messages seq stats delayed expiry dedup dedup_until conf reserved unique
 -- Add one or more messages atomically. ARGV[2…] = (priority, delay ms, ttl ms, dedup or "",
--- value JSON) for each message. A dedup string seen within the queue's dedup window answers the
--- first message's number and adds nothing. Refuses the whole batch with QUEUE_FULL when it would
--- pass the queue's max_length. Returns {next due, now, n1, n2, …}; publishes "a" for ready ones.
+-- value) for each message, the value its JSON, or "u" .. JSON for a unique message. An item adds
+-- nothing and answers the existing message's number negated when its dedup string was seen within
+-- the queue's dedup window, when it is unique and a unique message with the same value is still
+-- held, or when an earlier item of the batch is that message. Refuses the whole batch with
+-- QUEUE_FULL when what it adds would pass the queue's max_length.
+-- Returns {next due, now, n1 or -n1, …}; publishes "a" for ready ones.
 local nowms = now_ms()
 local now = int(nowms)
 local count = (#ARGV - 1) / 5
-local max_length = setting('max_length')
-if max_length > 0 then
-  local held = redis.call('ZCARD', K.ready) + redis.call('ZCARD', K.delayed) + redis.call('ZCARD', K.reserved)
-  if held + count > max_length then
-    return redis.error_reply('QUEUE_FULL ' .. held .. ' ' .. max_length)
-  end
-end
-local window = 0
+-- Plain batches (no dedup string, no unique value) skip the duplicate pass entirely.
+local special = false
 for i = 5, #ARGV, 5 do
-  if ARGV[i] ~= '' then
-    -- Only adds that carry a dedup string look at (and tidy) the dedup window.
-    for _, d in ipairs(redis.call('ZRANGEBYSCORE', K.dedup_until, '-inf', nowms, 'LIMIT', 0, 100)) do
-      redis.call('HDEL', K.dedup, d)
-      redis.call('ZREM', K.dedup_until, d)
-    end
-    window = setting('dedup_window')
+  if ARGV[i] ~= '' or string.byte(ARGV[i + 1], 1) == UNIQUE_MARK then
+    special = true
     break
   end
 end
+local window = 0
+local same, digests, numbers -- item i (its first ARGV index) -> existing number (a string) or the
+-- earlier item it repeats (a number); -> the index digest of its unique value; -> its new number
+local fresh = count
+if special then
+  same, digests, numbers = {}, {}, {}
+  local tidied = false
+  local dedups, values = {}, {}
+  for i = 2, #ARGV, 5 do
+    local dedup, v = ARGV[i + 3], ARGV[i + 4]
+    if dedup ~= '' then
+      if not tidied then
+        -- Only adds that carry a dedup string look at (and tidy) the dedup window.
+        for _, d in ipairs(redis.call('ZRANGEBYSCORE', K.dedup_until, '-inf', nowms, 'LIMIT', 0, 100)) do
+          redis.call('HDEL', K.dedup, d)
+          redis.call('ZREM', K.dedup_until, d)
+        end
+        window = setting('dedup_window')
+        tidied = true
+      end
+      same[i] = redis.call('HGET', K.dedup, dedup) or (window > 0 and dedups[dedup]) or nil
+    end
+    local d = unique_digest(v)
+    if d and not same[i] then
+      same[i] = held_unique(d, nowms) or values[d]
+    end
+    if same[i] then
+      fresh = fresh - 1
+    else
+      if dedup ~= '' and window > 0 then dedups[dedup] = i end
+      if d then
+        values[d] = i
+        digests[i] = d
+      end
+    end
+  end
+end
+local max_length = setting('max_length')
+if max_length > 0 and fresh > 0 then
+  local held = redis.call('ZCARD', K.ready) + redis.call('ZCARD', K.delayed) + redis.call('ZCARD', K.reserved)
+  if held + fresh > max_length then
+    return redis.error_reply('QUEUE_FULL ' .. held .. ' ' .. max_length)
+  end
+end
 local out = {-1, now}
-local due, added, woke = -1, 0, 0
+local due, woke = -1, 0
 for i = 2, #ARGV, 5 do
-  local p, delay, ttl, dedup = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]
-  local first = false
-  if dedup ~= '' then first = redis.call('HGET', K.dedup, dedup) end
+  local first = special and same[i]
   if first then
-    out[#out + 1] = first
+    if type(first) == 'number' then first = numbers[first] end
+    out[#out + 1] = -tonumber(first)
   else
+    local p, delay, ttl, dedup = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]
     local n = redis.call('INCR', K.seq)
     local expire = '0'
     if ttl > 0 then
@@ -53,11 +89,14 @@ for i = 2, #ARGV, 5 do
       redis.call('HSET', K.dedup, dedup, n)
       redis.call('ZADD', K.dedup_until, nowms + window, dedup)
     end
-    added = added + 1
+    if special then
+      if digests[i] then redis.call('HSET', K.unique, digests[i], n) end
+      numbers[i] = n
+    end
     out[#out + 1] = n
   end
 end
-if added > 0 then redis.call('HINCRBY', K.stats, 'added', added) end
+if fresh > 0 then redis.call('HINCRBY', K.stats, 'added', fresh) end
 if woke > 0 then redis.call('PUBLISH', CHANNEL, 'a') end
 out[1] = due
 return out

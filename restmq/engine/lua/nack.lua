@@ -1,4 +1,4 @@
--- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors
+-- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors unique
 -- Give a reservation back: ARGV[2] = receipt, ARGV[3] = delay ms before it is ready again,
 -- ARGV[4] = the error it failed with ("" for none). After max_attempts deliveries the message goes
 -- to the dead-letter queue instead; past its ttl it is dropped. Returns {next due, "ok",

@@ -1,4 +1,4 @@
--- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors replay
+-- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors replay unique
 -- Deliver up to ARGV[2] ready messages, lowest priority then oldest first. ARGV[3] = "take"
 -- (at-most-once: the message is gone), "reserve" (at-least-once: hidden for ARGV[4] ms, 0 = the
 -- queue's lease, under receipt "<n>.<attempts>.<ARGV[5]>") or "stream" (the hub drains for
@@ -33,7 +33,7 @@ while delivered < want do
       local p, t, a, e, v = parse(rec)
       local c = redis.call('HGET', K.seen, n) or '0'
       if e > 0 and e <= now then
-        forget(n)
+        forget(n, v)
         expired = expired + 1
       elseif mode == 'reserve' then
         a = a + 1
@@ -49,7 +49,7 @@ while delivered < want do
         out[#out + 1] = c
         out[#out + 1] = receipt
       else
-        forget(n)
+        forget(n, v)
         delivered = delivered + 1
         if broadcast then
           local body = n .. '|' .. c .. '|' .. rec

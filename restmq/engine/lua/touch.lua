@@ -1,4 +1,4 @@
--- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors
+-- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors unique
 -- Extend a reservation: ARGV[2] = receipt, ARGV[3] = the new lease from now in ms (0 = the
 -- queue's lease). Returns {next due, "ok", new deadline} or {next due, "stale"}.
 local now = now_ms()
