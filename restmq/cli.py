@@ -161,7 +161,10 @@ class PushOptions(ClientOptions):
         ["dedup", None, None, "Adds with the same string within the queue's dedup window add once."],
         ["batch", None, 500, "Lines per add_many request with '-' (1-1000).", int],
     ]
-    optFlags = [["json-value", None, "Parse VALUE (or each stdin line) as JSON."]]
+    optFlags = [
+        ["json-value", None, "Parse VALUE (or each stdin line) as JSON."],
+        ["unique", "u", "Add only if the same value (added with --unique) is not already queued."],
+    ]
 
     def parseArgs(self, queue: str, value: str) -> None:
         self.queue, self.value = queue, value
@@ -182,9 +185,11 @@ class PushOptions(ClientOptions):
 
     def run(self, mq: Any) -> int:
         extra = {k: self[k] for k in ("priority", "delay", "ttl") if self[k] is not None}
+        if self["unique"]:
+            extra["unique"] = True
         if self.value != "-":
             answer = mq.add(self.queue, self.parse(self.value), dedup=self["dedup"], **extra)
-            self.out(answer, answer["key"])
+            self.out(answer, answer["key"] + (" (already queued)" if answer.get("duplicate") else ""))
             return EXIT_OK
         progress = sys.stderr.isatty() and not self.as_json
         pushed = 0
@@ -196,7 +201,7 @@ class PushOptions(ClientOptions):
                 return
             messages = [dict(extra, value=v) for v in batch] if extra else list(batch)
             answer = mq.add_many(self.queue, messages)
-            pushed += len(answer["keys"])
+            pushed += len(answer["keys"]) - len(answer.get("duplicates", ()))
             batch.clear()
             if progress:
                 sys.stderr.write(f"\rpushed {pushed}")

@@ -64,6 +64,14 @@ def test_push_a_value_then_pull_prints_text_and_json(server):
     assert restmq(server, "pull", "p1").stdout == '{"n": [1, 2]}\n'
 
 
+def test_push_unique_adds_a_queued_value_once(server):
+    """push --unique says when the value was already queued; --unique on stdin lines skips repeats."""
+    assert restmq(server, "push", "u1", "job", "--unique").stdout == "u1:1\n"
+    assert restmq(server, "push", "u1", "job", "--unique").stdout == "u1:1 (already queued)\n"
+    assert restmq(server, "push", "u1", "-", "--unique", stdin="job\nother\nother\n").returncode == 0
+    assert restmq(server, "len", "u1").stdout == "ready=2 reserved=0 delayed=0 dead=0\n"
+
+
 def test_push_stdin_sends_batches_and_prints_every_key(server):
     """push QUEUE - adds each stdin line through add_many batches and prints all the keys."""
     lines = "".join(f"line {i}\n" for i in range(1, 1201)) + "\n"

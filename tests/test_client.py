@@ -71,6 +71,7 @@ async def test_every_blocking_method_answers_the_command_json(url):
         out["ack"] = mq.ack("jobs", [again[0]["receipt"]])
         out["take_list"] = mq.take("jobs", count=5)
         key = mq.add("jobs", "gone")["key"]
+        out["unique"] = [mq.add("set", "v", unique=True), mq.add("set", "v", unique=True), mq.find("set", "v")]
         out["delete"] = mq.delete("jobs", key)
         out["list"] = mq.list()
         out["stats"] = mq.stats()
@@ -100,6 +101,8 @@ async def test_every_blocking_method_answers_the_command_json(url):
     assert out["ack"]["acked"] == 1
     assert [m["value"] for m in out["take_list"]] == ["a"]
     assert out["delete"]["deleted"] in (True, 1)
+    first, again, found = out["unique"]
+    assert "duplicate" not in first and again == {**first, "duplicate": True} and found["key"] == first["key"]
     assert "jobs" in out["list"]["queues"]
     assert "jobs" in out["stats"]["queues"] and out["stats_q"]["queue"] == "jobs"
     assert out["pause"]["state"] == "paused" and out["resume"]["state"] == "running"

@@ -27,7 +27,7 @@ README_ROUTES = {
     ("get", "/stats"), ("get", "/stats/{queue}"), ("get", "/control/{queue}"), ("post", "/control/{queue}"),
     ("get", "/p/{queue}"), ("post", "/p/{queue}"), ("get", "/health"), ("get", "/dashboard"),
     ("get", "/j/{queue}"), ("get", "/static/comet.html"), ("post", "/RPC2"), ("post", "/xmlrpc"),
-    ("get", "/metrics"), ("get", "/openapi.json"),
+    ("get", "/metrics"), ("get", "/openapi.json"), ("post", "/collectd/data"), ("post", "/collectd/event"),
 }
 
 #: Operations schemathesis does not call: streams never end (and /ws/ needs a WebSocket client).

@@ -54,7 +54,7 @@ def _text(arg: Arg) -> dict[str, Any]:
 
 
 def message_item_schema() -> dict[str, Any]:
-    """One ``add_many`` item: a bare value or ``{value, priority, ttl, delay, dedup}``."""
+    """One ``add_many`` item: a bare value or ``{value, priority, ttl, delay, dedup, unique}``."""
     fields = {a.name: arg_schema(a) for a in commands.MESSAGE_FIELDS}
     return {
         "anyOf": [
@@ -85,6 +85,9 @@ def arg_schema(arg: Arg, *, wire: str = "json") -> dict[str, Any]:
             schema = {"anyOf": [schema, {"type": "integer", "minimum": 0}]}
     elif kind == "choice":
         schema = {"type": "string", "enum": list(arg.choices)}
+    elif kind == "bool":
+        words = {"type": "string", "enum": [*commands.TRUE_WORDS, *commands.FALSE_WORDS]}
+        schema = words if wire == "text" else {"anyOf": [{"type": "boolean"}, words]}
     elif kind == "text":
         schema = _text(arg)
     elif kind == "receipts":
@@ -139,8 +142,12 @@ STRING, INTEGER, NUMBER = {"type": "string"}, {"type": "integer"}, {"type": "num
 
 #: Each command's JSON answer (SPEC §2), loosely: the fields every answer has.
 RESULTS: dict[str, dict[str, Any]] = {
-    "add": _obj("queue", "key", "value", queue=STRING, key=STRING),
-    "add_many": _obj("queue", "keys", queue=STRING, keys={"type": "array", "items": STRING}),
+    "add": _obj("queue", "key", "value", queue=STRING, key=STRING,
+                duplicate={"type": "boolean", "description": "only when nothing was added (dedup or unique)"}),
+    "add_many": _obj("queue", "keys", queue=STRING, keys={"type": "array", "items": STRING},
+                     duplicates={"type": "array", "items": INTEGER,
+                                 "description": "indexes of the items that added nothing; only when some did"}),
+    "find": _obj("queue", "key", queue=STRING, key={"type": ["string", "null"]}),
     "take": MESSAGES,
     "reserve": MESSAGES,
     "peek": MESSAGES,
@@ -172,7 +179,8 @@ class Route:
 
     ``command``: what runs (None: no command, e.g. a page). ``path_args``: arguments the path
     fills (left out of the query/body). ``source``: where the others come from: ``query``,
-    ``body`` (form, JSON object, and a text body filling ``text_field``) or ``none``. ``extra``:
+    ``body`` (form, JSON object, and a text body filling ``text_field``), ``collectd`` (text
+    ``text_field`` lines or a JSON array) or ``none``. ``extra``:
     arguments beyond the command's own (``?lease=`` turns a take into a reserve). ``answer``:
     ``json``, ``json_or_204``, ``json_or_redirect``, ``key`` (text key, or 201 JSON when JSON is
     asked for), ``rpc``, ``html``, ``stream`` (COMET), ``sse``, ``ws``, ``xml``, ``text`` or
@@ -273,6 +281,12 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/xmlrpc", None, "XML-RPC (same as /RPC2)", source="xml", answer="xml", tag="xmlrpc"),
     Route("get", "/metrics", None, "Prometheus metrics", source="none", answer="text", tag="admin"),
     Route("get", "/openapi.json", None, "This document", source="none", answer="json_doc", tag="admin"),
+    Route("post", "/collectd/data", "add_many", "collectd values (PUTVAL lines, or write_http's JSON array) "
+          "-> queue collectd_data, one message per value list", source="collectd", text_field="PUTVAL",
+          tag="collectd"),
+    Route("post", "/collectd/event", "add_many", "collectd notifications (PUTNOTIF lines, NotificationExec "
+          "text, or write_http's JSON) -> queue collectd_event", source="collectd", text_field="PUTNOTIF",
+          tag="collectd"),
 )
 
 
@@ -306,6 +320,10 @@ def _body(route: Route) -> dict[str, Any] | None:
         form = {"type": "object", "required": ["body"], "additionalProperties": False,
                 "properties": {"body": {"type": "string", "description": "the JSON command as text"}}}
         return {"required": True, "content": {JSON_MT: {"schema": bodies}, FORM_MT: {"schema": form}}}
+    if route.source == "collectd":
+        text = {"type": "string", "minLength": 1, "description": f"{route.text_field} lines, one per line"}
+        items = {"type": "array", "minItems": 1, "items": {"type": "object"}}
+        return {"required": True, "content": {TEXT_MT: {"schema": text}, JSON_MT: {"schema": items}}}
     if route.source == "xml":
         return {"required": True, "content": {XML_MT: {"schema": {"type": "string"}}}}
     if route.source == "form":
