@@ -538,7 +538,8 @@ def start_servers(args: argparse.Namespace, tmp: Path, children: dict[str, Child
     restmq = Child(
         "restmq serve",
         [sys.executable, "-m", "restmq.cli", "serve", "--redis", f"redis://127.0.0.1:{redis_port}/0",
-         "--http", "tcp:0:interface=127.0.0.1", "--line", "none", "--log-format", "json"],
+         "--http", "tcp:0:interface=127.0.0.1", "--line", "none", "--log-format", "json",
+         "--max-connections", "0", "--max-connections-per-address", "0"],
         tmp / "restmq.log", tmp, env,
     )
     children["restmq"] = restmq

@@ -29,6 +29,11 @@ class Config:
     insecure: bool = False
     auth_file: str | None = None
     acl: str | None = None
+    max_connections: int = 10_000
+    max_connections_per_address: int = 1_000
+    idle_timeout: float = 300.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
 
     @property
     def endpoints(self) -> dict[str, str]:

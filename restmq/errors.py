@@ -73,6 +73,12 @@ class BackendUnavailable(RestMQError):
     code = "backend_unavailable"
 
 
+class LimitExceeded(RestMQError):
+    """A server limit (connections, subscribers, queues, slow clients): try later or elsewhere."""
+
+    code = "limit_exceeded"
+
+
 ERRORS: dict[str, type[RestMQError]] = {
     cls.code: cls
     for cls in (
@@ -87,6 +93,7 @@ ERRORS: dict[str, type[RestMQError]] = {
         Unauthorized,
         Forbidden,
         BackendUnavailable,
+        LimitExceeded,
     )
 }
 

@@ -33,6 +33,7 @@ from restmq.auth import Tokens, combine, no_tokens
 from restmq.backend import RedisBackend
 from restmq.backend.redisconf import RedisTarget
 from restmq.config import Config
+from restmq.limits import LimitedFactory, Limits
 from restmq.dispatch import Dispatcher
 from restmq.errors import RestMQError
 from restmq.engine import QueueEngine
@@ -131,6 +132,8 @@ class RestMQService(MultiService):
         self.tokens = tokens
         self.acl = acl
         self._acl_watch: LoopingCall | None = None
+        #: The connection counts and refusals of every listener (set by :func:`build`).
+        self.limits: Limits | None = None
 
     def setServiceParent(self, parent: Any) -> None:
         """Under twistd (plugin or tac) the application's ILogObserver component is the log
@@ -259,13 +262,25 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
     engine_service = EngineService(engine, backend, reactor)
     engine_service.setName("engine")
     engine_service.setServiceParent(root)
+    limits = Limits(config.max_connections, config.max_connections_per_address)
+    root.limits = limits
     factories = {
-        "http": lambda: build_site(dispatcher, max_message_size=config.max_message_size, reactor=reactor),
-        "line": lambda: LineFactory(dispatcher, max_line=config.max_message_size),
+        "http": lambda: build_site(
+            dispatcher,
+            max_message_size=config.max_message_size,
+            reactor=reactor,
+            header_timeout=config.header_timeout,
+            body_timeout=config.body_timeout,
+            idle_timeout=config.idle_timeout,
+            limits=limits,
+        ),
+        "line": lambda: LineFactory(
+            dispatcher, max_line=config.max_message_size, idle_timeout=config.idle_timeout, limits=limits
+        ),
         "syslog": lambda: SyslogFactory(dispatcher, max_line=config.max_message_size),
         "resp": lambda: _resp_factory(dispatcher, config.max_message_size),
         "memcache": lambda: _memcache_factory(dispatcher, config.max_message_size),
     }
     for name, description in config.endpoints.items():
-        Listener(name, description, factories[name](), reactor).setServiceParent(root)
+        Listener(name, description, LimitedFactory(factories[name](), limits), reactor).setServiceParent(root)
     return root

@@ -51,6 +51,16 @@ def _count(name: str, ceiling: int) -> Any:
     return coerce
 
 
+def _seconds(name: str) -> Any:
+    def coerce(value: str) -> float:
+        number = float(value)
+        if not 0 <= number <= 86400:
+            raise ValueError(f"{name} must be from 0 to 86400 seconds")
+        return number
+
+    return coerce
+
+
 def _endpoint_or_off(value: str) -> str | None:
     return None if value.lower() in ("", "none", "off", "no") else value
 
@@ -92,6 +102,19 @@ class Options(usage.Options):
         ["auth-file", None, None, "Tokens file: TOKEN RIGHTS PATTERN… per line (reloaded on SIGHUP)."],
         ["acl", None, None, "The original RestMQ's ACL file (INI: address allow/deny lists and Basic "
          "users per category, for HTTP; reloaded when it changes)."],
+        ["max-connections", None, DEFAULTS.max_connections,
+         "Most connections at once, all listeners together (0: no limit).", _count("max-connections", 10**7)],
+        ["max-connections-per-address", None, DEFAULTS.max_connections_per_address,
+         "Most connections at once from one client address (0: no limit).",
+         _count("max-connections-per-address", 10**7)],
+        ["idle-timeout", None, DEFAULTS.idle_timeout,
+         "Seconds an HTTP or line connection may wait between requests (streams never idle; 0: forever).",
+         _seconds("idle-timeout")],
+        ["header-timeout", None, DEFAULTS.header_timeout,
+         "Seconds an HTTP request's headers may take to arrive (0: forever).", _seconds("header-timeout")],
+        ["body-timeout", None, DEFAULTS.body_timeout,
+         "Seconds an HTTP request's body may take to arrive after its headers (0: forever).",
+         _seconds("body-timeout")],
         # The original RestMQ daemon's options, kept as aliases.
         ["port", None, None, "Original option: HTTP port (with --listen).", int],
         ["listen", None, None, "Original option: HTTP interface (with --port)."],
@@ -138,6 +161,11 @@ class Options(usage.Options):
             insecure=bool(self["insecure"]),
             auth_file=self["auth-file"],
             acl=self["acl"],
+            max_connections=self["max-connections"],
+            max_connections_per_address=self["max-connections-per-address"],
+            idle_timeout=self["idle-timeout"],
+            header_timeout=self["header-timeout"],
+            body_timeout=self["body-timeout"],
         )
         check_files(config)
         if not config.insecure:

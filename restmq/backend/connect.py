@@ -130,10 +130,21 @@ def _endpoint(target: RedisTarget, reactor: Any, timeout: float) -> Any:
         return UNIXClientEndpoint(reactor, target.path, timeout=timeout)
     endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
     if target.tls:
-        from twisted.internet.ssl import optionsForClientTLS
-
-        endpoint = wrapClientTLS(optionsForClientTLS(target.host), endpoint)
+        endpoint = wrapClientTLS(_tls_options(target), endpoint)
     return endpoint
+
+
+def _tls_options(target: RedisTarget) -> Any:
+    """TLS to Redis: the host name checked against the system's CAs, or ``ca_certs``; no check at
+    all only when the URL says ``ssl_cert_reqs=none``."""
+    from twisted.internet.ssl import Certificate, CertificateOptions, optionsForClientTLS
+
+    if not target.verify:
+        return CertificateOptions()
+    if target.ca_certs:
+        with open(target.ca_certs, "rb") as f:
+            return optionsForClientTLS(target.host or "", trustRoot=Certificate.loadPEM(f.read()))
+    return optionsForClientTLS(target.host or "")
 
 
 def _make_pool(target: RedisTarget, poolsize: int, reactor: Any, timeout: float) -> Any:

@@ -6,6 +6,8 @@ backend that do I/O only ever see a validated :class:`RedisTarget`.
 
 from __future__ import annotations
 
+import os
+
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -36,6 +38,10 @@ class RedisTarget:
     master: str | None = None
     sentinels: tuple[tuple[str, int], ...] = ()
     tls: bool = False
+    #: TLS (``rediss://``): a PEM file of the CA to trust instead of the system's (``?ssl_ca_certs=``).
+    ca_certs: str | None = None
+    #: TLS: False only with ``?ssl_cert_reqs=none`` (no certificate check: tests, never production).
+    verify: bool = True
 
     def display(self) -> str:
         """The target as a URL without the password, fit for logs and error messages."""
@@ -122,7 +128,8 @@ def _query(url: str, query: str, allowed: set[str]) -> dict[str, str]:
 def parse_redis_url(url: str) -> RedisTarget:
     """Parse every URL form ``--redis`` accepts; anything else is a BadRequest saying why.
 
-    Forms: ``redis://[user:pass@]host[:port][/db]``, ``rediss://…`` (TLS),
+    Forms: ``redis://[user:pass@]host[:port][/db]``, ``rediss://…`` (TLS; ``?ssl_ca_certs=PEM``
+    trusts that CA, ``?ssl_cert_reqs=none`` checks no certificate),
     ``unix:///path/to/sock[?db=N]`` (also ``redis+unix://`` and ``unix:/path``) and
     ``redis+sentinel://[:pass@]host:port[,host2:port2]/master[/db]``. ``?db=`` and ``?password=``
     are accepted everywhere, as redis-py does.
@@ -157,7 +164,15 @@ def _parse_tcp(url: str, *, tls: bool) -> RedisTarget:
     if parts.fragment:
         raise _bad(url, "fragments (#…) are not allowed")
     user, password, hostport = _split_userinfo(url, parts.netloc)
-    params = _query(url, parts.query, {"db", "password"})
+    params = _query(url, parts.query, {"db", "password", "ssl_ca_certs", "ssl_cert_reqs"})
+    if not tls and {"ssl_ca_certs", "ssl_cert_reqs"} & set(params):
+        raise _bad(url, "ssl_ca_certs and ssl_cert_reqs need a rediss:// URL")
+    reqs = params.get("ssl_cert_reqs", "required").lower()
+    if reqs not in ("required", "none"):
+        raise _bad(url, f"ssl_cert_reqs must be required or none, not {reqs!r}")
+    ca_certs = params.get("ssl_ca_certs") or None
+    if ca_certs is not None and not os.path.isfile(ca_certs):
+        raise _bad(url, f"ssl_ca_certs {ca_certs!r} is not a readable file")
     host, port = (
         _split_hostport(url, hostport, DEFAULT_PORT) if hostport else ("localhost", DEFAULT_PORT)
     )
@@ -169,7 +184,8 @@ def _parse_tcp(url: str, *, tls: bool) -> RedisTarget:
         db = _parse_db(url, params["db"])
     password = params.get("password") or password
     return RedisTarget(
-        "tcp", host=host, port=port, db=db, password=password, username=user, tls=tls
+        "tcp", host=host, port=port, db=db, password=password, username=user, tls=tls,
+        ca_certs=ca_certs, verify=reqs == "required",
     )
 
 

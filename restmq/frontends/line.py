@@ -24,6 +24,8 @@ module owns is the connection:
   (broadcast), see :class:`restmq.engine.hub.Sink`.
 - ``auth TOKEN`` checks the token with the dispatcher (``unauthorized`` if unknown, ``bad_request``
   when the server has no tokens) and makes it the connection's principal for what follows.
+- A connection without a request for ``idle_timeout`` seconds (``--idle-timeout``) is told so
+  (a ``limit_exceeded`` error line) and closed; a subscribed one is not idle.
 - Commands already read keep running if the client goes away, so a fire-and-forget producer
   (``printf 'add q x\\n' | nc -N host 8889``) never loses its add; their answers are dropped.
 """
@@ -37,14 +39,16 @@ from functools import partial
 from typing import Any
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from restmq.dispatch import Subscription
-from restmq.errors import BadRequest, RestMQError, TooLarge
+from restmq.frontends.flow import ProducerSink
+from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge
 from restmq.wire import line as wire
 
 log = Logger()
@@ -119,40 +123,33 @@ class _Slot:
         self.data, self.ready = data, True
 
 
-@implementer(IPushProducer)
-class _StreamSink:
-    """The hub's handle on one subscribed connection; deaf once the stream has ended. As the
-    socket's producer, ``ready`` is False while the client does not drain what was sent."""
+class _StreamSink(ProducerSink):
+    """The hub's handle on one subscribed connection; deaf once the stream has ended. It is the
+    socket's producer (:class:`~restmq.frontends.flow.ProducerSink`)."""
+
+    __slots__ = ("_proto", "open", "ready", "subscription")
 
     def __init__(self, proto: LineProtocol) -> None:
         self._proto = proto
-        self.active = True
+        self.open = True
         self.ready = True
         self.subscription: Subscription | None = None
 
-    def pauseProducing(self) -> None:
-        self.ready = False
-
-    def resumeProducing(self) -> None:
-        self.ready = True
-        if self.active and self.subscription is not None:
-            self.subscription.wake()
-
-    def stopProducing(self) -> None:
-        self.active = False
+    def lost(self) -> None:
+        self.open = False
 
     def deliver(self, message: dict[str, Any]) -> None:
-        if self.active:
+        if self.open:
             self._proto._answer_now(wire.encode(message))
 
     def close(self, reason: str) -> None:
-        if self.active:
-            self.active = False
+        if self.open:
+            self.open = False
             self._proto._stream_ended(reason)
 
 
 @implementer(IHalfCloseableProtocol)
-class LineProtocol(NewlineReceiver):
+class LineProtocol(NewlineReceiver, TimeoutMixin):
     """One line-protocol connection (see the module docstring for its rules).
 
     Half-closeable: a client that sends its commands and then closes its side (``printf … | nc``)
@@ -185,6 +182,25 @@ class LineProtocol(NewlineReceiver):
         self._stream_queue = ""
 
     # -- reading ------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.setTimeout(self.factory.idle_timeout or None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        super().dataReceived(data)
+
+    def timeoutConnection(self) -> None:
+        """Idle for ``--idle-timeout``: close, unless it streams or still has work in flight."""
+        if self._subscription is not None or self._out or self._calls or self._running or self._closing:
+            self.resetTimeout()
+            return
+        limits = self.factory.limits
+        if limits is not None:
+            limits.rejected["idle_timeout"] += 1
+        log.debug("line client idle peer={peer}", peer=self.peer)
+        self._quit(wire.encode_error(LimitExceeded(f"idle for {self.factory.idle_timeout:g} s")))
 
     def line_received(self, line: bytes) -> None:
         if self._closing:
@@ -322,10 +338,10 @@ class LineProtocol(NewlineReceiver):
                 request.queue, sink, mode=request.mode, lease=request.lease, principal=self.principal
             )
         except RestMQError as e:
-            sink.active = False
+            sink.open = False
             ack.fill(wire.encode_error(e))
         except Exception:
-            sink.active = False
+            sink.open = False
             log.failure("line subscribe failed peer={peer}", peer=self.peer)
             ack.fill(wire.encode_error(INTERNAL))
         else:
@@ -361,7 +377,7 @@ class LineProtocol(NewlineReceiver):
 
     def _cancel_stream(self) -> None:
         if self._sink is not None:
-            self._sink.active = False
+            self._sink.open = False
             if not self._gone:
                 self.transport.unregisterProducer()
         if self._subscription is not None:
@@ -384,6 +400,7 @@ class LineProtocol(NewlineReceiver):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._gone = True
+        self.setTimeout(None)
         if self._abort_later is not None and self._abort_later.active():
             self._abort_later.cancel()
         self._cancel_stream()
@@ -397,14 +414,31 @@ class LineFactory(protocol.Factory):
 
     noisy = False  # the service logs "listening" / "pub/sub connected" itself
 
-    def __init__(self, dispatcher: Any, *, max_line: int = 1 << 20, clock: Any = None) -> None:
+    def __init__(
+        self,
+        dispatcher: Any,
+        *,
+        max_line: int = 1 << 20,
+        clock: Any = None,
+        idle_timeout: float = 300.0,
+        limits: Any = None,
+    ) -> None:
         self.dispatcher = dispatcher
         self.max_line = max_line
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
+        #: Seconds a connection may sit without a request before it is closed (0: never).
+        self.idle_timeout = idle_timeout
+        #: Where refusals are counted (:class:`restmq.limits.Limits`), if anywhere.
+        self.limits = limits
+
+    def refusal(self, message: str) -> bytes:
+        """How a connection over a connection limit is answered (see :mod:`restmq.limits`)."""
+        return wire.encode_error(LimitExceeded(message))
 
     def buildProtocol(self, addr: IAddress | None) -> LineProtocol:
         proto = LineProtocol(self.dispatcher, self.max_line)
         proto.factory = self
+        proto.callLater = self.clock.callLater  # type: ignore[method-assign]  (TimeoutMixin's clock)
         return proto

@@ -57,6 +57,7 @@ FAULT_CODES: dict[str, int] = {
     "unauthorized": 9,
     "forbidden": 10,
     "backend_unavailable": 11,
+    "limit_exceeded": 12,
     "internal": 99,
 }
 

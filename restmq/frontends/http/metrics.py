@@ -19,6 +19,10 @@ Families:
   the answer (long polls included), timed by the dispatcher for every front end (http, xmlrpc,
   line, ws, syslog; ``metrics`` for scrapes' own stats calls).
 - ``restmq_redis_seconds{kind,script}`` histogram: the Redis round trip of each engine script.
+- ``restmq_connections`` gauge and ``restmq_limit_rejections_total{limit}`` counter: open
+  connections of every listener, and what the limits refused (``connections``,
+  ``connections_per_address``, ``header_timeout``, ``body_timeout``, ``idle_timeout``), when the
+  Site was given the process's :class:`restmq.limits.Limits`.
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ class Snapshot:
     errors: dict[str, int] = field(default_factory=dict)
     latency: Latency | None = None
     redis_latency: Latency | None = None
+    #: The process's :class:`restmq.limits.Limits` (connections, refusals), if known.
+    limits: Any = None
 
 
 class SnapshotCollector(Collector):
@@ -121,6 +127,16 @@ class SnapshotCollector(Collector):
         yield GaugeMetricFamily(
             "restmq_backend_up", "1 when Redis answered this scrape, 0 when not.", value=1.0 if snap.up else 0.0
         )
+        if snap.limits is not None:
+            yield GaugeMetricFamily(
+                "restmq_connections", "Open connections of every listener.", value=float(snap.limits.total)
+            )
+            rejected = CounterMetricFamily(
+                "restmq_limit_rejections", "Connections and requests refused by a limit.", labels=["limit"]
+            )
+            for limit, n in sorted(snap.limits.rejected.items()):
+                rejected.add_metric([limit], float(n))
+            yield rejected
         if snap.latency is not None:
             yield latency_family(snap.latency)
         if snap.redis_latency is not None:
@@ -194,10 +210,11 @@ class Metrics(Endpoint):
     def render_GET(self, request: Request) -> int:
         dispatcher = self.front.dispatcher
         d = defer.ensureDeferred(take_snapshot(dispatcher, self.front.principal(request)))
-        d.addCallback(self._render, dispatcher)
+        d.addCallback(self._render, dispatcher, getattr(request.site, "limits", None))
         return self.front.respond(request, d, PROMETHEUS)
 
-    def _render(self, snapshot: Snapshot, dispatcher: Any) -> bytes:
+    def _render(self, snapshot: Snapshot, dispatcher: Any, limits: Any) -> bytes:
         snapshot.latency = getattr(dispatcher, "latency", None)
         snapshot.redis_latency = getattr(dispatcher, "redis_latency", None)
+        snapshot.limits = limits
         return render(snapshot)

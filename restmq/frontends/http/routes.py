@@ -10,6 +10,7 @@ The tree (``putChild`` at the root, ``getChild`` below; a trailing slash is opti
     /sse/<q>, /ws/<q> SSE and WebSocket streams                                       (sse.py, ws.py)
     /metrics          Prometheus text                                                     (metrics.py)
     /openapi.json     the OpenAPI 3.1 description, generated from the tables              (openapi.py)
+    /collectd/data, /collectd/event   collectd values and notifications -> queues   (collectd.py)
     /RPC2, /xmlrpc    XML-RPC       restmq.frontends.xmlrpc
     /static/<file>    Static        the example pages shipped in the package (COMET, streams)
     anything else     JSON 404
@@ -40,7 +41,9 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.resource import IResource, Resource
 
 from restmq.errors import BadRequest, TooLarge
+from restmq.frontends.http.channel import RestMQChannel, canned
 from restmq.frontends.http.admin import Control, Dashboard, Health, Jobs, Policies, Stats
+from restmq.frontends.http.collectd import Collectd
 from restmq.frontends.http.common import NOT_FOUND, Front, describe, send_error, send_internal
 from restmq.frontends.http.metrics import Metrics
 from restmq.frontends.http.openapi import OpenAPI
@@ -136,14 +139,36 @@ class _Page(Resource):
 
 
 class RestMQSite(server.Site):
-    """The Site: RestMQ's requests, quiet factory, no access log, no tracebacks."""
+    """The Site: RestMQ's requests and channel (header/body deadlines), quiet factory, no access
+    log, no tracebacks. ``limits`` counts what the channel refuses (metrics show it)."""
 
     displayTracebacks = False
     noisy = False
+    protocol = RestMQChannel
 
-    def __init__(self, resource: IResource, *, body_limit: int) -> None:
-        super().__init__(resource, requestFactory=RestMQRequest)
+    def __init__(
+        self,
+        resource: IResource,
+        *,
+        body_limit: int,
+        header_timeout: float = 10.0,
+        body_timeout: float = 60.0,
+        idle_timeout: float = 300.0,
+        limits: Any = None,
+    ) -> None:
+        super().__init__(resource, requestFactory=RestMQRequest, timeout=idle_timeout or None)
         self.body_limit = body_limit
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.limits = limits
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN over TLS: HTTP/1.1 only (streams and WebSocket upgrades are HTTP/1.1 things)."""
+        return [b"http/1.1"]
+
+    def refusal(self, message: str) -> bytes:
+        """How a connection over a connection limit is answered (see :mod:`restmq.limits`)."""
+        return canned(429, "Too Many Requests", "limit_exceeded", message)
 
     def log(self, request: http.Request) -> None:
         """No access log: a line per request would cost more than the queue add itself."""
@@ -169,10 +194,14 @@ def build_tree(front: Front) -> Root:
     root.putChild(b"ws", WebSockets(front))
     root.putChild(b"metrics", Metrics(front))
     root.putChild(b"openapi.json", OpenAPI(front))
+    root.putChild(b"collectd", Collectd(front))
     return root
 
 
-def build_site(dispatcher: Any, *, max_message_size: int = 1 << 20, reactor: Any = None) -> server.Site:
-    """The twisted.web Site serving every HTTP route of SPEC §3 over ``dispatcher``."""
+def build_site(
+    dispatcher: Any, *, max_message_size: int = 1 << 20, reactor: Any = None, **limits: Any
+) -> server.Site:
+    """The twisted.web Site serving every HTTP route of SPEC §3 over ``dispatcher``; ``limits``:
+    :class:`RestMQSite`'s timeouts and ``limits`` counter."""
     front = Front(dispatcher, max_message_size=max_message_size, reactor=reactor)
-    return RestMQSite(build_tree(front), body_limit=front.body_limit)
+    return RestMQSite(build_tree(front), body_limit=front.body_limit, **limits)

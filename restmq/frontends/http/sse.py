@@ -78,7 +78,7 @@ class SSESink(CometSink):
             self.request.write(wire.end_event(reason))
         super().close(reason)
 
-    def lost(self, failure: Failure) -> None:
+    def lost(self, failure: Failure | None = None) -> None:
         """The client went away: stop the heartbeat and unsubscribe now."""
         self._stop_heartbeat()
         super().lost(failure)

@@ -16,13 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
 from restmq.dispatch import REPLAY_ID
 from restmq.errors import NotFound, RestMQError
@@ -37,6 +34,7 @@ from restmq.frontends.http.common import (
     send_error,
 )
 from restmq.wire import form
+from restmq.frontends.flow import ProducerSink
 from restmq.wire.chunked import frame
 
 log = Logger()
@@ -44,13 +42,11 @@ log = Logger()
 STREAM_TYPE = b"text/plain; charset=utf-8"
 
 
-@implementer(IPushProducer)
-class CometSink:
+class CometSink(ProducerSink):
     """The hub's handle on one COMET response; deaf once the stream has ended either way.
 
-    It is the response's push producer: when the client stops reading and the transport's buffer
-    fills, ``pauseProducing`` marks it not ready so the hub stops handing it messages (see
-    :class:`restmq.engine.hub.Sink`); ``resumeProducing`` wakes the subscription again.
+    It is the response's push producer (:class:`~restmq.frontends.flow.ProducerSink`): a client
+    that stops reading is handed nothing more until it drains.
     """
 
     __slots__ = ("request", "callback", "queue", "subscription", "open", "ready")
@@ -60,17 +56,6 @@ class CometSink:
         self.subscription: Any = None
         self.open = True
         self.ready = True
-
-    def pauseProducing(self) -> None:
-        self.ready = False
-
-    def resumeProducing(self) -> None:
-        self.ready = True
-        if self.open and self.subscription is not None:
-            self.subscription.wake()
-
-    def stopProducing(self) -> None:
-        self.lost(Failure(ConnectionDone()))
 
     def deliver(self, message: dict[str, Any]) -> None:
         if self.open:
@@ -87,7 +72,7 @@ class CometSink:
         self.request.unregisterProducer()
         self.request.finish()
 
-    def lost(self, failure: Failure) -> None:
+    def lost(self, failure: Failure | None = None) -> None:
         """The client went away: unsubscribe now."""
         if self.open:
             self.open = False

@@ -30,16 +30,15 @@ from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from restmq import commands, compat
 from restmq.errors import BadRequest, NotFound, RestMQError
 from restmq.frontends.http.common import INTERNAL, Endpoint, Front, queue_name, send_error
+from restmq.frontends.flow import ProducerSink
 from restmq.frontends.http.stream import stream_options
 from restmq.wire.chunked import dumps
 from restmq.wire.line import json_command
@@ -52,8 +51,7 @@ AUTO_PING = 15.0
 NORMAL_CLOSE = 1000
 
 
-@implementer(IPushProducer)
-class WSSink:
+class WSSink(ProducerSink):
     """The hub's handle on one WebSocket: holds messages until the handshake is done, then sends
     one text frame each; deaf once the stream has ended either way. It is the socket's producer:
     ``ready`` is False while the client does not drain what was sent."""
@@ -68,17 +66,6 @@ class WSSink:
         self.held: list[dict[str, Any]] = []
         self.ended: str | None = None  # the hub ended the stream before the handshake finished
         self.ready = True
-
-    def pauseProducing(self) -> None:
-        self.ready = False
-
-    def resumeProducing(self) -> None:
-        self.ready = True
-        if self.open and self.subscription is not None:
-            self.subscription.wake()
-
-    def stopProducing(self) -> None:
-        self.lost()
 
     def deliver(self, message: dict[str, Any]) -> None:
         if not self.open:
