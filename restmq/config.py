@@ -34,6 +34,8 @@ class Config:
     idle_timeout: float = 300.0
     header_timeout: float = 10.0
     body_timeout: float = 60.0
+    max_subscribers: int = 50_000
+    max_queues: int = 100_000
 
     @property
     def endpoints(self) -> dict[str, str]:

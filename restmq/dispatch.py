@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from restmq import commands
 from restmq.engine import QueueEngine
 from restmq.engine.hub import Sink, Subscription
-from restmq.errors import BadRequest, Empty, Forbidden, NotFound, RestMQError, TooLarge
+from restmq.errors import BadRequest, Empty, Forbidden, LimitExceeded, NotFound, RestMQError, TooLarge
 from restmq.engine.keys import DEAD_SUFFIX
 from restmq.latency import Latency
 from restmq.model import Message, QueueLength, QueueState, encode_value
@@ -68,12 +68,15 @@ class Dispatcher:
         max_message_size: int = 1 << 20,
         authorize: Authorizer | None = None,
         check_token: Callable[[str], None] | None = None,
+        max_subscribers: int = 0,
     ) -> None:
         self.engine = engine
         self.max_message_size = max_message_size
         self.authorize = authorize
         #: How ``auth TOKEN`` is judged: the tokens file's check (None: through ``authorize``).
         self.check_token = check_token
+        #: Most stream subscribers of one queue in this process (0: no limit).
+        self.max_subscribers = max_subscribers
         self.calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.latency = Latency()
@@ -155,6 +158,11 @@ class Dispatcher:
             lease = commands.parse(commands.COMMANDS["reserve"], {"queue": queue, "lease": lease})["lease"]
         if self.authorize is not None and principal is not TRUSTED:
             self.authorize(principal, "read", queue)
+        if self.max_subscribers and self.engine.hub.subscribers(queue) >= self.max_subscribers:
+            self.errors["limit_exceeded"] += 1
+            raise LimitExceeded(
+                f"queue {queue} has {self.max_subscribers} subscribers here, the limit (--max-subscribers)"
+            )
         self.calls["subscribe"] += 1
         return self.engine.hub.subscribe(queue, sink, mode=mode, lease=lease, since=since)
 

@@ -245,6 +245,7 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
         timeout=config.redis_timeout,
         default_policy=config.default_policy,
         replay=config.replay,
+        max_queues=config.max_queues,
     )
     tokens = Tokens(config.auth_file) if config.auth_file else None
     acl = Acl(config.acl) if config.acl else None
@@ -255,6 +256,7 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
             tokens.authorize if tokens is not None else None, acl.authorize if acl is not None else None
         ),
         check_token=tokens.check if tokens is not None else no_tokens,
+        max_subscribers=config.max_subscribers,
     )
     root = RestMQService(config, dispatcher, tokens, acl)
     backend.setName("backend")

@@ -115,6 +115,10 @@ class Options(usage.Options):
         ["body-timeout", None, DEFAULTS.body_timeout,
          "Seconds an HTTP request's body may take to arrive after its headers (0: forever).",
          _seconds("body-timeout")],
+        ["max-subscribers", None, DEFAULTS.max_subscribers,
+         "Most stream subscribers of one queue in this process (0: no limit).", _count("max-subscribers", 10**7)],
+        ["max-queues", None, DEFAULTS.max_queues,
+         "Most queues; an add that would create one more is refused (0: no limit).", _count("max-queues", 10**9)],
         # The original RestMQ daemon's options, kept as aliases.
         ["port", None, None, "Original option: HTTP port (with --listen).", int],
         ["listen", None, None, "Original option: HTTP interface (with --port)."],
@@ -166,6 +170,8 @@ class Options(usage.Options):
             idle_timeout=self["idle-timeout"],
             header_timeout=self["header-timeout"],
             body_timeout=self["body-timeout"],
+            max_subscribers=self["max-subscribers"],
+            max_queues=self["max-queues"],
         )
         check_files(config)
         if not config.insecure:

@@ -200,3 +200,44 @@ def test_limit_options_parse_with_bounds():
     for bad in (["--max-connections", "-1"], ["--idle-timeout", "lots"], ["--header-timeout", "100000"]):
         with pytest.raises(usage.UsageError):
             parse(bad)
+
+
+class _Sink:
+    def deliver(self, message: Any) -> None:
+        pass
+
+    def close(self, reason: str) -> None:
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_max_subscribers_per_queue_refuses_one_more(dispatcher, site_url):
+    """Past --max-subscribers on a queue, subscribe is limit_exceeded (HTTP 429 for a stream); other queues are unaffected."""
+    from restmq.errors import LimitExceeded
+
+    dispatcher.max_subscribers = 2
+    held = [dispatcher.subscribe("busy", _Sink()) for _ in range(2)]
+    with pytest.raises(LimitExceeded, match="--max-subscribers"):
+        dispatcher.subscribe("busy", _Sink())
+    refused = await treq.get(site_url + "/c/busy", persistent=False)
+    assert refused.code == 429 and json.loads(await refused.content())["code"] == "limit_exceeded"
+    other = dispatcher.subscribe("quiet", _Sink())
+    held[0].cancel()
+    again = dispatcher.subscribe("busy", _Sink())
+    for subscription in (held[1], other, again):
+        subscription.cancel()
+    assert dispatcher.errors["limit_exceeded"] == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_max_queues_refuses_an_add_that_creates_one_more(dispatcher):
+    """Past --max-queues an add to a new queue is limit_exceeded and stores nothing; existing queues keep working."""
+    from restmq.errors import LimitExceeded
+
+    dispatcher.engine.max_queues = 2
+    for name in ("q1", "q2"):
+        await dispatcher.execute("add", {"queue": name, "value": "x"})
+    with pytest.raises(LimitExceeded, match="--max-queues"):
+        await dispatcher.execute("add", {"queue": "q3", "value": "x"})
+    assert (await dispatcher.execute("len", {"queue": "q3"}))["len"] == 0
+    assert (await dispatcher.execute("add", {"queue": "q1", "value": "y"}))["key"] == "q1:2"

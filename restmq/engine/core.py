@@ -28,7 +28,7 @@ from restmq.engine.hub import Hub, SubscriberEndpoint
 from restmq.engine.maintenance import Sweeper
 from restmq.engine.scripts import Scripts, send
 from restmq.latency import REDIS_BUCKETS, Latency
-from restmq.errors import BackendUnavailable, QueueFull, RestMQError, StaleReceipt
+from restmq.errors import BackendUnavailable, LimitExceeded, QueueFull, RestMQError, StaleReceipt
 from restmq.model import Message, QueueLength, QueueState
 
 log = Logger()
@@ -105,8 +105,11 @@ class QueueEngine:
         timeout: float = 1.0,
         default_policy: str = "broadcast",
         replay: int = 1000,
+        max_queues: int = 0,
     ) -> None:
         self.redis: Any = None
+        #: Most queues in the registry; an add that would create one more is refused (0: no limit).
+        self.max_queues = max_queues
         #: Broadcast messages kept per queue for subscribers that reconnect (0: none).
         self.replay = replay
         self.clock = clock
@@ -211,6 +214,8 @@ class QueueEngine:
         for value_json, priority, ttl, delay, dedup, unique in items:
             stored = K.UNIQUE_MARK + value_json if unique else value_json
             args += (priority, ms(delay), ms(ttl), dedup or "", stored)
+        if self.max_queues and queue not in self._registered:
+            await self._check_new_queue(queue)
         # Sent alongside the script; best effort, since failing an add that Redis applied would make
         # the client retry and duplicate it.
         register = self._register(queue)
@@ -222,6 +227,18 @@ class QueueEngine:
         if register is not None:
             await register
         return [int(n) for n in reply[1:]]
+
+    async def _check_new_queue(self, queue: str) -> None:
+        """``--max-queues``: refuse an add that would create a queue past the limit. Looked at once
+        per queue and process (then the registry cache knows it), so adds pay nothing after."""
+        known, count = await self._bounded(
+            defer.gatherResults(
+                [send(self.redis, b"SISMEMBER", K.REGISTRY, queue), send(self.redis, b"SCARD", K.REGISTRY)],
+                consumeErrors=True,
+            ).addErrback(lambda f: f.value.subFailure)
+        )
+        if not int(known) and int(count) >= self.max_queues:
+            raise LimitExceeded(f"this server holds {int(count)} queues, its limit (--max-queues)")
 
     async def take(self, queue: str, count: int) -> list[Message]:
         """Remove up to ``count`` ready messages (none while the queue is paused)."""
