@@ -36,6 +36,7 @@ class Config:
     body_timeout: float = 60.0
     max_subscribers: int = 50_000
     max_queues: int = 100_000
+    cors: tuple[str, ...] = ()
 
     @property
     def endpoints(self) -> dict[str, str]:

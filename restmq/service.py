@@ -275,6 +275,7 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
             body_timeout=config.body_timeout,
             idle_timeout=config.idle_timeout,
             limits=limits,
+            cors=config.cors,
         ),
         "line": lambda: LineFactory(
             dispatcher, max_line=config.max_message_size, idle_timeout=config.idle_timeout, limits=limits

@@ -7,6 +7,7 @@ RestMQ daemon's options (``--port``, ``--listen``, ``--redis-host`` …) are acc
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +60,15 @@ def _seconds(name: str) -> Any:
         return number
 
     return coerce
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    """``--cors``: ``*`` or a comma list of origins like ``https://app.example.org``."""
+    origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+            raise ValueError(f"--cors takes origins like https://app.example.org (or *), not {origin!r}")
+    return origins
 
 
 def _endpoint_or_off(value: str) -> str | None:
@@ -119,6 +129,8 @@ class Options(usage.Options):
          "Most stream subscribers of one queue in this process (0: no limit).", _count("max-subscribers", 10**7)],
         ["max-queues", None, DEFAULTS.max_queues,
          "Most queues; an add that would create one more is refused (0: no limit).", _count("max-queues", 10**9)],
+        ["cors", None, None, "Origins whose web pages may call this server (comma list, or *); "
+         "CORS is off without it.", _origins],
         # The original RestMQ daemon's options, kept as aliases.
         ["port", None, None, "Original option: HTTP port (with --listen).", int],
         ["listen", None, None, "Original option: HTTP interface (with --port)."],
@@ -172,6 +184,7 @@ class Options(usage.Options):
             body_timeout=self["body-timeout"],
             max_subscribers=self["max-subscribers"],
             max_queues=self["max-queues"],
+            cors=self["cors"] or (),
         )
         check_files(config)
         if not config.insecure:

@@ -44,7 +44,7 @@ from restmq.errors import BadRequest, TooLarge
 from restmq.frontends.http.channel import RestMQChannel, canned
 from restmq.frontends.http.admin import Control, Dashboard, Health, Jobs, Policies, Stats
 from restmq.frontends.http.collectd import Collectd
-from restmq.frontends.http.common import NOT_FOUND, Front, describe, send_error, send_internal
+from restmq.frontends.http.common import NOT_FOUND, Front, describe, send_error, send_internal, send_nothing
 from restmq.frontends.http.metrics import Metrics
 from restmq.frontends.http.openapi import OpenAPI
 from restmq.frontends.http.rest import JsonProtocol, Queues, Root
@@ -54,6 +54,15 @@ from restmq.frontends.http.ws import WebSockets
 from restmq.frontends.xmlrpc import build_xmlrpc
 
 log = Logger()
+
+
+CORS_METHODS = b"GET, POST, PUT, DELETE, HEAD"
+CORS_HEADERS = b"authorization, content-type, accept, last-event-id"
+
+
+def cors_allows(allowed: tuple[bytes, ...], origin: bytes) -> bool:
+    """Whether ``--cors`` lets pages from ``origin`` read answers (``*`` allows any origin)."""
+    return bool(allowed) and (b"*" in allowed or origin in allowed)
 
 
 class RestMQRequest(server.Request):
@@ -86,8 +95,22 @@ class RestMQRequest(server.Request):
         self.content.write(data)
 
     def process(self) -> None:
+        site = getattr(self.channel, "site", None)
+        origin = self.getHeader(b"origin")
+        if origin is not None and site is not None and cors_allows(site.cors, origin):
+            self.setHeader(b"access-control-allow-origin", origin)
+            if origin in site.cors:  # named origins may send credentials; "*" may not
+                self.setHeader(b"access-control-allow-credentials", b"true")
+            self.setHeader(b"vary", b"origin")
+            if self.method == b"OPTIONS" and self.getHeader(b"access-control-request-method"):
+                self.setHeader(b"access-control-allow-methods", CORS_METHODS)
+                self.setHeader(b"access-control-allow-headers", CORS_HEADERS)
+                self.setHeader(b"access-control-max-age", b"600")
+                self.site = site
+                send_nothing(self)
+                return
         if self.too_large:
-            self.site = self.channel.site  # type: ignore[attr-defined]
+            self.site = site  # type: ignore[assignment]
             limit = self._limit()
             send_error(self, TooLarge(f"request body is over {limit} bytes", limit=limit))
             return
@@ -155,12 +178,15 @@ class RestMQSite(server.Site):
         body_timeout: float = 60.0,
         idle_timeout: float = 300.0,
         limits: Any = None,
+        cors: tuple[str, ...] = (),
     ) -> None:
         super().__init__(resource, requestFactory=RestMQRequest, timeout=idle_timeout or None)
         self.body_limit = body_limit
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.limits = limits
+        #: Origins whose pages may read answers (``--cors``); none: CORS is off.
+        self.cors = tuple(o.encode() for o in cors)
 
     def acceptableProtocols(self) -> list[bytes]:
         """ALPN over TLS: HTTP/1.1 only (streams and WebSocket upgrades are HTTP/1.1 things)."""
