@@ -8,7 +8,6 @@ One line per token: ``TOKEN RIGHTS PATTERN [PATTERN…]``. RIGHTS is a comma lis
 from __future__ import annotations
 
 import base64
-import binascii
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +140,7 @@ def basic_credentials(header: str | bytes | None) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 inside
         return None
     user, colon, password = decoded.partition(":")
     return (user, password) if colon else None

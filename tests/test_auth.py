@@ -79,6 +79,8 @@ def test_tokens_reload_keeps_the_old_ones_on_a_broken_file(tokens, tmp_path):
     ("Basic " + base64.b64encode(b"user:tok").decode(), "tok"),
     ("Basic " + base64.b64encode(b":tok").decode(), "tok"),
     ("Basic !!!", None),
+    ("Basic \u00e9t\u00e9", None),  # not ASCII: found by the fuzzer (it was a 500)
+    (b"Basic \xff\xfe", None),
     ("Digest x", None),
     (None, None),
 ])
