@@ -80,14 +80,15 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     longdesc = (
-        "Run RestMQ: a Redis-backed message queue over HTTP, XML-RPC and a line protocol. "
+        "Run RestMQ: a Redis-backed message queue over HTTP, XML-RPC, a line protocol and, when asked, "
+        "the Redis and memcached protocols. "
         "Without --redis it starts its own redis-server (append-only file on) under --data."
     )
     optParameters = [
         ["http", None, DEFAULTS.http, "HTTP endpoint (Twisted endpoint string)."],
         ["line", None, DEFAULTS.line, "Line-protocol endpoint, or 'none'.", _endpoint_or_off],
         ["syslog", None, None, "Syslog line receiver endpoint (off unless given), e.g. tcp:25000."],
-        ["resp", None, None, "Redis-protocol (RESP2) endpoint (off unless given), e.g. tcp:6380:interface=127.0.0.1."],
+        ["resp", None, None, "Redis-protocol (RESP2/RESP3) endpoint (off unless given), e.g. tcp:6380:interface=127.0.0.1."],
         ["memcache", None, None, "memcached text-protocol endpoint (off unless given), e.g. tcp:22133:interface=127.0.0.1."],
         ["redis", None, None, "Redis URL: redis://host:port/db, rediss://…, unix:///path, "
          "redis+sentinel://host:port/master. Default: a private embedded server."],

@@ -155,6 +155,13 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
     Half-closeable: a client that sends its commands and then closes its side (``printf … | nc``)
     still gets every answer before the connection closes. A subscriber that closes its side is
     taken as gone: its stream ends at once, so no message is handed to a client that left.
+
+    Other request/answer protocols reuse the ordering by subclassing (the RESP front end does):
+    they replace the framing (``dataReceived`` parses and calls ``_call(Call)`` per request, or
+    ``_quit(last_bytes)`` to answer and close after every earlier answer, and stops while
+    ``_paused``), the encoding (``_encode_answer(answer, reply)``, ``_encode_failure(failure,
+    name)``) and, if they like, the dispatcher (any object with ``execute(name, args, principal,
+    frontend=)``). ``_closing`` and ``_gone`` say whether more requests and answers make sense.
     """
 
     #: Answers that may be outstanding before the connection stops reading.

@@ -5,6 +5,6 @@ from twisted.application.service import ServiceMaker
 restmq = ServiceMaker(
     "RestMQ",
     "restmq.tap",
-    "A Redis-backed message queue over HTTP, XML-RPC and a line protocol.",
+    "A Redis-backed message queue over HTTP, XML-RPC, a line, Redis and memcached protocols.",
     "restmq",
 )
