@@ -239,3 +239,27 @@ async def test_ttl_drops_unconsumed_messages_and_counts_them(dispatcher):
     await fails(dispatcher, "bad_request", "add", queue="q", value="x", ttl=-1)
     await fails(dispatcher, "bad_request", "add", queue="q", value="x", ttl="soon")
     await fails(dispatcher, "bad_request", "add_many", queue="q", messages=[{"value": "x", "ttl": -1}])
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_before_redis_is_connected_is_backend_unavailable():
+    """health, add and take on an engine with no Redis yet answer backend_unavailable (chaos found a 500 and unhandled errors)."""
+    import gc
+
+    from twisted.internet import reactor
+    from twisted.logger import globalLogPublisher
+
+    from restmq.dispatch import Dispatcher
+    from restmq.engine import QueueEngine
+
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        await fails(Dispatcher(QueueEngine(clock=reactor)), "backend_unavailable", "health")
+        for engine in (QueueEngine(clock=reactor), QueueEngine(clock=reactor, max_queues=5)):
+            await fails(Dispatcher(engine), "backend_unavailable", "add", queue="q", value="x")
+            await fails(Dispatcher(engine), "backend_unavailable", "take", queue="q")
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert not [e for e in logged if "Unhandled error" in str(e.get("log_format", ""))]

@@ -170,6 +170,8 @@ class QueueEngine:
         """Run a per-queue script (``ARGV[1]`` is the queue's channel). Every script answers
         ``{next due, …}``; when the queue has something due the global timer is kept, and the rest
         of the answer is returned. The round trip is timed into :attr:`redis_latency`."""
+        if self.redis is None:
+            return defer.fail(BackendUnavailable("redis is not connected yet"))
         qk = K.for_queue(queue)
         start = time.monotonic()
         call = self.scripts.call(self.redis, name, qk.pick(self.scripts.keys[name]), [qk.channel, *args])
@@ -194,8 +196,8 @@ class QueueEngine:
         """Keep the queue in the registry of names (a separate, idempotent write: see keys.py);
         None when this process registered it recently."""
         now = self.clock.seconds()
-        if now - self._registered.get(queue, -REGISTRY_REFRESH) < REGISTRY_REFRESH:
-            return None
+        if self.redis is None or now - self._registered.get(queue, -REGISTRY_REFRESH) < REGISTRY_REFRESH:
+            return None  # registered recently, or no Redis yet (the add itself fails then)
 
         def done(_: Any) -> None:
             self._registered[queue] = now
@@ -231,12 +233,14 @@ class QueueEngine:
     async def _check_new_queue(self, queue: str) -> None:
         """``--max-queues``: refuse an add that would create a queue past the limit. Looked at once
         per queue and process (then the registry cache knows it), so adds pay nothing after."""
-        known, count = await self._bounded(
-            defer.gatherResults(
+
+        async def ask() -> list[Any]:
+            return await defer.gatherResults(  # type: ignore[no-any-return]
                 [send(self.redis, b"SISMEMBER", K.REGISTRY, queue), send(self.redis, b"SCARD", K.REGISTRY)],
                 consumeErrors=True,
             ).addErrback(lambda f: f.value.subFailure)
-        )
+
+        known, count = await self._bounded(ask())  # a coroutine: not even started without Redis
         if not int(known) and int(count) >= self.max_queues:
             raise LimitExceeded(f"this server holds {int(count)} queues, its limit (--max-queues)")
 
@@ -415,4 +419,6 @@ class QueueEngine:
         """What an operator must know about this Redis: version, persistence, eviction, warnings."""
         from restmq.backend.connect import redis_facts
 
+        if self.redis is None:  # not connected yet: asking would fail outside _bounded's reach
+            return dict(await self._bounded(defer.succeed({})))
         return dict(await self._bounded(redis_facts(self.redis)))

@@ -1,0 +1,592 @@
+"""Chaos: real RestMQ and Redis processes killed and frozen under a mixed load; the promises checked.
+
+    .venv/bin/python chaos/chaos.py             # the long run: 25 kills of RestMQ, 10 of Redis, ...
+    .venv/bin/python chaos/chaos.py --short     # what CI runs (about a minute)
+    .venv/bin/python chaos/chaos.py --json out.json
+
+Scenarios (each on its own private redis-server, ``--appendonly yes``):
+
+* ``kill-restmq``: producers (``add``, ``add_many`` over HTTP), reserve/ack/nack consumers (HTTP) and
+  a reserve-mode stream consumer (line ``subscribe``, acking on its connection) run while
+  ``restmq serve`` is killed with SIGKILL at random instants and restarted, N times. Then the queue
+  is drained (reserve + ack) and checked:
+
+  - every add answered success was delivered and acked at least once (nothing lost);
+  - a message acked with success is never delivered again (no delivery with more attempts after
+    the ack that succeeded);
+  - in Redis every held message is in exactly one of ready / reserved / delayed / dead, and every
+    id is below the never-reset counter (ids never reused, nothing in two places);
+  - no add answered a key that an earlier add had answered.
+
+* ``kill-redis``: the same load while redis-server is killed with SIGKILL and restarted on its AOF,
+  with ``appendfsync always`` (nothing answered success may be lost) and ``everysec`` (the loss
+  window is measured). Also measured: how long RestMQ takes to answer ``backend_unavailable`` once
+  Redis is gone (promise: within 1 s, ``--redis-timeout``) and to serve again once it is back
+  (promise: within 2 s), without a restart of RestMQ.
+
+* ``freeze-redis``: redis-server stopped with SIGSTOP: adds answer 503 within the timeout, routes
+  that need no Redis still answer at once (the reactor never blocks), ``/health`` says 503; SIGCONT
+  and everything works again.
+
+Exit status 0 when every promise held, 1 otherwise; a table of the figures is printed either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+QUEUE = "chaos"
+LEASE = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_binary() -> str:
+    found = os.environ.get("RESTMQ_TEST_REDIS") or shutil.which("redis-server")
+    if not found:
+        raise SystemExit("chaos needs redis-server on PATH (or RESTMQ_TEST_REDIS)")
+    return found
+
+
+class Gone(Exception):
+    """No answer: the server is down, was killed mid-request, or did not answer in time."""
+
+
+def call(method: str, url: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"content-type": "application/json", "accept": "application/json"} if data is not None else {}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as answer:
+            status, raw = answer.status, answer.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    except (OSError, ValueError) as e:
+        raise Gone(repr(e)) from e
+    try:
+        return status, (json.loads(raw) if raw.strip() else None)
+    except ValueError:
+        return status, raw
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+class Redis:
+    """A private redis-server with an append-only file, restartable on the same data."""
+
+    def __init__(self, directory: Path, fsync: str) -> None:
+        self.dir, self.fsync, self.port = directory, fsync, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", "--logfile", "redis.log"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit(f"redis-server did not start (see {self.dir}/redis.log)")
+            time.sleep(0.05)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(port=self.port)
+
+
+class RestMQ:
+    """``restmq serve`` on fixed ports (so clients find it again after a restart)."""
+
+    def __init__(self, directory: Path, redis_url: str, timeout: float = 1.0) -> None:
+        self.dir, self.redis_url, self.timeout = directory, redis_url, timeout
+        self.http, self.line = free_port(), free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http}"
+
+    def start(self) -> float:
+        """Start and wait until it serves; answers the seconds it took."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        log = open(self.dir / f"restmq-{self.starts}.log", "wb")
+        self.starts += 1
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "restmq.cli", "serve", "--redis", self.redis_url,
+             "--http", f"tcp:{self.http}:interface=127.0.0.1", "--line", f"tcp:{self.line}:interface=127.0.0.1",
+             "--data", str(self.dir / "data"), "--redis-timeout", str(self.timeout), "--log-format", "json"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        while True:
+            try:
+                if call("GET", self.base + "/health", timeout=1)[0] == 200:
+                    return time.monotonic() - began
+            except Gone:
+                pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"restmq serve exited (see {self.dir})")
+            if time.monotonic() - began > 30:
+                raise SystemExit("restmq serve did not become healthy in 30 s")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+# -- the load and its ledger ----------------------------------------------------------------------
+
+
+@dataclass
+class Ledger:
+    """What the clients were told, under one lock."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    added: list[str] = field(default_factory=list)
+    uncertain_adds: int = 0
+    acked: dict[str, int] = field(default_factory=dict)  # key -> attempts of the delivery acked
+    #: Keys in an ack whose answer never came, or was backend_unavailable: Redis may have applied it.
+    uncertain_acks: set[str] = field(default_factory=set)
+    deliveries: int = 0
+    redelivered: int = 0
+    seen: dict[str, int] = field(default_factory=dict)  # key -> highest attempts seen
+    violations: list[str] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add_keys(self, keys: list[str]) -> None:
+        with self.lock:
+            self.added.extend(keys)
+
+    def delivered(self, message: dict[str, Any]) -> None:
+        key, attempts = message["key"], int(message.get("attempts", 1))
+        with self.lock:
+            self.deliveries += 1
+            if key in self.seen:
+                self.redelivered += 1
+            self.seen[key] = max(self.seen.get(key, 0), attempts)
+            done = self.acked.get(key)
+            if done is not None and attempts > done:
+                self.violations.append(f"{key} delivered again (attempt {attempts}) after its ack of attempt {done}")
+
+    def acked_ok(self, messages: list[dict[str, Any]]) -> None:
+        with self.lock:
+            for m in messages:
+                self.acked[m["key"]] = max(self.acked.get(m["key"], 0), int(m.get("attempts", 1)))
+
+    def ack_unknown(self, messages: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.uncertain_acks.update(m["key"] for m in messages)
+
+    def error(self, what: str) -> None:
+        with self.lock:
+            self.errors[what] = self.errors.get(what, 0) + 1
+
+
+class Load:
+    """Producer, consumer and stream threads against one RestMQ, surviving its restarts."""
+
+    def __init__(self, server: RestMQ, ledger: Ledger, seed: int) -> None:
+        self.server, self.ledger = server, ledger
+        self.stop = threading.Event()
+        self.random = random.Random(seed)
+        self.counter = 0
+        self.threads = [
+            threading.Thread(target=self.produce, daemon=True),
+            threading.Thread(target=self.produce, args=(True,), daemon=True),
+            threading.Thread(target=self.consume, daemon=True),
+            threading.Thread(target=self.consume, daemon=True),
+            threading.Thread(target=self.stream, daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def _value(self) -> str:
+        with self.ledger.lock:
+            self.counter += 1
+            return f"v{self.counter}"
+
+    def produce(self, many: bool = False) -> None:
+        while not self.stop.is_set():
+            try:
+                if many:
+                    status, answer = call("POST", f"{self.server.base}/q/{QUEUE}",
+                                          {"messages": [self._value() for _ in range(20)]})
+                    keys = answer.get("keys", []) if isinstance(answer, dict) else []
+                else:
+                    status, answer = call("POST", f"{self.server.base}/q/{QUEUE}", {"value": self._value()})
+                    keys = [answer["key"]] if isinstance(answer, dict) and "key" in answer else []
+            except Gone:
+                with self.ledger.lock:
+                    self.ledger.uncertain_adds += 1
+                time.sleep(0.05)
+                continue
+            if status in (200, 201) and keys:
+                self.ledger.add_keys(keys)
+            else:
+                self.ledger.error(f"add {status}")
+                time.sleep(0.05)
+            time.sleep(0.005)
+
+    def consume(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status, got = call("GET", f"{self.server.base}/q/{QUEUE}?lease={LEASE}&count=10")
+            except Gone:
+                time.sleep(0.05)
+                continue
+            if status != 200 or not isinstance(got, list):
+                if status != 204:
+                    self.ledger.error(f"reserve {status}")
+                time.sleep(0.05)
+                continue
+            for m in got:
+                self.ledger.delivered(m)
+            keep = [m for m in got if self.random.random() < 0.8]
+            give_back = [m for m in got if m not in keep and self.random.random() < 0.5]
+            if keep:
+                try:
+                    status, answer = call("POST", f"{self.server.base}/q/{QUEUE}/ack",
+                                          {"receipt": [m["receipt"] for m in keep]})
+                except Gone:
+                    self.ledger.ack_unknown(keep)
+                    continue
+                if status == 200 and isinstance(answer, dict) and answer.get("acked") == len(keep):
+                    self.ledger.acked_ok(keep)
+                elif status != 409:  # 409 stale: a lease ran out first, nothing was acked
+                    self.ledger.error(f"ack {status}")
+                    self.ledger.ack_unknown(keep)
+            try:
+                for m in give_back:
+                    call("POST", f"{self.server.base}/q/{QUEUE}/nack", {"receipt": m["receipt"]})
+            except Gone:
+                continue
+
+    def stream(self) -> None:
+        """A line-protocol subscriber in reserve mode acking on its own connection."""
+        while not self.stop.is_set():
+            pending: dict[str, dict[str, Any]] = {}  # acks sent, answers not read yet
+            try:
+                with socket.create_connection(("127.0.0.1", self.server.line), timeout=1) as s:
+                    s.sendall(f"subscribe {QUEUE} reserve {LEASE}\n".encode())
+                    reader = s.makefile("rb")
+                    while not self.stop.is_set():
+                        try:
+                            raw = reader.readline()
+                        except socket.timeout:
+                            continue
+                        if not raw:
+                            break
+                        line = json.loads(raw)
+                        if isinstance(line, dict) and "receipt" in line:
+                            self.ledger.delivered(line)
+                            pending[line["receipt"]] = line
+                            s.sendall(f"ack {QUEUE} {line['receipt']}\n".encode())
+                        elif isinstance(line, dict) and "reply" in line and line["reply"].get("acked") == 1:
+                            # answers come in request order: the oldest ack sent is the one answered
+                            receipt = next(iter(pending))
+                            self.ledger.acked_ok([pending.pop(receipt)])
+                        elif isinstance(line, dict) and "error" in line and pending:
+                            failed = pending.pop(next(iter(pending)))
+                            if line.get("code") != "stale_receipt":  # stale: the lease ran out first
+                                self.ledger.ack_unknown([failed])
+            except (OSError, ValueError):
+                pass
+            finally:
+                self.ledger.ack_unknown(list(pending.values()))
+            time.sleep(0.05)
+
+
+def drain(server: RestMQ, ledger: Ledger, deadline: float) -> list[str]:
+    """Reserve and ack until nothing is ready, reserved or delayed; the keys acked here."""
+    drained: list[str] = []
+    while time.monotonic() < deadline:
+        status, got = call("GET", f"{server.base}/q/{QUEUE}?lease=30&count=100")
+        if status == 200 and got:
+            for m in got:
+                ledger.delivered(m)
+            status, answer = call("POST", f"{server.base}/q/{QUEUE}/ack", {"receipt": [m["receipt"] for m in got]})
+            if status == 200:
+                ledger.acked_ok(got)
+                drained.extend(m["key"] for m in got)
+            continue
+        _, length = call("GET", f"{server.base}/stats/{QUEUE}")
+        held = length["length"] if isinstance(length, dict) else {}
+        if not held.get("ready") and not held.get("reserved") and not held.get("delayed"):
+            return drained
+        time.sleep(0.2)
+    ledger.violations.append("the queue did not drain in time")
+    return drained
+
+
+def check_redis(redis_client: Any, ledger: Ledger) -> dict[str, Any]:
+    """Every held message in exactly one place; every id below the counter; adds answered distinct keys."""
+    from restmq.engine import keys as K
+
+    k = K.for_queue(QUEUE)
+    sets = {name: {int(n) for n in redis_client.zrange(getattr(k, name), 0, -1)}
+            for name in ("ready", "reserved", "delayed")}
+    records = {int(n) for n in redis_client.hkeys(k.messages)}
+    dead = {int(n) for n in redis_client.zrange(k.dead, 0, -1)}
+    seq = int(redis_client.get(k.seq) or 0)
+    places: dict[int, list[str]] = {}
+    for name, members in {**sets, "dead": dead}.items():
+        for n in members:
+            places.setdefault(n, []).append(name)
+    for n, where in places.items():
+        if len(where) > 1:
+            ledger.violations.append(f"{QUEUE}:{n} is in {where}")
+    held = sets["ready"] | sets["reserved"] | sets["delayed"]
+    if held != records:
+        ledger.violations.append(f"records without a place {sorted(records - held)[:5]}, places without a record "
+                                 f"{sorted(held - records)[:5]}")
+    numbers = [int(key.rsplit(":", 1)[1]) for key in ledger.added]
+    if len(numbers) != len(set(numbers)):
+        ledger.violations.append("an add answered a key another add had answered (an id was reused)")
+    if numbers and max(numbers) > seq:
+        ledger.violations.append(f"key {max(numbers)} is above the counter {seq}")
+    return {"dead": len(dead), "seq": seq}
+
+
+def lost(ledger: Ledger) -> list[str]:
+    """Added keys never acked (an ack whose answer was lost may have been applied: not counted)."""
+    return [key for key in ledger.added if key not in ledger.acked and key not in ledger.uncertain_acks]
+
+
+# -- scenarios ----------------------------------------------------------------------------------
+
+
+def kill_restmq(tmp: Path, kills: int, seed: int) -> dict[str, Any]:
+    redis = Redis(tmp / "redis", "everysec")
+    redis.start()
+    server = RestMQ(tmp / "restmq", redis.url)
+    ledger = Ledger()
+    rnd = random.Random(seed)
+    restarts: list[float] = []
+    try:
+        server.start()
+        call("PUT", f"{server.base}/q/{QUEUE}/config", {"max_attempts": 1000})
+        load = Load(server, ledger, seed)
+        load.start()
+        for _ in range(kills):
+            time.sleep(rnd.uniform(0.3, 1.2))
+            server.kill()
+            time.sleep(rnd.uniform(0.0, 0.3))
+            restarts.append(server.start())
+        time.sleep(0.5)
+        load.finish()
+        drain(server, ledger, time.monotonic() + 60)
+        extra = check_redis(redis.client(), ledger)
+    finally:
+        server.stop()
+        redis.stop()
+    missing = lost(ledger)
+    if missing:
+        ledger.violations.append(f"{len(missing)} added messages never acked, e.g. {missing[:5]}")
+    return {
+        "scenario": "kill-restmq", "kills": kills, "added": len(ledger.added), "uncertain_adds": ledger.uncertain_adds,
+        "deliveries": ledger.deliveries, "redelivered": ledger.redelivered, "acked": len(ledger.acked),
+        "uncertain_acks": len(ledger.uncertain_acks - set(ledger.acked)), "lost": len(missing), "restart_s_max": round(max(restarts, default=0), 2), **extra,
+        "errors": ledger.errors, "violations": ledger.violations,
+    }
+
+
+def wait_status(url: str, want: set[int], limit: float, body: Any = None) -> float | None:
+    """Seconds until ``url`` answers a status in ``want`` (a POST when ``body``), or None."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit:
+        try:
+            status, _ = call("POST" if body is not None else "GET", url, body, timeout=limit)
+        except Gone:
+            status = 0
+        if status in want:
+            return time.monotonic() - began
+        time.sleep(0.02)
+    return None
+
+
+def kill_redis(tmp: Path, kills: int, fsync: str, seed: int) -> dict[str, Any]:
+    redis = Redis(tmp / f"redis-{fsync}", fsync)
+    redis.start()
+    server = RestMQ(tmp / f"restmq-{fsync}", redis.url)
+    ledger = Ledger()
+    rnd = random.Random(seed)
+    detect: list[float] = []
+    recover: list[float] = []
+    try:
+        server.start()
+        call("PUT", f"{server.base}/q/{QUEUE}/config", {"max_attempts": 1000})
+        load = Load(server, ledger, seed)
+        load.start()
+        for _ in range(kills):
+            time.sleep(rnd.uniform(0.5, 1.5))
+            redis.signal(signal.SIGKILL)
+            seen = wait_status(f"{server.base}/q/probe", {503}, 5.0, {"value": "probe"})
+            detect.append(seen if seen is not None else 99.0)
+            time.sleep(rnd.uniform(0.2, 0.8))
+            redis.start()
+            back = wait_status(f"{server.base}/health", {200}, 10.0)
+            recover.append(back if back is not None else 99.0)
+        time.sleep(0.5)
+        load.finish()
+        drain(server, ledger, time.monotonic() + 60)
+        extra = check_redis(redis.client(), ledger)
+    finally:
+        server.stop()
+        redis.stop()
+    missing = lost(ledger)
+    if fsync == "always" and missing:
+        ledger.violations.append(f"appendfsync always lost {len(missing)} acknowledged adds, e.g. {missing[:5]}")
+    if max(detect, default=0) > 1.5:
+        ledger.violations.append(f"backend_unavailable took {max(detect):.2f} s (promise: 1 s + margin)")
+    if max(recover, default=0) > 2.5:
+        ledger.violations.append(f"recovery took {max(recover):.2f} s (promise: 2 s + margin)")
+    return {
+        "scenario": f"kill-redis ({fsync})", "kills": kills, "added": len(ledger.added),
+        "uncertain_adds": ledger.uncertain_adds, "deliveries": ledger.deliveries, "redelivered": ledger.redelivered,
+        "acked": len(ledger.acked), "uncertain_acks": len(ledger.uncertain_acks - set(ledger.acked)),
+        "lost": len(missing), "detect_s_max": round(max(detect, default=0), 3), "recover_s_max": round(max(recover, default=0), 3),
+        **extra, "errors": ledger.errors, "violations": ledger.violations,
+    }
+
+
+def freeze_redis(tmp: Path, seconds: float) -> dict[str, Any]:
+    redis = Redis(tmp / "redis-frozen", "everysec")
+    redis.start()
+    server = RestMQ(tmp / "restmq-frozen", redis.url)
+    violations: list[str] = []
+    out: dict[str, Any] = {"scenario": "freeze-redis", "frozen_s": seconds}
+    try:
+        server.start()
+        redis.signal(signal.SIGSTOP)
+        began = time.monotonic()
+        status, _ = call("POST", f"{server.base}/q/{QUEUE}", {"value": "frozen"}, timeout=10)
+        out["add_503_s"] = round(time.monotonic() - began, 3)
+        if status != 503 or out["add_503_s"] > 1.5:
+            violations.append(f"an add while Redis is frozen answered {status} after {out['add_503_s']} s")
+        began = time.monotonic()
+        status, _ = call("GET", f"{server.base}/openapi.json", timeout=5)
+        out["no_redis_route_s"] = round(time.monotonic() - began, 3)
+        if status != 200 or out["no_redis_route_s"] > 0.5:
+            violations.append(f"/openapi.json answered {status} in {out['no_redis_route_s']} s: the reactor blocked")
+        status, _ = call("GET", f"{server.base}/health", timeout=5)
+        out["health_while_frozen"] = status
+        if status != 503:
+            violations.append(f"/health answered {status} while Redis was frozen")
+        time.sleep(max(0.0, seconds - (time.monotonic() - began)))
+        redis.signal(signal.SIGCONT)
+        back = wait_status(f"{server.base}/q/{QUEUE}", {200, 201}, 10.0, {"value": "thawed"})
+        out["recover_s"] = round(back, 3) if back is not None else None
+        if back is None or back > 2.5:
+            violations.append(f"after SIGCONT adds worked again only after {back} s")
+    finally:
+        server.stop()
+        redis.stop()
+    out["violations"] = violations
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="RestMQ chaos: kill and freeze real processes, check the promises.")
+    p.add_argument("--short", action="store_true", help="the CI run: fewer kills (about a minute)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: time)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, AOFs)")
+    args = p.parse_args(argv)
+    seed = args.seed if args.seed is not None else int(time.time())
+    restmq_kills, redis_kills = (5, 2) if args.short else (25, 10)
+    tmp = Path(tempfile.mkdtemp(prefix="restmq-chaos-"))
+    print(f"chaos: seed {seed}, temp {tmp}", flush=True)
+    results = []
+    try:
+        results.append(kill_restmq(tmp, restmq_kills, seed))
+        results.append(kill_redis(tmp, redis_kills, "always", seed + 1))
+        if not args.short:
+            results.append(kill_redis(tmp, redis_kills, "everysec", seed + 2))
+        results.append(freeze_redis(tmp, 1.0 if args.short else 5.0))
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    failed = False
+    for r in results:
+        figures = {k: v for k, v in r.items() if k not in ("scenario", "violations")}
+        ok = not r["violations"]
+        failed |= not ok
+        print(f"{r['scenario']:22} {'ok' if ok else 'FAILED'}  " + "  ".join(f"{k}={v}" for k, v in figures.items()))
+        for v in r["violations"]:
+            print(f"    violation: {v}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"seed": seed, "results": results}, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
