@@ -1,5 +1,6 @@
-"""The chaos suite's short run (chaos/chaos.py --short): RestMQ killed -9 five times and Redis twice
-under a mixed load, Redis frozen with SIGSTOP; every promise checked (the long run is by hand)."""
+"""The chaos suite's short run (chaos/chaos.py --short): RestMQ killed -9 five times, an external and
+an embedded Redis twice each, under a mixed load; Redis frozen with SIGSTOP; every promise checked
+(the long run is by hand)."""
 
 from __future__ import annotations
 
@@ -20,4 +21,5 @@ def test_chaos_short_run_keeps_every_promise(tmp_path):
     results = {r["scenario"]: r for r in json.loads(out.read_text())["results"]}
     assert results["kill-restmq"]["kills"] == 5 and results["kill-restmq"]["lost"] == 0
     assert results["kill-redis (always)"]["lost"] == 0
+    assert results["kill-embedded-redis"]["lost"] == 0
     assert results["freeze-redis"]["health_while_frozen"] == 503
