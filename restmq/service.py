@@ -22,7 +22,7 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger
@@ -31,6 +31,7 @@ from restmq import logs
 from restmq.acl import RECHECK, Acl
 from restmq.auth import Tokens, combine, no_tokens
 from restmq.backend import RedisBackend
+from restmq.backend.connect import endpoint_for
 from restmq.backend.redisconf import RedisTarget
 from restmq.config import Config
 from restmq.limits import LimitedFactory, Limits
@@ -42,29 +43,12 @@ from restmq.engine.hub import SubscriberEndpoint
 log = Logger()
 
 
-async def subscriber_endpoint(target: RedisTarget, reactor: Any) -> SubscriberEndpoint:
-    """Where the hub's pub/sub connection goes: the same server as the pool (for Sentinel, the
-    master it names now; following a failover is the fault-tolerance issue's work)."""
-    if target.kind == "unix":
-        endpoint: Any = UNIXClientEndpoint(reactor, target.path)
-    elif target.kind == "tcp":
-        assert target.host is not None and target.port is not None  # parse_redis_url fills them
-        endpoint = HostnameEndpoint(reactor, target.host, target.port)
-    else:
-        import txredisapi
-
-        sentinel = txredisapi.Sentinel(list(target.sentinels))
-        try:
-            host, port = await sentinel.discover_master(target.master)
-        finally:
-            sentinel.disconnect()
-        endpoint = HostnameEndpoint(reactor, host, port)
-    if target.tls:
-        from twisted.internet.endpoints import wrapClientTLS
-        from twisted.internet.ssl import optionsForClientTLS
-
-        endpoint = wrapClientTLS(optionsForClientTLS(target.host or ""), endpoint)
-    return SubscriberEndpoint(endpoint, password=target.password, username=target.username)
+def subscriber_endpoint(target: RedisTarget, reactor: Any) -> SubscriberEndpoint:
+    """Where the hub's pub/sub connection goes: the same server as the pool, with the same TLS
+    checks; for Sentinel, the master they name at each (re)connect, so a failover is followed."""
+    return SubscriberEndpoint(
+        endpoint_for(target, reactor), password=target.password, username=target.username
+    )
 
 
 class EngineService(Service):
@@ -82,7 +66,7 @@ class EngineService(Service):
     async def _attach(self) -> None:
         client = await self.backend.whenReady()
         target = self.backend.target
-        await self.engine.attach(client, await subscriber_endpoint(target, self.reactor))
+        await self.engine.attach(client, subscriber_endpoint(target, self.reactor))
         log.info("engine ready redis={url}", url=target.display())
 
     def stopService(self) -> defer.Deferred[None]:

@@ -24,6 +24,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -34,6 +35,7 @@ from restmq.backend.redisconf import (
     parse_version,
 )
 from restmq.errors import BackendUnavailable
+from zope.interface import implementer
 
 if TYPE_CHECKING:
     import txredisapi
@@ -91,6 +93,52 @@ def _fast_protocol_class() -> type:
 
 
 @functools.cache
+def _sentinel_class() -> type:
+    """txredisapi's Sentinel, answering as soon as every Sentinel has: during a failover they all
+    report the old master as down, and txredisapi would wait its whole discovery timeout (10 s)
+    before the next try, although the new master is usually named a second later."""
+    import txredisapi
+
+    class PromptSentinel(txredisapi.Sentinel):
+        discovery_timeout = 2.0
+
+        def discover_master(self, service_name: str) -> Deferred[tuple[str, int]]:
+            result: Deferred[tuple[str, int]] = Deferred()
+            waiting = [len(self.sentinels)]
+
+            def settle() -> None:
+                if not result.called:
+                    if timer.active():
+                        timer.cancel()
+                    result.errback(txredisapi.MasterNotFoundError(f"No master found for {service_name}"))
+
+            def answered(response: Any) -> None:
+                if result.called:
+                    return
+                state = response.get(service_name) if isinstance(response, dict) else None
+                if state and self.check_master_state(state):
+                    if timer.active():
+                        timer.cancel()
+                    result.callback((state["ip"], int(state["port"])))
+
+            def one_done(_: Any) -> None:
+                waiting[0] -= 1
+                if waiting[0] == 0:
+                    settle()
+
+            from twisted.internet import reactor
+
+            timer = reactor.callLater(self.discovery_timeout, settle)  # type: ignore[attr-defined]
+            for sentinel in self.sentinels:
+                d = sentinel.sentinel_masters()
+                d.addCallbacks(answered, lambda _: None)
+                d.addBoth(one_done)
+            return result
+
+    return PromptSentinel
+
+
+@functools.cache
 def _sentinel_factory_class() -> type:
     """A Sentinel master factory whose role check works with ``charset=None``.
 
@@ -134,6 +182,39 @@ def _endpoint(target: RedisTarget, reactor: Any, timeout: float) -> Any:
     return endpoint
 
 
+@implementer(IStreamClientEndpoint)
+class SentinelMasterEndpoint:
+    """Connects to whichever server the Sentinels name as master *now*: a reconnecting client
+    (the hub's pub/sub ClientService) follows a failover because every connect asks again."""
+
+    def __init__(self, reactor: Any, target: RedisTarget, timeout: float = 1.0) -> None:
+        self.reactor, self.target, self.timeout = reactor, target, timeout
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        return ensureDeferred(self._connect(factory))
+
+    async def _connect(self, factory: Any) -> Any:
+        from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+
+        sentinel = _sentinel_class()(list(self.target.sentinels), connectTimeout=self.timeout)
+        try:
+            host, port = await sentinel.discover_master(self.target.master)
+        finally:
+            sentinel.disconnect()
+        endpoint: Any = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
+        if self.target.tls:
+            endpoint = wrapClientTLS(_tls_options(self.target), endpoint)
+        return await endpoint.connect(factory)
+
+
+def endpoint_for(target: RedisTarget, reactor: Any, timeout: float = 1.0) -> Any:
+    """A client endpoint to ``target`` for a single connection (the hub's pub/sub): tcp, TLS,
+    unix, or the Sentinels' current master."""
+    if target.kind == "sentinel":
+        return SentinelMasterEndpoint(reactor, target, timeout)
+    return _endpoint(target, reactor, timeout)
+
+
 def _tls_options(target: RedisTarget) -> Any:
     """TLS to Redis: the host name checked against the system's CAs, or ``ca_certs``; no check at
     all only when the URL says ``ssl_cert_reqs=none``."""
@@ -164,9 +245,7 @@ def _make_pool(target: RedisTarget, poolsize: int, reactor: Any, timeout: float)
         "username": target.username,
     }
     if target.kind == "sentinel":
-        sentinel = txredisapi.Sentinel(
-            list(target.sentinels), connectTimeout=timeout, password=None
-        )
+        sentinel = _sentinel_class()(list(target.sentinels), connectTimeout=timeout, password=None)
         handler = sentinel.master_for(
             target.master,
             factory_class=_sentinel_factory_class(),
@@ -347,4 +426,4 @@ def redis_facts(client: txredisapi.ConnectionHandler) -> Deferred[dict[str, Any]
     return ensureDeferred(_facts(client))
 
 
-__all__ = ["RECONNECT_MAX_DELAY", "connect", "disconnect", "redis_facts"]
+__all__ = ["RECONNECT_MAX_DELAY", "SentinelMasterEndpoint", "connect", "disconnect", "endpoint_for", "redis_facts"]

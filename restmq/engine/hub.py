@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import txredisapi
-from twisted.application.internet import ClientService
+from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
@@ -272,7 +272,14 @@ class Hub:
 
     def start(self, target: SubscriberEndpoint) -> None:
         """Open (and keep reopening) the pub/sub connection; sinks registered earlier wait for it."""
-        self._service = ClientService(target.endpoint, _HubFactory(self, target), clock=self.clock)
+        # Retry soon and often (as the pool does): twisted's default backoff grows towards a minute,
+        # and streams and long polls wait on this connection after Redis (or a failover) is back.
+        self._service = ClientService(
+            target.endpoint,
+            _HubFactory(self, target),
+            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=1.0, factor=1.5),
+            clock=self.clock,
+        )
         self._service.startService()
         self._alive = task.LoopingCall(self._say_alive)
         self._alive.clock = self.clock
