@@ -230,6 +230,7 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
         default_policy=config.default_policy,
         replay=config.replay,
         max_queues=config.max_queues,
+        replicas=config.replicas,
     )
     tokens = Tokens(config.auth_file) if config.auth_file else None
     acl = Acl(config.acl) if config.acl else None

@@ -130,6 +130,9 @@ class Options(usage.Options):
          "Most stream subscribers of one queue in this process (0: no limit).", _count("max-subscribers", 10**7)],
         ["max-queues", None, DEFAULTS.max_queues,
          "Most queues; an add that would create one more is refused (0: no limit).", _count("max-queues", 10**9)],
+        ["replicas", None, DEFAULTS.replicas,
+         "Answer writes only once this many Redis replicas have them (WAIT); 0: when the master has.",
+         _count("replicas", 100)],
         ["cors", None, None, "Origins whose web pages may call this server (comma list, or *); "
          "CORS is off without it.", _origins],
         # The original RestMQ daemon's options, kept as aliases.
@@ -186,6 +189,7 @@ class Options(usage.Options):
             max_subscribers=self["max-subscribers"],
             max_queues=self["max-queues"],
             cors=self["cors"] or (),
+            replicas=self["replicas"],
         )
         check_files(config)
         if not config.insecure:

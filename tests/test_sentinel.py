@@ -112,3 +112,55 @@ def test_restmq_follows_a_sentinel_failover_within_5_s(tmp_path, servers, sentin
     assert "after" in values and "before" in values
     assert server.stop() == 0
     print(f"promoted {promoted:.2f} s after the kill; adds worked again {recovered:.2f} s after it")
+
+
+def test_replicas_1_acknowledges_writes_only_once_replicated_and_loses_none_across_failover(
+    tmp_path, servers, sentinels  # noqa: F811
+):
+    """With --replicas 1 an add is refused (503) while the replica is frozen, and every add answered success survives the master's death."""
+    master, replica, ports, procs = sentinels
+    url = "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in ports) + "/mymaster/0"
+    server = Server(serve_argv(tmp_path / "data", "--redis", url, "--replicas", "1", "--redis-timeout", "1"),
+                    cwd=tmp_path)
+    servers.append(server)
+    server.wait_for("engine ready")
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    assert request("POST", server.url("/q/jobs"), b"value=first", form)[0] == 200
+    procs[1].send_signal(signal.SIGSTOP)  # the replica stops acknowledging
+    try:
+        began = time.monotonic()
+        status, body = request("POST", server.url("/q/jobs"), b"value=unreplicated", form)
+        assert status == 503 and b"replicas acknowledged" in body and time.monotonic() - began < 2.0
+    finally:
+        procs[1].send_signal(signal.SIGCONT)
+    wait_until(lambda: request("POST", server.url("/q/jobs"), b"value=again", form)[0] == 200, 5, "adds again")
+
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            status, body = request("POST", server.url("/q/load"), f"value=m{n}".encode(), form)
+            if status == 200:
+                answered.append(f"m{n}")
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    time.sleep(1.0)
+    procs[0].send_signal(signal.SIGKILL)  # the master, mid-load
+    wait_until(lambda: b"role:master" in ask(replica, "INFO", "replication"), 30, "the promotion")
+    time.sleep(2.0)
+    stop.set()
+    producer.join(15)
+    taken = []
+    while True:
+        status, body = request("GET", server.url("/q/load?count=1000"))
+        if status != 200 or not json.loads(body):
+            break
+        taken.extend(m["value"] for m in json.loads(body))
+    missing = set(answered) - set(taken)
+    assert answered and not missing, f"{len(missing)} of {len(answered)} acknowledged adds lost, e.g. {sorted(missing)[:5]}"
+    print(f"--replicas 1: {len(answered)} adds acknowledged around the failover, none lost")
+    assert server.stop() == 0

@@ -45,6 +45,10 @@ SUBSCRIBERS_FORGOTTEN = 20.0
 #: How long a queue name stays in this process's "already registered" cache before the next add
 #: registers it again (cheap insurance after a FLUSHALL or a restored backup).
 REGISTRY_REFRESH = 10.0
+#: Scripts whose writes a client is told about: with ``--replicas`` they are answered after WAIT.
+#: ``take`` (take, reserve, streams) is not: it hands messages over, and refusing to answer after
+#: the take happened would lose them; unreplicated, a failover can only bring them back (again).
+REPLICATED = frozenset({"add", "ack", "nack", "touch", "del", "purge", "redrive", "config", "conf"})
 
 
 def parse_record(
@@ -106,8 +110,11 @@ class QueueEngine:
         default_policy: str = "broadcast",
         replay: int = 1000,
         max_queues: int = 0,
+        replicas: int = 0,
     ) -> None:
         self.redis: Any = None
+        #: Writes answered only once this many replicas have them (WAIT); 0: as soon as the master has.
+        self.replicas = replicas
         #: Most queues in the registry; an add that would create one more is refused (0: no limit).
         self.max_queues = max_queues
         #: Broadcast messages kept per queue for subscribers that reconnect (0: none).
@@ -174,7 +181,11 @@ class QueueEngine:
             return defer.fail(BackendUnavailable("redis is not connected yet"))
         qk = K.for_queue(queue)
         start = time.monotonic()
-        call = self.scripts.call(self.redis, name, qk.pick(self.scripts.keys[name]), [qk.channel, *args])
+        replicas = self.replicas if name in REPLICATED else 0
+        call = self.scripts.call(
+            self.redis, name, qk.pick(self.scripts.keys[name]), [qk.channel, *args], replicas,
+            int(self.timeout * 800),  # WAIT gets most of the request's time bound
+        )
 
         def timed(outcome: Any) -> Any:
             self.redis_latency.observe("script", name, time.monotonic() - start)

@@ -11,6 +11,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from restmq.errors import BackendUnavailable
+
 log = Logger()
 
 NAMES = (
@@ -67,27 +69,34 @@ class Scripts:
             self._sha[name] = sha.decode() if isinstance(sha, bytes) else sha
         log.debug("lua scripts loaded count={count}", count=len(self._sha))
 
-    def call(self, redis: Any, name: str, keys: list[str], args: list[Any]) -> defer.Deferred[Any]:
-        """Run script ``name``; one retry after reloading when Redis answers NOSCRIPT.
+    def call(
+        self, redis: Any, name: str, keys: list[str], args: list[Any], replicas: int = 0, wait_ms: int = 0
+    ) -> defer.Deferred[Any]:
+        """Run script ``name``; one retry after reloading when Redis answers NOSCRIPT. With
+        ``replicas``, the answer comes only once that many replicas have the write (WAIT).
 
         The common case is a plain Deferred chain (no coroutine): this is every command's path.
         """
         sha = self._sha.get(name)
         if sha is None:
-            return defer.ensureDeferred(self._reload_and_call(redis, name, keys, args))
-        d = send(redis, b"EVALSHA", sha, len(keys), *keys, *args)
+            return defer.ensureDeferred(self._reload_and_call(redis, name, keys, args, replicas, wait_ms))
+        command = (b"EVALSHA", sha, len(keys), *keys, *args)
+        d = send_replicated(redis, replicas, wait_ms, *command) if replicas else send(redis, *command)
 
         def noscript(failure: Failure) -> Any:
             if failure.check(txredisapi.ResponseError) and str(failure.value).startswith("NOSCRIPT"):
                 log.info("redis forgot the lua scripts; loading them again")
-                return defer.ensureDeferred(self._reload_and_call(redis, name, keys, args))
+                return defer.ensureDeferred(self._reload_and_call(redis, name, keys, args, replicas, wait_ms))
             return failure
 
         return d.addErrback(noscript)
 
-    async def _reload_and_call(self, redis: Any, name: str, keys: list[str], args: list[Any]) -> Any:
+    async def _reload_and_call(
+        self, redis: Any, name: str, keys: list[str], args: list[Any], replicas: int, wait_ms: int
+    ) -> Any:
         await self.load(redis)
-        return await send(redis, b"EVALSHA", self._sha[name], len(keys), *keys, *args)
+        command = (b"EVALSHA", self._sha[name], len(keys), *keys, *args)
+        return await (send_replicated(redis, replicas, wait_ms, *command) if replicas else send(redis, *command))
 
 
 _turn = itertools.count()
@@ -107,3 +116,34 @@ def send(redis: Any, *command: Any) -> defer.Deferred[Any]:
         if connection.connected:
             return connection.execute_command(*command)  # type: ignore[no-any-return]
     return redis.execute_command(*command)  # type: ignore[no-any-return]
+
+
+def send_replicated(redis: Any, replicas: int, wait_ms: int, *command: Any) -> defer.Deferred[Any]:
+    """Send one write, then ``WAIT replicas wait_ms`` on the same connection (WAIT counts the
+    writes of its own connection): the answer is the write's, given only once enough replicas
+    acknowledged it; otherwise ``backend_unavailable`` (the write may or may not survive a
+    failover, so the client should retry)."""
+    pool = getattr(getattr(redis, "_factory", None), "pool", None)
+    if pool:
+        connection = pool[next(_turn) % len(pool)]
+        if connection.connected:
+            return _write_and_wait(connection, replicas, wait_ms, command)
+    waiting = redis._factory.getConnection(peek=True)  # none up: wait for one (the caller bounds it)
+    return waiting.addCallback(_write_and_wait, replicas, wait_ms, command)  # type: ignore[no-any-return]
+
+
+def _write_and_wait(connection: Any, replicas: int, wait_ms: int, command: tuple[Any, ...]) -> defer.Deferred[Any]:
+    both = defer.gatherResults(
+        [connection.execute_command(*command), connection.execute_command(b"WAIT", replicas, wait_ms)],
+        consumeErrors=True,
+    )
+
+    def replicated(results: list[Any]) -> Any:
+        reply, acks = results
+        if int(acks) < replicas:
+            raise BackendUnavailable(
+                f"written, but only {int(acks)} of {replicas} replicas acknowledged it within {wait_ms} ms"
+            )
+        return reply
+
+    return both.addCallbacks(replicated, lambda f: f.value.subFailure)
