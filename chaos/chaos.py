@@ -28,6 +28,12 @@ Scenarios (each on its own private redis-server, ``--appendonly yes``):
   RestMQ notices, restarts it on its AOF (with backoff) and serves again; nothing acknowledged is
   lost. Measured: the seconds from the kill to serving again.
 
+* ``disk-full``: the embedded server's AOF on a 3 MB tmpfs (needs root to mount; skipped otherwise)
+  filled by adds, with ``--durability always`` (nothing acknowledged may be lost; Redis exits rather
+  than answer a write it could not log, and RestMQ restarts it) and ``everysec`` (Redis refuses
+  writes with ``MISCONF … No space left``, but may already have answered the one that failed: the
+  loss is measured). The add that does not fit is answered 503, reads keep working.
+
 * ``freeze-redis``: redis-server stopped with SIGSTOP: adds answer 503 within the timeout, routes
   that need no Redis still answer at once (the reactor never blocks), ``/health`` says 503; SIGCONT
   and everything works again.
@@ -157,6 +163,8 @@ class RestMQ:
         self.http, self.line = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        #: Options of the embedded server (no ``redis_url``).
+        self.start_args = ["--durability", "always"]
 
     @property
     def base(self) -> str:
@@ -170,7 +178,7 @@ class RestMQ:
         self.starts += 1
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "restmq.cli", "serve",
-             *(["--redis", self.redis_url] if self.redis_url else ["--durability", "always"]),
+             *(["--redis", self.redis_url] if self.redis_url else self.start_args),
              "--http", f"tcp:{self.http}:interface=127.0.0.1", "--line", f"tcp:{self.line}:interface=127.0.0.1",
              "--data", str(self.dir / "data"), "--redis-timeout", str(self.timeout), "--log-format", "json"],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
@@ -578,6 +586,56 @@ def kill_embedded_redis(tmp: Path, kills: int, seed: int) -> dict[str, Any]:
     }
 
 
+def disk_full(tmp: Path, durability: str) -> dict[str, Any]:
+    """The embedded server's AOF on a 3 MB tmpfs filled up: writes refused with 503, reads still
+    answered, and after room is made (and a restart) every acknowledged add is there; with
+    ``everysec`` Redis may already have answered the write that failed (the loss is measured)."""
+    out: dict[str, Any] = {"scenario": f"disk-full ({durability})"}
+    small = tmp / f"small-{durability}"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        return {**out, "skipped": f"cannot mount a small tmpfs: {mounted.stderr.strip()[:80]}", "violations": []}
+    violations: list[str] = []
+    server = RestMQ(small / "restmq", None)
+    server.start_args = ["--durability", durability]
+    try:
+        server.start()
+        acknowledged = 0
+        refused: tuple[int, Any] = (0, None)
+        for _ in range(1000):
+            status, answer = call("POST", f"{server.base}/q/big", {"value": "x" * 20000})
+            if status not in (200, 201):
+                refused = (status, answer)
+                break
+            acknowledged += 1
+        out["acknowledged"] = acknowledged
+        out["refused"] = refused[0]
+        if refused[0] != 503:
+            violations.append(f"a write on a full disk answered {refused}")
+        # always: Redis exits rather than answer a write it could not log; RestMQ restarts it
+        status = wait_status(f"{server.base}/stats/big", {200}, 10.0)
+        out["reads_while_full"] = 200 if status is not None else None
+        if status is None:
+            violations.append("reads did not work while the disk was full")
+        server.stop()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        server.start()
+        status, stats = call("GET", f"{server.base}/stats/big")
+        out["after_room"] = stats["length"]["ready"] if status == 200 else None
+        out["lost"] = acknowledged - (out["after_room"] or 0)
+        if out["lost"] and durability == "always":
+            violations.append(f"{acknowledged} adds acknowledged, {out['after_room']} there after the restart")
+        if call("POST", f"{server.base}/q/big", {"value": "again"})[0] not in (200, 201):
+            violations.append("writes did not work again once there was room")
+    finally:
+        server.stop()
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
+    out["violations"] = violations
+    return out
+
+
 def freeze_redis(tmp: Path, seconds: float) -> dict[str, Any]:
     redis = Redis(tmp / "redis-frozen", "everysec")
     redis.start()
@@ -633,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.short:
             results.append(kill_redis(tmp, redis_kills, "everysec", seed + 2))
         results.append(freeze_redis(tmp, 1.0 if args.short else 5.0))
+        results.append(disk_full(tmp, "always"))
+        if not args.short:
+            results.append(disk_full(tmp, "everysec"))
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

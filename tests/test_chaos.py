@@ -23,3 +23,5 @@ def test_chaos_short_run_keeps_every_promise(tmp_path):
     assert results["kill-redis (always)"]["lost"] == 0
     assert results["kill-embedded-redis"]["lost"] == 0
     assert results["freeze-redis"]["health_while_frozen"] == 503
+    full = results["disk-full (always)"]
+    assert full.get("skipped") or (full["lost"] == 0 and full["refused"] == 503 and full["reads_while_full"] == 200)

@@ -598,9 +598,10 @@ class EmbeddedRedis(Service):
         delay = self._backoff
         self._backoff = min(self._backoff * 2, BACKOFF_MAX)
         log.warn(
-            "embedded redis died status={status}; restarting in {delay} s",
+            "embedded redis died status={status}; restarting in {delay} s; its log said: {last}",
             status=_exit_status(reason),
             delay=delay,
+            last=self.log_tail(3).replace("\n", " | ")[-400:] or "nothing",
         )
         self._restart_call = self.reactor.callLater(delay, self._restart)
 
