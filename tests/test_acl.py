@@ -164,20 +164,9 @@ async def test_http_producers_need_the_acl_password_and_consumers_are_open(guard
 @pytest_twisted.ensureDeferred
 async def test_xmlrpc_is_judged_as_rest(guarded):
     """XML-RPC calls are rest:producer / rest:consumer: user:password in the URL passes the producer rule."""
-    import xmlrpc.client
+    from tests.test_auth import xmlrpc_add_with_and_without
 
-    url, _ = guarded
-    host = url.removeprefix("http://")
-
-    def calls() -> tuple[str, str]:
-        key = xmlrpc.client.ServerProxy(f"http://prod:s3cret@{host}/RPC2").restmq.add("jobs", "x")["key"]
-        try:
-            xmlrpc.client.ServerProxy(f"{url}/RPC2").restmq.add("jobs", "y")
-        except xmlrpc.client.Fault as fault:
-            return key, fault.faultString
-        return key, ""
-
-    key, fault = await threads.deferToThread(calls)
+    key, fault = await xmlrpc_add_with_and_without(guarded[0], "prod:s3cret")
     assert key == "jobs:1" and fault.startswith("unauthorized")
 
 

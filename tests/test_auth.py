@@ -139,22 +139,25 @@ async def test_http_answers_401_403_and_accepts_bearer_basic_and_access_token(se
     assert stream.code == 401
 
 
-@pytest_twisted.ensureDeferred
-async def test_xmlrpc_takes_the_token_as_basic_password(secured):
-    """XML-RPC: a user:TOKEN@ URL works; without a token the fault says unauthorized."""
-    url, _ = secured
+async def xmlrpc_add_with_and_without(url: str, userinfo: str) -> tuple[str, str]:
+    """Add over XML-RPC with ``user:password@`` in the URL, then without: (key, fault string)."""
     host = url.removeprefix("http://")
 
     def calls() -> tuple[str, str]:
-        good = xmlrpc.client.ServerProxy(f"http://user:worker-t@{host}/RPC2")
-        key = good.restmq.add("jobs", "via xmlrpc")["key"]
+        key = xmlrpc.client.ServerProxy(f"http://{userinfo}@{host}/RPC2").restmq.add("jobs", "x")["key"]
         try:
-            xmlrpc.client.ServerProxy(f"{url}/RPC2").restmq.add("jobs", "x")
+            xmlrpc.client.ServerProxy(f"{url}/RPC2").restmq.add("jobs", "y")
         except xmlrpc.client.Fault as fault:
             return key, fault.faultString
         return key, ""
 
-    key, fault = await threads.deferToThread(calls)
+    return await threads.deferToThread(calls)
+
+
+@pytest_twisted.ensureDeferred
+async def test_xmlrpc_takes_the_token_as_basic_password(secured):
+    """XML-RPC: a user:TOKEN@ URL works; without a token the fault says unauthorized."""
+    key, fault = await xmlrpc_add_with_and_without(secured[0], "user:worker-t")
     assert key == "jobs:1" and fault.startswith("unauthorized")
 
 
