@@ -449,41 +449,6 @@ def lost(ledger: Ledger) -> list[str]:
 # -- scenarios ----------------------------------------------------------------------------------
 
 
-def kill_restmq(tmp: Path, kills: int, seed: int) -> dict[str, Any]:
-    redis = Redis(tmp / "redis", "everysec")
-    redis.start()
-    server = RestMQ(tmp / "restmq", redis.url)
-    ledger = Ledger()
-    rnd = random.Random(seed)
-    restarts: list[float] = []
-    try:
-        server.start()
-        call("PUT", f"{server.base}/q/{QUEUE}/config", {"max_attempts": 1000})
-        load = Load(server, ledger, seed)
-        load.start()
-        for _ in range(kills):
-            time.sleep(rnd.uniform(0.3, 1.2))
-            server.kill()
-            time.sleep(rnd.uniform(0.0, 0.3))
-            restarts.append(server.start())
-        time.sleep(0.5)
-        load.finish()
-        drain(server, ledger, time.monotonic() + 60)
-        extra = check_redis(redis.client(), ledger)
-    finally:
-        server.stop()
-        redis.stop()
-    missing = lost(ledger)
-    if missing:
-        ledger.violations.append(f"{len(missing)} added messages never acked, e.g. {missing[:5]}")
-    return {
-        "scenario": "kill-restmq", "kills": kills, "added": len(ledger.added), "uncertain_adds": ledger.uncertain_adds,
-        "deliveries": ledger.deliveries, "redelivered": ledger.redelivered, "acked": len(ledger.acked),
-        "uncertain_acks": len(ledger.uncertain_acks - set(ledger.acked)), "lost": len(missing), "restart_s_max": round(max(restarts, default=0), 2), **extra,
-        "errors": ledger.errors, "violations": ledger.violations,
-    }
-
-
 def wait_status(url: str, want: set[int], limit: float, body: Any = None) -> float | None:
     """Seconds until ``url`` answers a status in ``want`` (a POST when ``body``), or None."""
     began = time.monotonic()
@@ -498,92 +463,121 @@ def wait_status(url: str, want: set[int], limit: float, body: Any = None) -> flo
     return None
 
 
+def faulted(server: RestMQ, seed: int, kills: int, fault: Any, client: Any) -> tuple[Ledger, dict[str, Any]]:
+    """Run the load on ``server`` while ``fault(rnd)`` strikes ``kills`` times (a second or so
+    apart), then drain and check Redis (``client()``); the ledger and the Redis figures."""
+    ledger = Ledger()
+    rnd = random.Random(seed)
+    server.start()
+    call("PUT", f"{server.base}/q/{QUEUE}/config", {"max_attempts": 1000})
+    load = Load(server, ledger, seed)
+    load.start()
+    for _ in range(kills):
+        time.sleep(rnd.uniform(0.3, 1.5))
+        fault(rnd)
+    time.sleep(0.5)
+    load.finish()
+    drain(server, ledger, time.monotonic() + 60)
+    return ledger, check_redis(client(), ledger)
+
+
+def figures(scenario: str, kills: int, ledger: Ledger, **extra: Any) -> dict[str, Any]:
+    """A scenario's result: what the clients were told, what was lost, and ``extra``."""
+    return {
+        "scenario": scenario, "kills": kills, "added": len(ledger.added), "uncertain_adds": ledger.uncertain_adds,
+        "deliveries": ledger.deliveries, "redelivered": ledger.redelivered, "acked": len(ledger.acked),
+        "uncertain_acks": len(ledger.uncertain_acks - set(ledger.acked)), "lost": len(lost(ledger)),
+        **extra, "errors": ledger.errors, "violations": ledger.violations,
+    }
+
+
+def slowest(times: list[float]) -> float:
+    return round(max(times, default=0.0), 3)
+
+
+def kill_restmq(tmp: Path, kills: int, seed: int) -> dict[str, Any]:
+    """``restmq serve`` killed -9 and restarted on the same Redis."""
+    redis = Redis(tmp / "redis", "everysec")
+    redis.start()
+    server = RestMQ(tmp / "restmq", redis.url)
+    restarts: list[float] = []
+
+    def fault(rnd: random.Random) -> None:
+        server.kill()
+        time.sleep(rnd.uniform(0.0, 0.3))
+        restarts.append(server.start())
+
+    try:
+        ledger, extra = faulted(server, seed, kills, fault, redis.client)
+    finally:
+        server.stop()
+        redis.stop()
+    missing = lost(ledger)
+    if missing:
+        ledger.violations.append(f"{len(missing)} added messages never acked, e.g. {missing[:5]}")
+    return figures("kill-restmq", kills, ledger, restart_s_max=slowest(restarts), **extra)
+
+
 def kill_redis(tmp: Path, kills: int, fsync: str, seed: int) -> dict[str, Any]:
+    """An external redis-server killed -9 and started again on its AOF."""
     redis = Redis(tmp / f"redis-{fsync}", fsync)
     redis.start()
     server = RestMQ(tmp / f"restmq-{fsync}", redis.url)
-    ledger = Ledger()
-    rnd = random.Random(seed)
     detect: list[float] = []
     recover: list[float] = []
+
+    def fault(rnd: random.Random) -> None:
+        redis.signal(signal.SIGKILL)
+        seen = wait_status(f"{server.base}/q/probe", {503}, 5.0, {"value": "probe"})
+        detect.append(seen if seen is not None else 99.0)
+        time.sleep(rnd.uniform(0.2, 0.8))
+        redis.start()
+        back = wait_status(f"{server.base}/health", {200}, 10.0)
+        recover.append(back if back is not None else 99.0)
+
     try:
-        server.start()
-        call("PUT", f"{server.base}/q/{QUEUE}/config", {"max_attempts": 1000})
-        load = Load(server, ledger, seed)
-        load.start()
-        for _ in range(kills):
-            time.sleep(rnd.uniform(0.5, 1.5))
-            redis.signal(signal.SIGKILL)
-            seen = wait_status(f"{server.base}/q/probe", {503}, 5.0, {"value": "probe"})
-            detect.append(seen if seen is not None else 99.0)
-            time.sleep(rnd.uniform(0.2, 0.8))
-            redis.start()
-            back = wait_status(f"{server.base}/health", {200}, 10.0)
-            recover.append(back if back is not None else 99.0)
-        time.sleep(0.5)
-        load.finish()
-        drain(server, ledger, time.monotonic() + 60)
-        extra = check_redis(redis.client(), ledger)
+        ledger, extra = faulted(server, seed, kills, fault, redis.client)
     finally:
         server.stop()
         redis.stop()
     missing = lost(ledger)
     if fsync == "always" and missing:
         ledger.violations.append(f"appendfsync always lost {len(missing)} acknowledged adds, e.g. {missing[:5]}")
-    if max(detect, default=0) > 1.5:
-        ledger.violations.append(f"backend_unavailable took {max(detect):.2f} s (promise: 1 s + margin)")
-    if max(recover, default=0) > 2.5:
-        ledger.violations.append(f"recovery took {max(recover):.2f} s (promise: 2 s + margin)")
-    return {
-        "scenario": f"kill-redis ({fsync})", "kills": kills, "added": len(ledger.added),
-        "uncertain_adds": ledger.uncertain_adds, "deliveries": ledger.deliveries, "redelivered": ledger.redelivered,
-        "acked": len(ledger.acked), "uncertain_acks": len(ledger.uncertain_acks - set(ledger.acked)),
-        "lost": len(missing), "detect_s_max": round(max(detect, default=0), 3), "recover_s_max": round(max(recover, default=0), 3),
-        **extra, "errors": ledger.errors, "violations": ledger.violations,
-    }
+    if slowest(detect) > 1.5:
+        ledger.violations.append(f"backend_unavailable took {slowest(detect)} s (promise: 1 s + margin)")
+    if slowest(recover) > 2.5:
+        ledger.violations.append(f"recovery took {slowest(recover)} s (promise: 2 s + margin)")
+    return figures(f"kill-redis ({fsync})", kills, ledger, detect_s_max=slowest(detect),
+                   recover_s_max=slowest(recover), **extra)
 
 
 def kill_embedded_redis(tmp: Path, kills: int, seed: int) -> dict[str, Any]:
     """The embedded server (``--durability always``) killed -9: RestMQ restarts it on its AOF."""
     server = RestMQ(tmp / "restmq-embedded", None)
-    ledger = Ledger()
-    rnd = random.Random(seed)
-    detect: list[float] = []
-    recover: list[float] = []
+    answered: list[float] = []
+    restarted: list[float] = []
+
+    def fault(rnd: random.Random) -> None:
+        killed_at = time.monotonic()
+        os.kill(server.embedded_pid(), signal.SIGKILL)
+        # the probe is answered either way within the timeout: 503 while Redis is gone, or served
+        # once RestMQ has restarted it (often within the timeout: its backoff starts at 0.5 s)
+        seen = wait_status(f"{server.base}/q/probe", {503, 200, 201}, 5.0, {"value": "probe"})
+        answered.append(seen if seen is not None else 99.0)
+        back = wait_status(f"{server.base}/health", {200}, 15.0)
+        restarted.append(time.monotonic() - killed_at if back is not None else 99.0)
+
     try:
-        server.start()
-        call("PUT", f"{server.base}/q/{QUEUE}/config", {"max_attempts": 1000})
-        load = Load(server, ledger, seed)
-        load.start()
-        for _ in range(kills):
-            time.sleep(rnd.uniform(0.5, 1.5))
-            killed_at = time.monotonic()
-            os.kill(server.embedded_pid(), signal.SIGKILL)
-            # the probe is answered either way within the timeout: 503 while Redis is gone, or
-            # served once RestMQ has restarted it (often within the timeout: backoff 0.5 s)
-            seen = wait_status(f"{server.base}/q/probe", {503, 200, 201}, 5.0, {"value": "probe"})
-            detect.append(seen if seen is not None else 99.0)
-            back = wait_status(f"{server.base}/health", {200}, 15.0)
-            recover.append(time.monotonic() - killed_at if back is not None else 99.0)
-        time.sleep(0.5)
-        load.finish()
-        drain(server, ledger, time.monotonic() + 60)
-        extra = check_redis(server.embedded_client(), ledger)
+        ledger, extra = faulted(server, seed, kills, fault, server.embedded_client)
     finally:
         server.stop()
     missing = lost(ledger)
     if missing:
         ledger.violations.append(f"durability always lost {len(missing)} acknowledged adds, e.g. {missing[:5]}")
-    if max(detect, default=0) > 1.5:
-        ledger.violations.append(f"a request waited {max(detect):.2f} s for an answer (promise: 1 s + margin)")
-    return {
-        "scenario": "kill-embedded-redis", "kills": kills, "added": len(ledger.added),
-        "uncertain_adds": ledger.uncertain_adds, "deliveries": ledger.deliveries, "redelivered": ledger.redelivered,
-        "acked": len(ledger.acked), "uncertain_acks": len(ledger.uncertain_acks - set(ledger.acked)),
-        "lost": len(missing), "answer_s_max": round(max(detect, default=0), 3),
-        "restarted_s_max": round(max(recover, default=0), 3), **extra, "errors": ledger.errors,
-        "violations": ledger.violations,
-    }
+    if slowest(answered) > 1.5:
+        ledger.violations.append(f"a request waited {slowest(answered)} s for an answer (promise: 1 s + margin)")
+    return figures("kill-embedded-redis", kills, ledger, answer_s_max=slowest(answered),
+                   restarted_s_max=slowest(restarted), **extra)
 
 
 def disk_full(tmp: Path, durability: str) -> dict[str, Any]:
