@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IProtocolNegotiationFactory
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -100,7 +100,7 @@ class LimitedConnection(ProtocolWrapper):
         if handler is not None:
             handler.writeConnectionLost()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.limits.release(self.address)
         super().connectionLost(reason)
 
@@ -121,7 +121,7 @@ class LimitedFactory(WrappingFactory):
     def acceptableProtocols(self) -> list[bytes]:
         return list(self.wrappedFactory.acceptableProtocols())
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> Any:  # a LimitedConnection, a refusal, or None
         address = address_of(addr)
         broken = self.limits.admit(address)
         if broken is not None:

@@ -14,7 +14,9 @@ import json
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 
 log = Logger()
@@ -93,6 +95,6 @@ class RestMQChannel(http.HTTPChannel):
             limits.rejected["idle_timeout"] += 1
         super().timeoutConnection()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
         super().connectionLost(reason)
