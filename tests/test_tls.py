@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -152,3 +153,48 @@ def test_serve_over_tls_listeners_on_a_tls_redis_with_password(tmp_path, servers
         plain.request("GET", "/health")
         plain.getresponse()
     assert server.stop() == 0
+
+
+def test_resp_memcache_and_syslog_over_tls_with_their_own_clients(tmp_path, servers, redis, cert):  # noqa: F811
+    """--resp, --memcache and --syslog on ssl: endpoints: redis-py with ssl, pymemcache with a TLS context and an ssl socket work."""
+    import redis as redis_py
+    from pymemcache.client.base import Client
+
+    cert_path, key_path = cert
+    tls = f"privateKey={key_path}:certKey={cert_path}"
+    server = Server(serve_argv(tmp_path / "data", "--redis", redis.url, "--line", "none",
+                               "--resp", f"ssl:0:interface=127.0.0.1:{tls}",
+                               "--memcache", f"ssl:0:interface=127.0.0.1:{tls}",
+                               "--syslog", f"ssl:0:interface=127.0.0.1:{tls}"), cwd=tmp_path)
+    servers.append(server)
+    server.wait_for("engine ready")
+    while not {"resp", "memcache", "syslog"} <= set(server.addresses):
+        server.wait_for("listening")
+    host, port = server.addresses["resp"].rsplit(":", 1)
+    r = redis_py.Redis(host=host, port=int(port), ssl=True, ssl_ca_certs=str(cert_path), protocol=2)
+    assert r.rpush("secure", "a", "b") == 2 and r.lpop("secure") == b"a"
+    r.close()
+    host, port = server.addresses["memcache"].rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(cert_path))
+    mc = Client((host, int(port)), tls_context=context, default_noreply=False)
+    assert mc.set("secure", "c") is True
+    assert mc.get("secure") == b"b" and mc.get("secure") == b"c"
+    mc.close()
+    host, port = server.addresses["syslog"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"<13>Nov 23 12:00:00 web app: over tls\n")
+    for _ in range(50):
+        status, body = request_json(server.url("/q/syslogd:127.0.0.1"))
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200 and "over tls" in body["value"]
+    assert server.stop() == 0
+
+
+def request_json(url: str) -> tuple[int, Any]:
+    from tests.test_process import http as request
+
+    status, raw = request("GET", url)
+    return status, (json.loads(raw) if status == 200 else None)
