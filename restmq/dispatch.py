@@ -34,7 +34,7 @@ TRUSTED: Any = object()
 REPLAY_ID = re.compile(r"^\d{1,20}-\d{1,20}\Z")
 
 #: Per-queue counters that stats always shows (zero until something happens).
-COUNTERS = ("added", "taken", "reserved", "acked", "nacked", "expired", "dead", "redriven")
+COUNTERS = ("added", "taken", "reserved", "acked", "nacked", "returned", "expired", "dead", "redriven")
 
 #: ``authorize(principal, right, queue)`` raises ``unauthorized``/``forbidden``; None allows all.
 Authorizer = Callable[[Any, str, str | None], None]

@@ -37,7 +37,7 @@ async def test_reserve_hides_until_acked(dispatcher):
 
 @pytest_twisted.ensureDeferred
 async def test_expired_lease_comes_back_and_its_receipt_is_stale(dispatcher):
-    """Without an ack the message returns after its lease; the old receipt can no longer ack."""
+    """Without an ack the message returns after its lease (counted as returned); the old receipt can no longer ack."""
     await run(dispatcher, "add", queue="q", value="job")
     first = await run(dispatcher, "reserve", queue="q", lease=0.05)
     await sleep(0.1)
@@ -46,6 +46,8 @@ async def test_expired_lease_comes_back_and_its_receipt_is_stale(dispatcher):
     assert again["key"] == "q:1" and again["attempts"] == 2 and again["receipt"] != first["receipt"]
     await fails(dispatcher, "stale_receipt", "touch", queue="q", receipt=first["receipt"])
     assert (await run(dispatcher, "ack", queue="q", receipt=[again["receipt"]]))["acked"] == 1
+    counters = (await run(dispatcher, "stats", queue="q"))["counters"]
+    assert (counters["returned"], counters["reserved"], counters["acked"]) == (1, 2, 1)
 
 
 @pytest_twisted.ensureDeferred

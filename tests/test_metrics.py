@@ -80,9 +80,9 @@ async def test_scrape_shows_queue_gauges_and_event_counters(base):
     assert found.value("restmq_queue_messages", queue="other", state="ready") == 1
     assert found.value("restmq_queue_subscribers", queue="jobs") == 0
     events = {e: found.value("restmq_queue_events_total", queue="jobs", event=e)
-              for e in ("added", "taken", "reserved", "acked", "nacked", "expired", "dead", "redriven")}
+              for e in ("added", "taken", "reserved", "acked", "nacked", "returned", "expired", "dead", "redriven")}
     assert events == {"added": 4, "taken": 1, "reserved": 2, "acked": 1,
-                      "nacked": 0, "expired": 0, "dead": 0, "redriven": 0}
+                      "nacked": 0, "returned": 0, "expired": 0, "dead": 0, "redriven": 0}
     assert found.families["restmq_queue_events"].type == "counter"
     assert found.families["restmq_queue_messages"].type == "gauge"
     assert found.value("restmq_commands_total", command="add") == 5

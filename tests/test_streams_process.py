@@ -366,3 +366,38 @@ def test_subscriber_that_dies_mid_lease_gets_its_message_redelivered_elsewhere(p
     stats = call(b, "GET", "/stats/mk")
     assert stats["length"]["reserved"] == 1 and stats["counters"]["reserved"] == 2
     heir.close()
+
+
+def test_streams_survive_redis_dying_and_coming_back(tmp_path, servers):  # noqa: F811
+    """When Redis is killed -9 and restarted, COMET, SSE, WebSocket and line subscribers stay connected and get the next message."""
+    from tests.conftest import start_redis
+
+    own = start_redis(str(tmp_path))
+    try:
+        server = Server(serve_argv(tmp_path / "data", "--redis", own.url), cwd=tmp_path)
+        servers.append(server)
+        server.wait_for("engine ready")
+        streams = [comet(server, "rb"), sse(server, "rb"), line(server, "subscribe rb")]
+        ws = WebSocket(server, "/ws/rb")
+        until(lambda: subscribers(server, "rb") == 4, what="4 subscribers")
+        call(server, "POST", "/q/rb", {"value": "before"})
+        streams[0].wait(1)
+        own.process.kill()
+        own.process.wait(10)
+        status, _ = request("POST", server.url("/q/rb"), b'{"value": "while down"}', {"content-type": "application/json"})
+        assert status == 503
+        own = start_redis(str(tmp_path), own.port)
+        until(lambda: request("GET", server.url("/health"))[0] == 200, 10, "RestMQ to see Redis again")
+        until(lambda: subscribers(server, "rb") == 4, 10, "the subscriber count to be restored")
+        call(server, "POST", "/q/rb", {"value": "after"})
+        assert [m["value"] for m in streams[0].wait(2)] == ["before", "after"]
+        assert [e["data"]["value"] for e in streams[1].wait(2)] == ["before", "after"]
+        assert [m.get("value") for m in streams[2].wait(3)[1:]] == ["before", "after"]
+        assert [ws.next()["value"], ws.next()["value"]] == ["before", "after"]
+        assert not any(s.ended.is_set() for s in streams)
+        ws.close()
+        for s in streams:
+            s.close()
+    finally:
+        own.process.kill()
+        own.process.wait(10)

@@ -411,9 +411,10 @@ class QueueEngine:
             "subscribers": int(subs),
         }
 
-    async def count_subscribers(self, queue: str, delta: int) -> None:
-        """Add ``delta`` to this process's stream subscribers on ``queue`` (summed by stats)."""
-        await self._script("subs", queue, [self.process_id, delta])
+    async def count_subscribers(self, queue: str, delta: int, *, absolute: bool = False) -> None:
+        """Add ``delta`` to this process's stream subscribers on ``queue`` (summed by stats), or
+        with ``absolute`` make the count ``delta`` (the hub's heartbeat)."""
+        await self._script("subs", queue, [self.process_id, delta, "set" if absolute else ""])
 
     async def redis_info(self) -> dict[str, str]:
         """Redis's INFO server section as text fields (version, mode, uptime)."""

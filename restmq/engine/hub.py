@@ -286,10 +286,12 @@ class Hub:
         self._alive.start(self.HEARTBEAT, now=False)
 
     def _say_alive(self) -> None:
-        """Refresh this process's subscriber counts so stats keeps counting them."""
+        """Write this process's subscriber counts as they are (not as increments), so stats keeps
+        counting them and a count Redis lost (it came back empty) is repaired."""
         for local in self._local.values():
             if local.sinks:
-                defer.ensureDeferred(self._count(local.queue, 0))
+                self._pending_counts.pop(local.queue, None)  # the absolute count includes them
+                defer.ensureDeferred(self._count(local.queue, len(local.sinks), absolute=True))
 
     async def stop(self) -> None:
         """End every stream (``shutdown``) and close the pub/sub connection."""
@@ -392,9 +394,9 @@ class Hub:
             if delta:
                 defer.ensureDeferred(self._count(queue, delta))
 
-    async def _count(self, queue: str, delta: int) -> None:
+    async def _count(self, queue: str, delta: int, *, absolute: bool = False) -> None:
         try:
-            await self.engine.count_subscribers(queue, delta)
+            await self.engine.count_subscribers(queue, delta, absolute=absolute)
         except Exception as e:  # stats only: never let it break a stream
             log.debug("could not count subscribers queue={queue}: {error}", queue=queue, error=e)
 
@@ -410,12 +412,16 @@ class Hub:
     def _connected(self, proto: _HubProtocol) -> None:
         log.info("redis pub/sub connected queues={count}", count=len(self._local))
         self._proto = proto
+        again = False
         for local in self._local.values():
             self._subscribe(proto, local)
             if local.subscribed.called:
                 # Reconnected: events may have been missed while away, so look at the queue again.
+                again = True
                 self.drain(local)
                 self._wake(local)
+        if again:
+            self._say_alive()  # Redis may have come back without our counts
 
     def _disconnected(self, proto: _HubProtocol) -> None:
         if self._proto is proto:

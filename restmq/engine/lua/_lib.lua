@@ -156,6 +156,8 @@ local function settle(now, limit)
   end
   local late = redis.call('ZRANGEBYSCORE', K.reserved, '-inf', now, 'LIMIT', 0, limit)
   if #late > 0 then
+    -- leases that ran out: the consumer died or was too slow (counted as "returned")
+    redis.call('HINCRBY', K.stats, 'returned', #late)
     local max_attempts = setting('max_attempts')
     for _, n in ipairs(late) do
       redis.call('ZREM', K.reserved, n)

@@ -10,7 +10,7 @@ Families:
 - ``restmq_queue_messages{queue,state}`` gauge: ready / reserved / delayed / dead
 - ``restmq_queue_subscribers{queue}`` gauge: live stream subscribers
 - ``restmq_queue_events_total{queue,event}`` counter: added, taken, reserved, acked, nacked,
-  expired, dead, redriven (kept in Redis, so they survive a restart of this process)
+  returned (leases that ran out), expired, dead, redriven (kept in Redis, so they survive a restart of this process)
 - ``restmq_commands_total{command}`` / ``restmq_errors_total{code}`` counters: this process's
   dispatcher (a scrape's own ``stats`` calls are counted too)
 - ``restmq_backend_up`` gauge: 1 when the stats calls worked, 0 when Redis did not answer
@@ -46,7 +46,7 @@ from restmq.frontends.http.common import GET, Answer, Endpoint, send
 #: Message states of ``stats <queue>``'s ``length``, in exposition order.
 STATES = ("ready", "reserved", "delayed", "dead")
 #: Per-queue event counters of ``stats <queue>``'s ``counters``.
-EVENTS = ("added", "taken", "reserved", "acked", "nacked", "expired", "dead", "redriven")
+EVENTS = ("added", "taken", "reserved", "acked", "nacked", "returned", "expired", "dead", "redriven")
 #: Histogram buckets (seconds): fast commands up to the longest long poll (60 s).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
