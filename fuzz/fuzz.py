@@ -3,6 +3,7 @@
     .venv/bin/python fuzz/fuzz.py                      # every target, 200,000 inputs each (1.2M)
     .venv/bin/python fuzz/fuzz.py resp --runs 1000000  # one target
     .venv/bin/python fuzz/fuzz.py --runs 5000 --no-save  # a quick pass (CI): the kept corpus is read, not grown
+    .venv/bin/python fuzz/fuzz.py --minimize           # shrink the kept corpus to what adds coverage
 
 Each target runs in its own process over its corpus (``fuzz/corpus/<target>/``, kept in the repo;
 new inputs that reach new code are added there unless ``--no-save``). A crash (an exception the
@@ -32,7 +33,9 @@ def child(target: str) -> None:
 
     with atheris.instrument_imports(include=["restmq"]):
         from fuzz.targets import TARGETS  # noqa: PLC0415
-    atheris.Setup(sys.argv, TARGETS[target])
+    # libFuzzer re-runs argv[0] for a merge: the wrapper that runs this target again.
+    os.environ.update(RESTMQ_FUZZ_TARGET=target, RESTMQ_FUZZ_PYTHON=sys.executable)
+    atheris.Setup([str(HERE / "run_target"), *sys.argv[1:]], TARGETS[target])
     atheris.Fuzz()
 
 
@@ -60,6 +63,21 @@ def run(target: str, runs: int, save: bool, max_len: int) -> tuple[bool, int, fl
     return ok, int(executed[-1]) if executed else 0, seconds
 
 
+def minimize(target: str) -> tuple[int, int]:
+    """Keep only the corpus inputs that reach code no smaller set reaches (libFuzzer's merge)."""
+    corpus = HERE / "corpus" / target
+    before = len(list(corpus.iterdir()))
+    fresh = Path(tempfile.mkdtemp(prefix=f"fuzz-{target}-min-"))
+    argv = [sys.executable, __file__, "--child", target, "-merge=1", str(fresh), str(corpus)]
+    done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+    if done.returncode != 0 or not any(fresh.iterdir()):
+        shutil.rmtree(fresh, ignore_errors=True)
+        return before, before
+    shutil.rmtree(corpus)
+    shutil.move(str(fresh), str(corpus))
+    return before, len(list(corpus.iterdir()))
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--child":
         target = sys.argv[2]
@@ -73,10 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=200_000, help="inputs per target (default 200000)")
     p.add_argument("--max-len", type=int, default=4096, help="longest input in bytes (default 4096)")
     p.add_argument("--no-save", action="store_true", help="do not add new inputs to the kept corpus")
+    p.add_argument("--minimize", action="store_true", help="shrink the kept corpus to what adds coverage, then stop")
     args = p.parse_args(argv)
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
         p.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if args.minimize:
+        for target in args.targets or list(TARGETS):
+            before, after = minimize(target)
+            print(f"{target:12} corpus {before} -> {after} inputs")
+        return 0
     total, failed = 0, []
     print(f"{'target':12} {'inputs':>10} {'seconds':>8} {'inputs/s':>9}  result")
     for target in args.targets or list(TARGETS):
