@@ -142,7 +142,12 @@ def basic_credentials(header: str | bytes | None) -> tuple[str, str] | None:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 inside
         return None
-    user, colon, password = decoded.partition(":")
+    return split_credentials(decoded)
+
+
+def split_credentials(text: str) -> tuple[str, str] | None:
+    """``user:password`` as ``(user, password)``; None without a colon."""
+    user, colon, password = text.partition(":")
     return (user, password) if colon else None
 
 

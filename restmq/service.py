@@ -116,8 +116,6 @@ class RestMQService(MultiService):
         self.tokens = tokens
         self.acl = acl
         self._acl_watch: LoopingCall | None = None
-        #: The connection counts and refusals of every listener (set by :func:`build`).
-        self.limits: Limits | None = None
 
     def setServiceParent(self, parent: Any) -> None:
         """Under twistd (plugin or tac) the application's ILogObserver component is the log
@@ -250,7 +248,6 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
     engine_service.setName("engine")
     engine_service.setServiceParent(root)
     limits = Limits(config.max_connections, config.max_connections_per_address)
-    root.limits = limits
     factories = {
         "http": lambda: build_site(
             dispatcher,

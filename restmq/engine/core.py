@@ -45,6 +45,7 @@ SUBSCRIBERS_FORGOTTEN = 20.0
 #: How long a queue name stays in this process's "already registered" cache before the next add
 #: registers it again (cheap insurance after a FLUSHALL or a restored backup).
 REGISTRY_REFRESH = 10.0
+NOT_CONNECTED = "redis is not connected yet"
 #: Scripts whose writes a client is told about: with ``--replicas`` they are answered after WAIT.
 #: ``take`` (take, reserve, streams) is not: it hands messages over, and refusing to answer after
 #: the take happened would lose them; unreplicated, a failover can only bring them back (again).
@@ -155,7 +156,7 @@ class QueueEngine:
         if self.redis is None:
             if not isinstance(work, defer.Deferred):
                 work.close()
-            return defer.fail(BackendUnavailable("redis is not connected yet"))
+            return defer.fail(BackendUnavailable(NOT_CONNECTED))
         d = work if isinstance(work, defer.Deferred) else defer.ensureDeferred(work)
         return d.addTimeout(self.timeout, self.clock).addErrback(self._redis_failed)
 
@@ -178,7 +179,7 @@ class QueueEngine:
         ``{next due, …}``; when the queue has something due the global timer is kept, and the rest
         of the answer is returned. The round trip is timed into :attr:`redis_latency`."""
         if self.redis is None:
-            return defer.fail(BackendUnavailable("redis is not connected yet"))
+            return defer.fail(BackendUnavailable(NOT_CONNECTED))
         qk = K.for_queue(queue)
         start = time.monotonic()
         replicas = self.replicas if name in REPLICATED else 0
@@ -431,6 +432,7 @@ class QueueEngine:
         """What an operator must know about this Redis: version, persistence, eviction, warnings."""
         from restmq.backend.connect import redis_facts
 
-        if self.redis is None:  # not connected yet: asking would fail outside _bounded's reach
-            return dict(await self._bounded(defer.succeed({})))
-        return dict(await self._bounded(redis_facts(self.redis)))
+        async def ask() -> dict[str, Any]:
+            return await redis_facts(self.redis)
+
+        return dict(await self._bounded(ask()))  # a coroutine: not even started without Redis

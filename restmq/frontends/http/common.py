@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from restmq.auth import Caller, basic_credentials, token_from_authorization
+from restmq.auth import Caller, basic_credentials, split_credentials, token_from_authorization
 from restmq.errors import BadRequest, RestMQError
 from restmq.errors import NotFound as NotFoundError
 from restmq.wire import form
@@ -99,8 +99,7 @@ def caller_of(request: Request, channel: str = "rest", *, query_token: bool = Tr
     if basic is None and channel == "websocket":
         cookie = request.getCookie(b"auth")
         if cookie:
-            user, colon, password = cookie.decode("utf-8", "replace").partition(":")
-            basic = (user, password) if colon else None
+            basic = split_credentials(cookie.decode("utf-8", "replace"))
     address = request.getClientAddress()
     return Caller(token, channel, str(getattr(address, "host", "local")), basic)
 
