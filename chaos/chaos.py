@@ -34,6 +34,12 @@ Scenarios (each on its own private redis-server, ``--appendonly yes``):
   writes with ``MISCONF … No space left``, but may already have answered the one that failed: the
   loss is measured). The add that does not fit is answered 503, reads keep working.
 
+* ``stall-redis``: the load, plus at-most-once HTTP takers and a COMET subscriber, while
+  redis-server is stopped with SIGSTOP for 3 x ``--redis-timeout`` and continued, N times. Calls
+  answered in the meantime say "nothing was applied"; the ledger checks that none of them took
+  effect later (no add answered so is ever delivered, no message a failed take removed is lost),
+  that nothing acked comes back, and that adds work again within 1 s of SIGCONT.
+
 * ``freeze-redis``: redis-server stopped with SIGSTOP: adds answer 503 within the timeout, routes
   that need no Redis still answer at once (the reactor never blocks), ``/health`` says 503; SIGCONT
   and everything works again.
@@ -239,14 +245,30 @@ class Ledger:
     seen: dict[str, int] = field(default_factory=dict)  # key -> highest attempts seen
     violations: list[str] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    #: Keys handed over at most once (HTTP take, a COMET stream): delivered, never acked.
+    taken: set[str] = field(default_factory=set)
+    #: Values of adds answered "nothing was applied": none of them may ever show up.
+    not_applied: set[str] = field(default_factory=set)
+    #: Every value delivered in any way.
+    values: set[str] = field(default_factory=set)
 
     def add_keys(self, keys: list[str]) -> None:
         with self.lock:
             self.added.extend(keys)
 
+    def took(self, messages: list[dict[str, Any]]) -> None:
+        with self.lock:
+            for m in messages:
+                self.deliveries += 1
+                if m["key"] in self.taken:
+                    self.violations.append(f"{m['key']} taken twice")
+                self.taken.add(m["key"])
+                self.values.add(str(m.get("value")))
+
     def delivered(self, message: dict[str, Any]) -> None:
         key, attempts = message["key"], int(message.get("attempts", 1))
         with self.lock:
+            self.values.add(str(message.get("value")))
             self.deliveries += 1
             if key in self.seen:
                 self.redelivered += 1
@@ -272,9 +294,12 @@ class Ledger:
 class Load:
     """Producer, consumer and stream threads against one RestMQ, surviving its restarts."""
 
-    def __init__(self, server: RestMQ, ledger: Ledger, seed: int) -> None:
+    def __init__(self, server: RestMQ, ledger: Ledger, seed: int, takers: bool = False) -> None:
+        """``takers`` adds at-most-once consumers (HTTP takes and a COMET stream): only where
+        RestMQ is not killed, since a killed process loses what it was handing over."""
         self.server, self.ledger = server, ledger
         self.stop = threading.Event()
+        self.stop_adding = threading.Event()
         self.random = random.Random(seed)
         self.counter = 0
         self.threads = [
@@ -284,12 +309,21 @@ class Load:
             threading.Thread(target=self.consume, daemon=True),
             threading.Thread(target=self.stream, daemon=True),
         ]
+        if takers:
+            self.threads += [
+                threading.Thread(target=self.take, daemon=True),
+                threading.Thread(target=self.comet, daemon=True),
+            ]
 
     def start(self) -> None:
         for thread in self.threads:
             thread.start()
 
     def finish(self) -> None:
+        """Stop adding first and give the consumers a moment: an at-most-once stream stopped
+        while messages are on their way to it would lose them by design."""
+        self.stop_adding.set()
+        time.sleep(1.0)
         self.stop.set()
         for thread in self.threads:
             thread.join(30)
@@ -300,14 +334,14 @@ class Load:
             return f"v{self.counter}"
 
     def produce(self, many: bool = False) -> None:
-        while not self.stop.is_set():
+        while not self.stop_adding.is_set():
+            values = [self._value() for _ in range(20 if many else 1)]
             try:
                 if many:
-                    status, answer = call("POST", f"{self.server.base}/q/{QUEUE}",
-                                          {"messages": [self._value() for _ in range(20)]})
+                    status, answer = call("POST", f"{self.server.base}/q/{QUEUE}", {"messages": values})
                     keys = answer.get("keys", []) if isinstance(answer, dict) else []
                 else:
-                    status, answer = call("POST", f"{self.server.base}/q/{QUEUE}", {"value": self._value()})
+                    status, answer = call("POST", f"{self.server.base}/q/{QUEUE}", {"value": values[0]})
                     keys = [answer["key"]] if isinstance(answer, dict) and "key" in answer else []
             except Gone:
                 with self.ledger.lock:
@@ -316,6 +350,11 @@ class Load:
                 continue
             if status in (200, 201) and keys:
                 self.ledger.add_keys(keys)
+            elif status == 503 and isinstance(answer, dict) and answer.get("applied") is False:
+                with self.ledger.lock:
+                    self.ledger.not_applied.update(values)
+                self.ledger.error("add 503 not applied")
+                time.sleep(0.05)
             else:
                 self.ledger.error(f"add {status}")
                 time.sleep(0.05)
@@ -354,6 +393,40 @@ class Load:
                     call("POST", f"{self.server.base}/q/{QUEUE}/nack", {"receipt": m["receipt"]})
             except Gone:
                 continue
+
+    def take(self) -> None:
+        """At-most-once HTTP takes: what a take answered is the only trace of its messages."""
+        while not self.stop.is_set():
+            try:
+                status, got = call("GET", f"{self.server.base}/q/{QUEUE}?count=5")
+            except Gone:
+                time.sleep(0.05)
+                continue
+            if status == 200 and isinstance(got, list):
+                self.ledger.took(got)
+            else:
+                if status != 204:
+                    self.ledger.error(f"take {status}")
+                time.sleep(0.05)
+
+    def comet(self) -> None:
+        """A COMET subscriber (take mode): one JSON message per line, at most once."""
+        while not self.stop.is_set():
+            try:
+                with urllib.request.urlopen(f"{self.server.base}/c/{QUEUE}", timeout=1) as stream:
+                    while not self.stop.is_set():
+                        try:
+                            raw = stream.readline()
+                        except socket.timeout:
+                            continue
+                        if not raw:
+                            break
+                        if raw.strip():
+                            message = json.loads(raw)
+                            if isinstance(message, dict) and "key" in message:
+                                self.ledger.took([message])
+            except (OSError, ValueError):
+                time.sleep(0.05)
 
     def stream(self) -> None:
         """A line-protocol subscriber in reserve mode acking on its own connection."""
@@ -443,7 +516,10 @@ def check_redis(redis_client: Any, ledger: Ledger) -> dict[str, Any]:
 
 def lost(ledger: Ledger) -> list[str]:
     """Added keys never acked (an ack whose answer was lost may have been applied: not counted)."""
-    return [key for key in ledger.added if key not in ledger.acked and key not in ledger.uncertain_acks]
+    return [
+        key for key in ledger.added
+        if key not in ledger.acked and key not in ledger.uncertain_acks and key not in ledger.taken
+    ]
 
 
 # -- scenarios ----------------------------------------------------------------------------------
@@ -463,14 +539,16 @@ def wait_status(url: str, want: set[int], limit: float, body: Any = None) -> flo
     return None
 
 
-def faulted(server: RestMQ, seed: int, kills: int, fault: Any, client: Any) -> tuple[Ledger, dict[str, Any]]:
+def faulted(
+    server: RestMQ, seed: int, kills: int, fault: Any, client: Any, takers: bool = False
+) -> tuple[Ledger, dict[str, Any]]:
     """Run the load on ``server`` while ``fault(rnd)`` strikes ``kills`` times (a second or so
     apart), then drain and check Redis (``client()``); the ledger and the Redis figures."""
     ledger = Ledger()
     rnd = random.Random(seed)
     server.start()
     call("PUT", f"{server.base}/q/{QUEUE}/config", {"max_attempts": 1000})
-    load = Load(server, ledger, seed)
+    load = Load(server, ledger, seed, takers)
     load.start()
     for _ in range(kills):
         time.sleep(rnd.uniform(0.3, 1.5))
@@ -630,6 +708,40 @@ def disk_full(tmp: Path, durability: str) -> dict[str, Any]:
     return out
 
 
+def stall_redis(tmp: Path, stalls: int, seed: int) -> dict[str, Any]:
+    """Redis stopped (SIGSTOP) for 3 x ``--redis-timeout`` under the load, at-most-once takers and
+    a COMET stream included, then continued: every call answered "nothing was applied" must not
+    have been applied later, nothing is lost, and service resumes within 1 s."""
+    redis = Redis(tmp / "redis-stalled", "everysec")
+    redis.start()
+    server = RestMQ(tmp / "restmq-stalled", redis.url)
+    resumed: list[float] = []
+
+    def fault(rnd: random.Random) -> None:
+        redis.signal(signal.SIGSTOP)
+        time.sleep(3 * server.timeout)
+        redis.signal(signal.SIGCONT)
+        back = wait_status(f"{server.base}/q/probe", {200, 201}, 5.0, {"value": "probe"})
+        resumed.append(back if back is not None else 99.0)
+
+    try:
+        ledger, extra = faulted(server, seed, stalls, fault, redis.client, takers=True)
+    finally:
+        server.stop()
+        redis.stop()
+    missing = lost(ledger)
+    if missing:
+        ledger.violations.append(f"{len(missing)} added messages never delivered, e.g. {missing[:5]}")
+    applied_late = sorted(ledger.not_applied & ledger.values)
+    if applied_late:
+        ledger.violations.append(f"{len(applied_late)} adds answered 'not applied' were delivered, e.g. {applied_late[:5]}")
+    if slowest(resumed) > 1.0:
+        ledger.violations.append(f"service resumed {slowest(resumed)} s after SIGCONT (promise: 1 s)")
+    return figures("stall-redis", stalls, ledger, not_applied_adds=len(ledger.not_applied),
+                   applied_late=len(applied_late), taken=len(ledger.taken), resume_s_max=slowest(resumed),
+                   **extra)
+
+
 def freeze_redis(tmp: Path, seconds: float) -> dict[str, Any]:
     redis = Redis(tmp / "redis-frozen", "everysec")
     redis.start()
@@ -672,22 +784,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="random seed (default: time)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, AOFs)")
+    p.add_argument("--only", metavar="SCENARIO", help="run one scenario (its name's first word, e.g. stall)")
     args = p.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time())
     restmq_kills, redis_kills = (5, 2) if args.short else (25, 10)
     tmp = Path(tempfile.mkdtemp(prefix="restmq-chaos-"))
     print(f"chaos: seed {seed}, temp {tmp}", flush=True)
+    scenarios: list[tuple[str, Any]] = [
+        ("kill-restmq", lambda: kill_restmq(tmp, restmq_kills, seed)),
+        ("kill-redis", lambda: kill_redis(tmp, redis_kills, "always", seed + 1)),
+        ("kill-embedded", lambda: kill_embedded_redis(tmp, redis_kills, seed + 3)),
+        ("kill-redis", lambda: None if args.short else kill_redis(tmp, redis_kills, "everysec", seed + 2)),
+        ("stall", lambda: stall_redis(tmp, 2 if args.short else 10, seed + 4)),
+        ("freeze", lambda: freeze_redis(tmp, 1.0 if args.short else 5.0)),
+        ("disk-full", lambda: disk_full(tmp, "always")),
+        ("disk-full", lambda: None if args.short else disk_full(tmp, "everysec")),
+    ]
     results = []
     try:
-        results.append(kill_restmq(tmp, restmq_kills, seed))
-        results.append(kill_redis(tmp, redis_kills, "always", seed + 1))
-        results.append(kill_embedded_redis(tmp, redis_kills, seed + 3))
-        if not args.short:
-            results.append(kill_redis(tmp, redis_kills, "everysec", seed + 2))
-        results.append(freeze_redis(tmp, 1.0 if args.short else 5.0))
-        results.append(disk_full(tmp, "always"))
-        if not args.short:
-            results.append(disk_full(tmp, "everysec"))
+        for name, run in scenarios:
+            if args.only and not name.startswith(args.only):
+                continue
+            result = run()
+            if result is not None:
+                results.append(result)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

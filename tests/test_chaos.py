@@ -1,5 +1,6 @@
 """The chaos suite's short run (chaos/chaos.py --short): RestMQ killed -9 five times, an external and
-an embedded Redis twice each, under a mixed load; Redis frozen with SIGSTOP; every promise checked
+an embedded Redis twice each, under a mixed load; Redis stalled twice and frozen once with SIGSTOP;
+every promise checked
 (the long run is by hand)."""
 
 from __future__ import annotations
@@ -23,5 +24,7 @@ def test_chaos_short_run_keeps_every_promise(tmp_path):
     assert results["kill-redis (always)"]["lost"] == 0
     assert results["kill-embedded-redis"]["lost"] == 0
     assert results["freeze-redis"]["health_while_frozen"] == 503
+    stall = results["stall-redis"]
+    assert stall["kills"] == 2 and stall["lost"] == 0 and stall["applied_late"] == 0
     full = results["disk-full (always)"]
     assert full.get("skipped") or (full["lost"] == 0 and full["refused"] == 503 and full["reads_while_full"] == 200)

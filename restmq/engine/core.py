@@ -13,11 +13,12 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import txredisapi
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -26,7 +27,8 @@ from restmq import commands
 from restmq.engine import keys as K
 from restmq.engine.hub import Hub, SubscriberEndpoint
 from restmq.engine.maintenance import Sweeper
-from restmq.engine.scripts import Scripts, send
+from restmq.engine.calls import DEADLINE_REFUSED, RESYNC_EVERY, Progress, RedisClock, bounded, margin, redis_failed
+from restmq.engine.scripts import Replicated, Scripts, send
 from restmq.latency import REDIS_BUCKETS, Latency
 from restmq.errors import BackendUnavailable, LimitExceeded, QueueFull, RestMQError, StaleReceipt
 from restmq.model import Message, QueueLength, QueueState
@@ -131,6 +133,12 @@ class QueueEngine:
         self.started_at = time.time()
         #: Redis round trips of the scripts, by script name.
         self.redis_latency = Latency(REDIS_BUCKETS)
+        #: Redis's clock as seen from here: every script carries a deadline on it.
+        self.redis_clock = RedisClock()
+        self._resync = task.LoopingCall(lambda: defer.ensureDeferred(self._sync_clock()))
+        self._resync.clock = clock
+        #: Scripts Redis ran after their caller had stopped waiting (then undone), by script.
+        self.late_calls: Counter[str] = Counter()
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -144,55 +152,135 @@ class QueueEngine:
             await self._bounded(self.scripts.load(redis))
         except RestMQError as e:
             log.warn("redis not ready at start ({error}); scripts load on first use", error=e.message)
+        self._resync.start(RESYNC_EVERY, now=True)
 
     async def stop(self) -> None:
         """Stop sweeping, end every stream and stop listening."""
+        if self._resync.running:
+            self._resync.stop()
         await self.sweeper.stop()
         await self.hub.stop()
 
-    def _bounded(self, work: Any) -> defer.Deferred[Any]:
+    def _bounded(
+        self, work: Any, late: Callable[[Any], None] | None = None, progress: Progress | None = None
+    ) -> defer.Deferred[Any]:
         """``work`` (a coroutine or Deferred) bounded by ``timeout``, Redis failures mapped to
-        ``backend_unavailable``. A plain Deferred chain: this is on every command's path."""
+        ``backend_unavailable``; a reply that comes after the caller gave up goes to ``late``
+        (see calls.py). A plain Deferred chain: this is on every command's path."""
         if self.redis is None:
             if not isinstance(work, defer.Deferred):
                 work.close()
-            return defer.fail(BackendUnavailable(NOT_CONNECTED))
+            return defer.fail(BackendUnavailable(NOT_CONNECTED, applied=False))
         d = work if isinstance(work, defer.Deferred) else defer.ensureDeferred(work)
-        return d.addTimeout(self.timeout, self.clock).addErrback(self._redis_failed)
+        return bounded(d, self.timeout, self.clock, late=late, progress=progress).addErrback(self._redis_failed)
 
     def _redis_failed(self, failure: Failure) -> Failure:
-        if failure.check(defer.TimeoutError):
-            raise BackendUnavailable(f"redis did not answer within {self.timeout:g} s")
-        if failure.check(txredisapi.ConnectionError, ConnectionError):
-            raise BackendUnavailable(f"redis is unreachable: {failure.value}")
         if failure.check(txredisapi.ResponseError):
             text = str(failure.value)
-            if text.startswith(("LOADING", "MASTERDOWN", "READONLY", "BUSY", "MISCONF", "OOM")):
-                raise BackendUnavailable(f"redis refused: {text}")
-            if text.startswith("QUEUE_FULL"):
+            if text.startswith(DEADLINE_REFUSED):
+                # Refused while its caller still waited: our idea of Redis's clock is off.
+                self.redis_clock.forget()
+            elif text.startswith(("LOADING", "MASTERDOWN", "READONLY", "BUSY", "MISCONF", "OOM")):
+                raise BackendUnavailable(f"redis refused: {text}; nothing was applied", applied=False)
+            elif text.startswith("QUEUE_FULL"):
                 _, held, limit = text.split()[:3]
                 raise QueueFull(f"the queue holds {held} messages; its max_length is {limit}")
-        return failure
+        return redis_failed(failure, self.timeout)
 
-    def _script(self, name: str, queue: str, args: list[Any]) -> defer.Deferred[Any]:
-        """Run a per-queue script (``ARGV[1]`` is the queue's channel). Every script answers
-        ``{next due, …}``; when the queue has something due the global timer is kept, and the rest
-        of the answer is returned. The round trip is timed into :attr:`redis_latency`."""
+    async def _sync_clock(self) -> None:
+        """Measure Redis's clock against ours (see calls.RedisClock); logged when it fails."""
+        try:
+            await self._bounded(self.redis_clock.sync(self.redis))
+        except RestMQError as e:
+            log.debug("redis clock not measured: {error}", error=e.message)
+
+    def _script(
+        self,
+        name: str,
+        queue: str,
+        args: list[Any],
+        late: Callable[[list[Any]], None] | None = None,
+        *,
+        keys: list[str] | None = None,
+        raw: bool = False,
+    ) -> defer.Deferred[Any]:
+        """Run a per-queue script (``ARGV[1]`` is the queue's channel) with a deadline on Redis's
+        clock a margin before this call stops waiting. Every script answers ``{next due, …}``;
+        when the queue has something due the global timer is kept, and the rest of the answer is
+        returned. ``late`` undoes a reply that comes after the caller gave up. The round trip is
+        timed into :attr:`redis_latency`. The sweeper's scripts pass ``keys`` (global keys, no
+        channel) and take the ``raw`` answer (no timer to keep)."""
         if self.redis is None:
-            return defer.fail(BackendUnavailable(NOT_CONNECTED))
-        qk = K.for_queue(queue)
+            return defer.fail(BackendUnavailable(NOT_CONNECTED, applied=False))
         start = time.monotonic()
-        replicas = self.replicas if name in REPLICATED else 0
-        call = self.scripts.call(
-            self.redis, name, qk.pick(self.scripts.keys[name]), [qk.channel, *args], replicas,
-            int(self.timeout * 800),  # WAIT gets most of the request's time bound
-        )
+        until = start + self.timeout - margin(self.timeout)
+        if keys is None:
+            qk = K.for_queue(queue)
+            keys, argv = qk.pick(self.scripts.keys[name]), [qk.channel, *args]
+        else:
+            argv = [b"", *args]
+        progress = None
+        replicated = None
+        if self.replicas and name in REPLICATED:
+            progress = Progress()
+            replicated = Replicated(self.replicas, until, progress)
+        if self.redis_clock.offset is not None:
+            deadline = self.redis_clock.deadline(until - start)
+            call = self.scripts.call(self.redis, name, keys, argv, deadline, replicated)
+        else:
+            call = defer.ensureDeferred(self._call_after_sync(name, keys, argv, until, replicated))
 
         def timed(outcome: Any) -> Any:
             self.redis_latency.observe("script", name, time.monotonic() - start)
             return outcome
 
-        return self._bounded(call).addBoth(timed).addCallback(self._timed, queue)
+        d = self._bounded(call, late, progress).addBoth(timed)
+        return d if raw else d.addCallback(self._timed, queue)
+
+    async def _call_after_sync(
+        self, name: str, keys: list[str], argv: list[Any], until: float, replicated: Replicated | None
+    ) -> Any:
+        """The first call (or the first after a refused deadline) measures the clock first."""
+        await self.redis_clock.sync(self.redis)
+        deadline = self.redis_clock.deadline(until - time.monotonic())
+        return await self.scripts.call(self.redis, name, keys, argv, deadline, replicated)
+
+    def _late(self, queue: str, name: str, what: str, args: list[Any]) -> None:
+        """Undo a call Redis ran after its caller gave up (see undo.lua); logged either way."""
+        self.late_calls[name] += 1
+        if not args:
+            return
+        qk = K.for_queue(queue)
+        call = self.scripts.call(self.redis, "undo", qk.pick(self.scripts.keys["undo"]), [qk.channel, what, *args])
+
+        def undone(reply: list[Any]) -> None:
+            log.warn(
+                "redis ran {script} on queue={queue} after its caller gave up; undone={undone}",
+                script=name, queue=queue, undone=int(reply[1]),
+            )
+
+        def failed(failure: Failure) -> None:
+            log.error(
+                "redis ran {script} on queue={queue} after its caller gave up, and undoing it failed: {error}",
+                script=name, queue=queue, error=failure.value,
+            )
+
+        call.addCallbacks(undone, failed)
+
+    def _undo_take(self, queue: str, name: str) -> Callable[[list[Any]], None]:
+        """The late handler of a take or reserve (take.lua's answer): give the messages back."""
+
+        def late(reply: list[Any]) -> None:
+            if len(reply) < 2 or reply[1] != b"ok":
+                self._late(queue, name, "take", [])
+                return
+            flat = reply[3:]
+            if any(flat[i + 3] for i in range(0, len(flat), 4)):  # receipts: a reservation
+                self._late(queue, name, "reserve", [flat[i + 3] for i in range(0, len(flat), 4)])
+            else:
+                self._late(queue, name, "take", [x for i in range(0, len(flat), 4) for x in flat[i:i + 3]])
+
+        return late
 
     def _timed(self, reply: list[Any], queue: str) -> list[Any]:
         due = int(reply[0])
@@ -237,7 +325,13 @@ class QueueEngine:
             register.addErrback(
                 lambda f: log.warn("could not register queue={queue}: {error}", queue=queue, error=f.value)
             )
-        reply = await self._script("add", queue, args)
+        dedups = [dedup or "" for _, _, _, _, dedup, _ in items]
+
+        def late(reply: list[Any]) -> None:
+            added = [x for n, d in zip(reply[2:], dedups) if int(n) > 0 for x in (n, d)]
+            self._late(queue, "add", "add", added)
+
+        reply = await self._script("add", queue, args, late)
         if register is not None:
             await register
         return [int(n) for n in reply[1:]]
@@ -258,20 +352,24 @@ class QueueEngine:
 
     async def take(self, queue: str, count: int) -> list[Message]:
         """Remove up to ``count`` ready messages (none while the queue is paused)."""
-        reply = await self._script("take", queue, [count, "take", 0, "", "", 0])
+        reply = await self._script("take", queue, [count, "take", 0, "", "", 0], self._undo_take(queue, "take"))
         return parse_deliveries(queue, reply[1:]) if reply[0] == b"ok" else []
 
     async def reserve(self, queue: str, count: int, lease: float | None) -> list[Message]:
         """Deliver up to ``count`` ready messages hidden for ``lease`` seconds (None: the queue's
         lease), each with a receipt."""
         nonce = secrets.token_hex(4)
-        reply = await self._script("take", queue, [count, "reserve", ms(lease or 0), nonce, "", 0])
+        reply = await self._script(
+            "take", queue, [count, "reserve", ms(lease or 0), nonce, "", 0], self._undo_take(queue, "reserve")
+        )
         return parse_deliveries(queue, reply[1:]) if reply[0] == b"ok" else []
 
     async def stream_take(self, queue: str, count: int) -> tuple[str, list[Message]]:
         """The hub's drain step: ``("paused", [])``, ``("broadcast", [])`` after publishing, or
         ``("roundrobin", messages)`` for this process's subscribers to share."""
-        reply = await self._script("take", queue, [count, "stream", 0, "", self.default_policy, self.replay])
+        reply = await self._script(
+            "take", queue, [count, "stream", 0, "", self.default_policy, self.replay], self._undo_take(queue, "stream")
+        )
         status = reply[0].decode()
         if status == "ok":
             return "roundrobin", parse_deliveries(queue, reply[1:])
@@ -333,14 +431,12 @@ class QueueEngine:
     async def settle(self, queue: str) -> None:
         """Bring ``queue`` up to date now and set its timer to what is next due (the sweeper's
         step for idle queues)."""
-        qk = K.for_queue(queue)
-        call = self.scripts.call(self.redis, "settle", qk.pick(self.scripts.keys["settle"]), [qk.channel])
-        due, settled_at = await self._bounded(call)
-        await self._bounded(self.scripts.call(self.redis, "retime", [K.TIMERS], [b"", queue, due, settled_at]))
+        due, settled_at = await self._script("settle", queue, [], raw=True)
+        await self._script("retime", K.TIMERS, [queue, due, settled_at], keys=[K.TIMERS], raw=True)
 
     async def due_queues(self, limit: int) -> list[str]:
         """Queues whose timers are due by Redis's clock."""
-        reply = await self._bounded(self.scripts.call(self.redis, "due", [K.TIMERS], [b"", limit]))
+        reply = await self._script("due", K.TIMERS, [limit], keys=[K.TIMERS], raw=True)
         return [q.decode() for q in reply[1:]]
 
     async def replayed(self, queue: str, since: str) -> list[Message]:

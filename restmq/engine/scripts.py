@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from importlib import resources
 import itertools
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import txredisapi
@@ -11,13 +13,14 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from restmq.engine.calls import Progress
 from restmq.errors import BackendUnavailable
 
 log = Logger()
 
 NAMES = (
     "add", "take", "read", "del", "purge", "len", "conf", "config", "stats", "subs", "ack", "nack",
-    "touch", "redrive", "settle", "due", "retime", "replay", "find",
+    "touch", "redrive", "settle", "due", "retime", "replay", "find", "undo",
 )
 
 
@@ -35,15 +38,28 @@ def declared_keys(text: str) -> tuple[str, ...]:
     return tuple(first[len("-- KEYS:"):].split())
 
 
+#: Inserted after the shared library: the last ARGV of every call is its deadline (ms on Redis's
+#: clock, 0 for none), taken off ARGV so that scripts never see it. A script that starts after its
+#: deadline changes nothing: its caller has stopped waiting (see ``calls.py``).
+DEADLINE_CHECK = """
+local DEADLINE = tonumber(table.remove(ARGV))
+if DEADLINE > 0 and now_ms() > DEADLINE then
+  return redis.error_reply('DEADLINE the caller stopped waiting before redis ran this call')
+end
+"""
+
+
 def assemble(text: str, defaults: dict[str, int]) -> str:
     """The script Redis runs: its declared keys by role (``K.ready`` …), the event channel
-    (``ARGV[1]`` of every script), the settings' defaults, the shared library, then its body."""
+    (``ARGV[1]`` of every script), the settings' defaults, the shared library, the deadline check,
+    then its body."""
     roles = declared_keys(text)
     keys = ", ".join(f"{role} = KEYS[{i}]" for i, role in enumerate(roles, 1))
     settings = ", ".join(f"{name} = {value}" for name, value in sorted(defaults.items()))
     return (
         f"local K = {{{keys}}}\nlocal CHANNEL = ARGV[1]\nlocal DEFAULT = {{{settings}}}\n"
         + source("_lib")
+        + DEADLINE_CHECK
         + text
     )
 
@@ -70,33 +86,40 @@ class Scripts:
         log.debug("lua scripts loaded count={count}", count=len(self._sha))
 
     def call(
-        self, redis: Any, name: str, keys: list[str], args: list[Any], replicas: int = 0, wait_ms: int = 0
+        self,
+        redis: Any,
+        name: str,
+        keys: list[str],
+        args: list[Any],
+        deadline: int = 0,
+        replicated: Replicated | None = None,
     ) -> defer.Deferred[Any]:
-        """Run script ``name``; one retry after reloading when Redis answers NOSCRIPT. With
-        ``replicas``, the answer comes only once that many replicas have the write (WAIT).
+        """Run script ``name`` unless Redis reaches it after ``deadline`` (ms on Redis's clock; 0:
+        none); one retry after reloading when Redis answers NOSCRIPT. With ``replicated``, the
+        answer comes only once enough replicas have the write (WAIT).
 
         The common case is a plain Deferred chain (no coroutine): this is every command's path.
         """
         sha = self._sha.get(name)
         if sha is None:
-            return defer.ensureDeferred(self._reload_and_call(redis, name, keys, args, replicas, wait_ms))
-        command = (b"EVALSHA", sha, len(keys), *keys, *args)
-        d = send_replicated(redis, replicas, wait_ms, *command) if replicas else send(redis, *command)
+            return defer.ensureDeferred(self._reload_and_call(redis, name, keys, args, deadline, replicated))
+        command = (b"EVALSHA", sha, len(keys), *keys, *args, deadline)
+        d = send_replicated(redis, replicated, command) if replicated else send(redis, *command)
 
         def noscript(failure: Failure) -> Any:
             if failure.check(txredisapi.ResponseError) and str(failure.value).startswith("NOSCRIPT"):
                 log.info("redis forgot the lua scripts; loading them again")
-                return defer.ensureDeferred(self._reload_and_call(redis, name, keys, args, replicas, wait_ms))
+                return defer.ensureDeferred(self._reload_and_call(redis, name, keys, args, deadline, replicated))
             return failure
 
         return d.addErrback(noscript)
 
     async def _reload_and_call(
-        self, redis: Any, name: str, keys: list[str], args: list[Any], replicas: int, wait_ms: int
+        self, redis: Any, name: str, keys: list[str], args: list[Any], deadline: int, replicated: Replicated | None
     ) -> Any:
         await self.load(redis)
-        command = (b"EVALSHA", self._sha[name], len(keys), *keys, *args)
-        return await (send_replicated(redis, replicas, wait_ms, *command) if replicas else send(redis, *command))
+        command = (b"EVALSHA", self._sha[name], len(keys), *keys, *args, deadline)
+        return await (send_replicated(redis, replicated, command) if replicated else send(redis, *command))
 
 
 _turn = itertools.count()
@@ -118,32 +141,43 @@ def send(redis: Any, *command: Any) -> defer.Deferred[Any]:
     return redis.execute_command(*command)  # type: ignore[no-any-return]
 
 
-def send_replicated(redis: Any, replicas: int, wait_ms: int, *command: Any) -> defer.Deferred[Any]:
-    """Send one write, then ``WAIT replicas wait_ms`` on the same connection (WAIT counts the
-    writes of its own connection): the answer is the write's, given only once enough replicas
-    acknowledged it; otherwise ``backend_unavailable`` (the write may or may not survive a
-    failover, so the client should retry)."""
+@dataclass
+class Replicated:
+    """A write answered only once ``replicas`` replicas have it: ``WAIT`` is sent after the
+    script's answer, with the time left before ``until`` (``time.monotonic()``), so that it never
+    outlasts its caller; ``progress`` records that the write itself was applied."""
+
+    replicas: int
+    until: float
+    progress: Progress
+
+
+def send_replicated(redis: Any, replicated: Replicated, command: tuple[Any, ...]) -> defer.Deferred[Any]:
+    """Send one write, then ``WAIT`` on the same connection (WAIT counts the writes of its own
+    connection): the answer is the write's, given only once enough replicas acknowledged it;
+    otherwise ``backend_unavailable`` (the write may or may not survive a failover, so the client
+    should retry)."""
     pool = getattr(getattr(redis, "_factory", None), "pool", None)
     if pool:
         connection = pool[next(_turn) % len(pool)]
         if connection.connected:
-            return _write_and_wait(connection, replicas, wait_ms, command)
+            return _write_and_wait(connection, replicated, command)
     waiting = redis._factory.getConnection(peek=True)  # none up: wait for one (the caller bounds it)
-    return waiting.addCallback(_write_and_wait, replicas, wait_ms, command)  # type: ignore[no-any-return]
+    return waiting.addCallback(_write_and_wait, replicated, command)  # type: ignore[no-any-return]
 
 
-def _write_and_wait(connection: Any, replicas: int, wait_ms: int, command: tuple[Any, ...]) -> defer.Deferred[Any]:
-    both = defer.gatherResults(
-        [connection.execute_command(*command), connection.execute_command(b"WAIT", replicas, wait_ms)],
-        consumeErrors=True,
-    )
+def _write_and_wait(connection: Any, replicated: Replicated, command: tuple[Any, ...]) -> defer.Deferred[Any]:
+    def written(reply: Any) -> Any:
+        replicated.progress.applied = True
+        wait_ms = max(int((replicated.until - time.monotonic()) * 1000), 1)
+        return connection.execute_command(b"WAIT", replicated.replicas, wait_ms).addCallback(acknowledged, reply, wait_ms)
 
-    def replicated(results: list[Any]) -> Any:
-        reply, acks = results
-        if int(acks) < replicas:
+    def acknowledged(acks: Any, reply: Any, wait_ms: int) -> Any:
+        if int(acks) < replicated.replicas:
             raise BackendUnavailable(
-                f"written, but only {int(acks)} of {replicas} replicas acknowledged it within {wait_ms} ms"
+                f"written, but only {int(acks)} of {replicated.replicas} replicas acknowledged it within {wait_ms} ms",
+                applied="unknown",
             )
         return reply
 
-    return both.addCallbacks(replicated, lambda f: f.value.subFailure)
+    return connection.execute_command(*command).addCallback(written)  # type: ignore[no-any-return]
