@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from restmq import commands
 from restmq.engine import QueueEngine
-from restmq.engine.hub import Sink, Subscription
+from restmq.streams import Sink, Subscription
 from restmq.errors import BadRequest, Empty, Forbidden, LimitExceeded, NotFound, RestMQError, TooLarge
 from restmq.engine.keys import DEAD_SUFFIX
 from restmq.latency import Latency
@@ -158,13 +158,13 @@ class Dispatcher:
             lease = commands.parse(commands.COMMANDS["reserve"], {"queue": queue, "lease": lease})["lease"]
         if self.authorize is not None and principal is not TRUSTED:
             self.authorize(principal, "read", queue)
-        if self.max_subscribers and self.engine.hub.subscribers(queue) >= self.max_subscribers:
+        if self.max_subscribers and self.engine.subscribers(queue) >= self.max_subscribers:
             self.errors["limit_exceeded"] += 1
             raise LimitExceeded(
                 f"queue {queue} has {self.max_subscribers} subscribers here, the limit (--max-subscribers)"
             )
         self.calls["subscribe"] += 1
-        return self.engine.hub.subscribe(queue, sink, mode=mode, lease=lease, since=since)
+        return self.engine.subscribe(queue, sink, mode=mode, lease=lease, since=since)
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -226,7 +226,7 @@ class Dispatcher:
         if messages or wait <= 0:
             return messages
         deadline = time.monotonic() + wait
-        watch = self.engine.hub.watch(queue)
+        watch = self.engine.watch(queue)
         try:
             await watch.ready(wait)
             while True:

@@ -7,7 +7,6 @@ quickly instead of a hung request.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 import socket
@@ -27,11 +26,13 @@ from restmq import commands
 from restmq.engine import keys as K
 from restmq.engine.hub import Hub, SubscriberEndpoint
 from restmq.engine.maintenance import Sweeper
+from restmq.engine.records import parse_broadcast, parse_deliveries, parse_reads
 from restmq.engine.calls import DEADLINE_REFUSED, RESYNC_EVERY, Progress, RedisClock, bounded, margin, redis_failed
 from restmq.engine.scripts import Replicated, Scripts, send
 from restmq.latency import REDIS_BUCKETS, Latency
 from restmq.errors import BackendUnavailable, LimitExceeded, QueueFull, RestMQError, StaleReceipt
 from restmq.model import Message, QueueLength, QueueState
+from restmq.streams import Sink, Subscription, Watch
 
 log = Logger()
 
@@ -52,49 +53,6 @@ NOT_CONNECTED = "redis is not connected yet"
 #: ``take`` (take, reserve, streams) is not: it hands messages over, and refusing to answer after
 #: the take happened would lose them; unreplicated, a failover can only bring them back (again).
 REPLICATED = frozenset({"add", "ack", "nack", "touch", "del", "purge", "redrive", "config", "conf"})
-
-
-def parse_record(
-    queue: str,
-    n: bytes | int,
-    record: bytes,
-    seen: bytes | int = 0,
-    receipt: bytes = b"",
-    until: int = 0,
-    error: bytes = b"",
-) -> Message:
-    """Turn a stored record ``priority:enqueued_ms:attempts:expire_ms:value`` into a Message (a
-    unique message's value carries :data:`~restmq.engine.keys.UNIQUE_MARK` first: not shown)."""
-    priority, enqueued, attempts, _expire, value = record.split(b":", 4)
-    if value[:1] == K.UNIQUE_MARK:
-        value = value[1:]
-    return Message(
-        queue, int(n), value, int(priority), int(attempts), int(enqueued), int(seen),
-        receipt.decode() if receipt else "", until, error.decode("utf-8", "replace") if error else "",
-    )
-
-
-def parse_reads(queue: str, flat: Sequence[Any]) -> list[Message]:
-    """read.lua answers ``n, record, seen, last error`` for each message."""
-    return [
-        parse_record(queue, flat[i], flat[i + 1], flat[i + 2], error=flat[i + 3])
-        for i in range(0, len(flat), 4)
-    ]
-
-
-def parse_deliveries(queue: str, flat: Sequence[Any]) -> list[Message]:
-    """take.lua's answer after its status: the lease deadline, then ``n, record, seen, receipt``."""
-    until = int(flat[0])
-    return [
-        parse_record(queue, flat[i], flat[i + 1], flat[i + 2], flat[i + 3], until)
-        for i in range(1, len(flat), 4)
-    ]
-
-
-def parse_broadcast(queue: str, event_id: bytes, body: bytes) -> Message:
-    """A broadcast message as published and replayed: ``<n>|<seen>|<record>`` with its replay id."""
-    n, seen, record = body.split(b"|", 2)
-    return dataclasses.replace(parse_record(queue, n, record, seen), event_id=event_id.decode())
 
 
 def ms(seconds: float) -> int:
@@ -507,6 +465,22 @@ class QueueEngine:
             "state": QueueState(queue, state == b"paused", policy.decode()),
             "subscribers": int(subs),
         }
+
+    # -- streams (the hub does the work; the dispatcher only sees these) -----------------------
+
+    def subscribe(
+        self, queue: str, sink: Sink, *, mode: str = "take", lease: float | None = None, since: str | None = None
+    ) -> Subscription:
+        """Register a stream sink on ``queue`` (see :meth:`Hub.subscribe`)."""
+        return self.hub.subscribe(queue, sink, mode=mode, lease=lease, since=since)
+
+    def watch(self, queue: str) -> Watch:
+        """Watch ``queue`` for adds, for a long poll."""
+        return self.hub.watch(queue)
+
+    def subscribers(self, queue: str) -> int:
+        """How many stream sinks this process has on ``queue``."""
+        return self.hub.subscribers(queue)
 
     async def count_subscribers(self, queue: str, delta: int, *, absolute: bool = False) -> None:
         """Add ``delta`` to this process's stream subscribers on ``queue`` (summed by stats), or

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import txredisapi
 from twisted.application.internet import ClientService, backoffPolicy
@@ -20,9 +20,9 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
 from restmq.engine import keys as K
-
-if TYPE_CHECKING:
-    from restmq.engine.core import QueueEngine
+from restmq.engine.records import parse_broadcast
+from restmq.model import Message
+from restmq.streams import Sink
 
 log = Logger()
 
@@ -40,18 +40,16 @@ STREAM_BATCH = 16
 SLOW_CONSUMER_BACKLOG = 1000
 
 
-class Sink(Protocol):
-    """What a stream front end gives the hub: where messages go, and how the stream ends.
+class Source(Protocol):
+    """What the hub needs of the engine: the atomic stream steps, nothing else."""
 
-    A sink may also have a ``ready`` attribute: False while its client is not reading (its
-    transport paused it). The hub then gives it nothing in roundrobin or reserve mode (messages
-    stay queued for others) and, in broadcast, ends its stream after ``SLOW_CONSUMER_BACKLOG``
-    messages; the sink calls ``Subscription.wake()`` when it is ready again.
-    """
+    async def stream_take(self, queue: str, count: int) -> tuple[str, list[Message]]: ...
 
-    def deliver(self, message: dict[str, Any]) -> None: ...
+    async def reserve(self, queue: str, count: int, lease: float | None) -> list[Message]: ...
 
-    def close(self, reason: str) -> None: ...
+    async def replayed(self, queue: str, since: str) -> list[Message]: ...
+
+    async def count_subscribers(self, queue: str, delta: int, *, absolute: bool = False) -> None: ...
 
 
 def _ready(sink: Sink) -> bool:
@@ -122,9 +120,9 @@ class _Resuming:
         self._held = None
         self.sink.close(reason)
 
-    async def replay(self, engine: QueueEngine, queue: str, since: str) -> None:
+    async def replay(self, source: Source, queue: str, since: str) -> None:
         try:
-            missed = await engine.replayed(queue, since)
+            missed = await source.replayed(queue, since)
         except Exception as e:  # the stream goes on live; say what was not replayed
             log.warn("replay failed queue={queue} since={since}: {error}", queue=queue, since=since, error=e)
             missed = []
@@ -136,8 +134,8 @@ class _Resuming:
             self.deliver(message)
 
 
-class Subscription:
-    """A registered sink; ``cancel()`` removes it (the client went away)."""
+class _Subscription:
+    """A registered sink (see :class:`restmq.streams.Subscription`)."""
 
     def __init__(self, hub: Hub, queue: str, sink: Sink) -> None:
         self._hub, self.queue, self.sink = hub, queue, sink
@@ -153,9 +151,9 @@ class Subscription:
             self._hub.drain(local)
 
 
-class Watch:
-    """Interest in a queue's adds for a long poll; subscribed before the first look, so no add is
-    missed between an empty take and the wait."""
+class _Watch:
+    """Interest in a queue's adds for a long poll (see :class:`restmq.streams.Watch`); subscribed
+    before the first look, so no add is missed between an empty take and the wait."""
 
     def __init__(self, hub: Hub, local: _Local) -> None:
         self._hub, self._local = hub, local
@@ -256,8 +254,8 @@ class Hub:
     #: Seconds between "still alive" notes for this process's subscriber counts (see stats.lua).
     HEARTBEAT = 5.0
 
-    def __init__(self, engine: QueueEngine, *, clock: IReactorTime) -> None:
-        self.engine = engine
+    def __init__(self, source: Source, *, clock: IReactorTime) -> None:
+        self.source = source
         self.clock = clock
         self._local: dict[str, _Local] = {}
         self._by_channel: dict[bytes, _Local] = {}
@@ -326,27 +324,27 @@ class Hub:
         mode: str = "take",
         lease: float | None = None,
         since: str | None = None,
-    ) -> Subscription:
+    ) -> _Subscription:
         """Register a stream sink. In ``take`` mode it receives the queue's messages by the queue's
         policy (at-most-once); in ``reserve`` mode each message goes to one reserve sink with a
         receipt, and comes back after ``lease`` unless acked (at-least-once, whatever the policy).
         ``since`` (a broadcast replay id) first replays the broadcast messages after it."""
         if since is not None:
             sink = _Resuming(sink)
-            defer.ensureDeferred(sink.replay(self.engine, queue, since))
+            defer.ensureDeferred(sink.replay(self.source, queue, since))
         local = self._interest(queue)
         local.sinks.append(sink)
         if mode == "reserve":
             local.leases[sink] = lease
         self._note_count(queue, 1)
         local.subscribed.addCallback(lambda _: self.drain(local))
-        return Subscription(self, queue, sink)
+        return _Subscription(self, queue, sink)
 
-    def watch(self, queue: str) -> Watch:
+    def watch(self, queue: str) -> _Watch:
         """Start watching a queue for adds (long polls)."""
         local = self._interest(queue)
         local.watchers += 1
-        return Watch(self, local)
+        return _Watch(self, local)
 
     def subscribers(self, queue: str) -> int:
         """How many stream sinks this process has on ``queue``."""
@@ -396,7 +394,7 @@ class Hub:
 
     async def _count(self, queue: str, delta: int, *, absolute: bool = False) -> None:
         try:
-            await self.engine.count_subscribers(queue, delta, absolute=absolute)
+            await self.source.count_subscribers(queue, delta, absolute=absolute)
         except Exception as e:  # stats only: never let it break a stream
             log.debug("could not count subscribers queue={queue}: {error}", queue=queue, error=e)
 
@@ -451,8 +449,6 @@ class Hub:
                 d.callback(True)
 
     def _broadcast(self, local: _Local, payload: bytes) -> None:
-        from restmq.engine.core import parse_broadcast
-
         event_id, body = payload.split(b"|", 1)
         message = parse_broadcast(local.queue, event_id, body).to_dict()
         for sink in local.takers:
@@ -492,7 +488,7 @@ class Hub:
         ready = [s for s in local.takers if _ready(s)]
         if not ready:
             return 0  # nobody can take more now: messages stay queued until a sink wakes
-        status, messages = await self.engine.stream_take(local.queue, len(ready) * STREAM_BATCH)
+        status, messages = await self.source.stream_take(local.queue, len(ready) * STREAM_BATCH)
         for message in messages:
             ready = [s for s in local.takers if _ready(s)] or local.takers
             if not ready:
@@ -509,7 +505,7 @@ class Hub:
             if _ready(sink):
                 by_lease.setdefault(lease, []).append(sink)
         for lease, sinks in by_lease.items():
-            messages = await self.engine.reserve(local.queue, len(sinks), lease)
+            messages = await self.source.reserve(local.queue, len(sinks), lease)
             for sink, message in zip(sinks, messages):
                 if sink in local.leases:
                     sink.deliver(message.to_dict())

@@ -9,7 +9,7 @@ is harmless: settling is idempotent.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -17,20 +17,27 @@ from twisted.logger import Logger
 
 from restmq.errors import RestMQError
 
-if TYPE_CHECKING:
-    from restmq.engine.core import QueueEngine
-
 log = Logger()
 
 #: Queues settled per tick at most (more wait for the next tick, 100 ms later).
 BATCH = 100
 
 
+class Settler(Protocol):
+    """What the sweeper needs of the engine."""
+
+    async def queues(self) -> list[str]: ...
+
+    async def due_queues(self, limit: int) -> list[str]: ...
+
+    async def settle(self, queue: str) -> None: ...
+
+
 class Sweeper:
     """Settles queues whose timers are due, and all queues now and then."""
 
     def __init__(
-        self, engine: QueueEngine, clock: IReactorTime, *, interval: float = 0.1, full_pass: float = 30.0
+        self, engine: Settler, clock: IReactorTime, *, interval: float = 0.1, full_pass: float = 30.0
     ) -> None:
         self.engine, self.clock = engine, clock
         self.interval, self.full_pass = interval, full_pass

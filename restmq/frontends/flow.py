@@ -2,7 +2,7 @@
 
 A stream's sink registers as its socket's push producer. When the client stops reading and the
 socket's buffer fills, Twisted pauses it: the sink says it is not ``ready`` and the hub stops handing
-it messages (see :class:`restmq.engine.hub.Sink`); when the buffer drains, Twisted resumes it and the
+it messages (see :class:`restmq.streams.Sink`); when the buffer drains, Twisted resumes it and the
 sink wakes its subscription so the hub looks at the queue again.
 """
 

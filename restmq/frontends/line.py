@@ -21,7 +21,7 @@ module owns is the connection:
   ``{"end": REASON}`` and the connection closes; a disconnect cancels the subscription.
 - Flow control: the stream is the socket's push producer. A subscriber that stops reading pauses
   it, and the hub stops handing it messages (roundrobin, reserve) or ends it after a bound
-  (broadcast), see :class:`restmq.engine.hub.Sink`.
+  (broadcast), see :class:`restmq.streams.Sink`.
 - ``auth TOKEN`` checks the token with the dispatcher (``unauthorized`` if unknown, ``bad_request``
   when the server has no tokens) and makes it the connection's principal for what follows.
 - A connection without a request for ``idle_timeout`` seconds (``--idle-timeout``) is told so
@@ -46,7 +46,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from restmq.dispatch import Subscription
+from restmq.streams import Subscription
 from restmq.frontends.flow import ProducerSink
 from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge
 from restmq.wire import line as wire

@@ -20,7 +20,7 @@ A disconnect (clean or not) cancels the subscription at once; autobahn's ping (e
 
 Flow control: once open, the sink replaces twisted.web's channel as the socket's push producer, so a
 client that stops reading pauses it (the hub then stops taking messages for it in roundrobin and
-reserve mode, and ends a broadcast stream after a bound, see :class:`restmq.engine.hub.Sink`).
+reserve mode, and ends a broadcast stream after a bound, see :class:`restmq.streams.Sink`).
 """
 
 from __future__ import annotations
