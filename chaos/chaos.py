@@ -556,7 +556,11 @@ def faulted(
     time.sleep(0.5)
     load.finish()
     drain(server, ledger, time.monotonic() + 60)
-    return ledger, check_redis(client(), ledger)
+    applied_late = sorted(ledger.not_applied & ledger.values)
+    if applied_late:
+        ledger.violations.append(f"{len(applied_late)} adds answered 'not applied' were delivered, e.g. {applied_late[:5]}")
+    return ledger, {"not_applied_adds": len(ledger.not_applied), "applied_late": len(applied_late),
+                    **check_redis(client(), ledger)}
 
 
 def figures(scenario: str, kills: int, ledger: Ledger, **extra: Any) -> dict[str, Any]:
@@ -732,14 +736,9 @@ def stall_redis(tmp: Path, stalls: int, seed: int) -> dict[str, Any]:
     missing = lost(ledger)
     if missing:
         ledger.violations.append(f"{len(missing)} added messages never delivered, e.g. {missing[:5]}")
-    applied_late = sorted(ledger.not_applied & ledger.values)
-    if applied_late:
-        ledger.violations.append(f"{len(applied_late)} adds answered 'not applied' were delivered, e.g. {applied_late[:5]}")
     if slowest(resumed) > 1.0:
         ledger.violations.append(f"service resumed {slowest(resumed)} s after SIGCONT (promise: 1 s)")
-    return figures("stall-redis", stalls, ledger, not_applied_adds=len(ledger.not_applied),
-                   applied_late=len(applied_late), taken=len(ledger.taken), resume_s_max=slowest(resumed),
-                   **extra)
+    return figures("stall-redis", stalls, ledger, taken=len(ledger.taken), resume_s_max=slowest(resumed), **extra)
 
 
 def freeze_redis(tmp: Path, seconds: float) -> dict[str, Any]:
