@@ -194,3 +194,5 @@ class Acl:
         rule = self.rules.get(category)
         if rule is not None:
             rule.check(category, principal)
+
+    __call__ = authorize
