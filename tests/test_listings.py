@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import redis
+import redis as redis_py
 import treq
 from twisted.internet import threads
 
@@ -179,7 +179,7 @@ async def test_resp_info_lists_only_readable_queues(server, token):
     """RESP INFO (queues, and the default sections) lists only the readable queues, without an error."""
 
     def talk() -> dict[str, Any]:
-        client = redis.Redis(port=server.ports["resp"], password=token, socket_timeout=10)
+        client = redis_py.Redis(port=server.ports["resp"], password=token, socket_timeout=10)
         try:
             return client.info("queues")
         finally:
@@ -310,3 +310,57 @@ async def test_without_an_auth_file_listings_are_unchanged(open_server):
         assert code == 200 and sorted(json.loads(body)["queues"]) == list(QUEUES)
     answers = await threads.deferToThread(line_session, open_server.ports["line"], b"list\n")
     assert answers[0]["count"] == 4
+
+
+ACL = """
+[rest:consumer]
+hosts_allow = 127.0.0.1
+hosts_deny = all
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_acl_alone_lists_every_queue_and_with_tokens_the_tokens_filter(redis, tmp_path):
+    """The ACL judges callers, not queues: alone it lists all four; with an auth file the token's queues rule."""
+    acl, tokens = tmp_path / "acl", tmp_path / "tokens"
+    acl.write_text(ACL)
+    tokens.write_text(TOKENS)
+    for options, token, expected in [
+        ({"acl": str(acl)}, None, list(QUEUES)),
+        ({"acl": str(acl), "auth_file": str(tokens)}, "reader-t", SHOWN["reader-t"]),
+    ]:
+        running = await start(redis, tmp_path, **options)
+        try:
+            for path in ("/q", "/stats", "/control"):
+                code, body = await get(running, path, token)
+                assert code == 200 and sorted(json.loads(body)["queues"]) == expected, (options, path)
+        finally:
+            await running.root.stopService()
+        redis.cli("FLUSHALL")
+
+
+def test_permits_answers_what_authorize_decides(tmp_path):
+    """The listing filter's yes/no agrees with authorize for tokens, ACL, both, and any plain callable."""
+    from restmq.acl import Acl
+    from restmq.auth import Caller, Tokens, combine, permits
+    from restmq.errors import Forbidden, RestMQError
+
+    (tmp_path / "tokens").write_text(TOKENS)
+    (tmp_path / "acl").write_text(ACL)
+    tokens, acl = Tokens(str(tmp_path / "tokens")), Acl(str(tmp_path / "acl"))
+
+    def only_a(principal: Any, right: str, queue: str | None) -> None:
+        if queue and not queue.startswith("a"):
+            raise Forbidden("no")
+
+    for authorize in (tokens, acl, combine(tokens, acl), tokens.authorize, only_a):
+        for token in (None, "nobody", "reader-t", "admin-t", "writer-t"):
+            for host in ("127.0.0.1", "10.0.0.1"):
+                for queue in (*QUEUES, None):
+                    caller = Caller(token, "rest", host)
+                    try:
+                        authorize(caller, "read", queue)
+                        allowed = True
+                    except RestMQError:
+                        allowed = False
+                    assert permits(authorize, caller, "read", queue) is allowed, (authorize, token, host, queue)
