@@ -20,8 +20,9 @@ also send them with HTTP Basic (401 otherwise). A category without a section is 
 on a stream (a WebSocket ``add`` frame) that need more than read are judged as ``rest:producer``.
 
 The ACL covers HTTP only, as the original did; the line protocol and the other TCP front ends use
-tokens (``--auth-file``), which may be combined with it: a call must then pass both. Pure: no
-Twisted, no Redis.
+tokens (``--auth-file``), which may be combined with it: a call must then pass both. It judges
+callers, not queues, so a caller it lets list queues may read every one of them: with the ACL alone
+listings show every queue, as in the original. Pure: no Twisted, no Redis.
 """
 
 from __future__ import annotations
@@ -194,3 +195,5 @@ class Acl:
         rule = self.rules.get(category)
         if rule is not None:
             rule.check(category, principal)
+
+    __call__ = authorize

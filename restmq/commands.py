@@ -187,9 +187,9 @@ _TABLE = (
     ),
     Command("purge", (QUEUE,), "admin", "Empty the queue and end its streams.", text=("queue",)),
     Command("len", (QUEUE,), "read", "Count the queue's messages by state.", text=("queue",)),
-    Command("list", (), "read", "Every queue with its length."),
-    Command("stats", (OPT_QUEUE,), "read", "Server statistics, or one queue's.", text=("queue",)),
-    Command("state", (OPT_QUEUE,), "read", "Whether a queue is running or paused.", text=("queue",)),
+    Command("list", (), "read", "Every queue the caller may read, with its length."),
+    Command("stats", (OPT_QUEUE,), "read", "Server statistics (readable queues), or one queue's.", text=("queue",)),
+    Command("state", (OPT_QUEUE,), "read", "Running or paused: the queue, or every readable one.", text=("queue",)),
     Command("pause", (QUEUE,), "admin", "Stop delivering (adds are still accepted).", text=("queue",)),
     Command("resume", (QUEUE,), "admin", "Start delivering again.", text=("queue",)),
     Command(

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from restmq import commands
+from restmq.auth import permits
 from restmq.engine import QueueEngine
 from restmq.streams import Sink, Subscription
 from restmq.errors import BadRequest, Empty, Forbidden, LimitExceeded, NotFound, RestMQError, TooLarge
@@ -38,6 +39,9 @@ COUNTERS = ("added", "taken", "reserved", "acked", "nacked", "returned", "expire
 
 #: ``authorize(principal, right, queue)`` raises ``unauthorized``/``forbidden``; None allows all.
 Authorizer = Callable[[Any, str, str | None], None]
+
+#: Commands whose answer lists queues: they get the caller and show only the queues it may read.
+LISTINGS = frozenset({"list", "stats", "state"})
 
 
 def changes_settings(name: str, parsed: Mapping[str, Any]) -> bool:
@@ -114,6 +118,8 @@ class Dispatcher:
                 self.authorize(principal, right, parsed.get("queue"))
             self.calls[name] += 1
             handler = getattr(self, "_cmd_" + name)
+            if name in LISTINGS:
+                return await handler(principal=principal, **parsed)
             return await handler(**parsed)
         except RestMQError as e:
             self.errors[e.code] += 1
@@ -303,8 +309,16 @@ class Dispatcher:
     async def _cmd_len(self, queue: str) -> dict[str, Any]:
         return _length_dict(queue, await self.engine.length(queue))
 
-    async def _cmd_list(self) -> dict[str, Any]:
+    async def _readable_queues(self, principal: Any) -> list[str]:
+        """The queues ``principal`` may read, sorted: the one rule of every listing, applied
+        before anything is fetched, so a hidden queue costs no script and its name shows nowhere."""
         names = await self.engine.queues()
+        if self.authorize is None or principal is TRUSTED:
+            return names
+        return [name for name in names if permits(self.authorize, principal, "read", name)]
+
+    async def _cmd_list(self, principal: Any) -> dict[str, Any]:
+        names = await self._readable_queues(principal)
         lengths = await self.engine.lengths(names)
         return {
             "queues": {name: _length_dict(name, length) for name, length in lengths.items()},
@@ -317,7 +331,7 @@ class Dispatcher:
         version = info.get("valkey_version") or info.get("redis_version", "?")
         return f"{flavour} {version}"
 
-    async def _cmd_stats(self, queue: str | None) -> dict[str, Any]:
+    async def _cmd_stats(self, queue: str | None, principal: Any) -> dict[str, Any]:
         redis = await self._redis_description()
         if queue is not None:
             found = await self.engine.queue_stats(queue)
@@ -332,7 +346,7 @@ class Dispatcher:
                 "counters": counters,
                 "subscribers": found["subscribers"],
             }
-        names = await self.engine.queues()
+        names = await self._readable_queues(principal)
         found_all = await defer.gatherResults(
             [defer.ensureDeferred(self.engine.queue_stats(q)) for q in names], consumeErrors=True
         ).addErrback(lambda f: f.value.subFailure.raiseException())
@@ -357,10 +371,10 @@ class Dispatcher:
             "commands": dict(self.calls),
         }
 
-    async def _cmd_state(self, queue: str | None) -> dict[str, Any]:
+    async def _cmd_state(self, queue: str | None, principal: Any) -> dict[str, Any]:
         if queue is not None:
             return _state_dict(await self.engine.conf(queue))
-        names = await self.engine.queues()
+        names = await self._readable_queues(principal)
         states = await defer.gatherResults(
             [defer.ensureDeferred(self.engine.conf(q)) for q in names], consumeErrors=True
         ).addErrback(lambda f: f.value.subFailure.raiseException())

@@ -235,9 +235,7 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
     dispatcher = Dispatcher(
         engine,
         max_message_size=config.max_message_size,
-        authorize=combine(
-            tokens.authorize if tokens is not None else None, acl.authorize if acl is not None else None
-        ),
+        authorize=combine(tokens, acl),
         check_token=tokens.check if tokens is not None else no_tokens,
         max_subscribers=config.max_subscribers,
     )

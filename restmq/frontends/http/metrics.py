@@ -1,8 +1,9 @@
 """``GET /metrics``: the server's numbers in the Prometheus text format (SPEC §3).
 
 Framing only, like every route: the numbers come from the dispatcher (the ``stats`` command for the
-server and for each queue, fetched concurrently, plus its ``calls``/``errors`` counters), never from
-the engine. Each scrape builds a fresh :class:`~prometheus_client.CollectorRegistry` over a
+server and for each queue it lists, fetched concurrently, plus its ``calls``/``errors`` counters),
+never from the engine. The server's ``stats`` lists only the queues the caller may read, so a
+scrape shows only those. Each scrape builds a fresh :class:`~prometheus_client.CollectorRegistry` over a
 :class:`Snapshot`, so nothing is registered globally and several Sites in one process never clash.
 
 Families:
