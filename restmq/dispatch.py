@@ -23,6 +23,7 @@ from restmq.streams import Sink, Subscription
 from restmq.errors import BadRequest, Empty, Forbidden, LimitExceeded, NotFound, RestMQError, TooLarge
 from restmq.engine.keys import DEAD_SUFFIX
 from restmq.latency import Latency
+from restmq.parallel import gather
 from restmq.model import Message, QueueLength, QueueState, encode_value
 
 log = Logger()
@@ -347,9 +348,7 @@ class Dispatcher:
                 "subscribers": found["subscribers"],
             }
         names = await self._readable_queues(principal)
-        found_all = await defer.gatherResults(
-            [defer.ensureDeferred(self.engine.queue_stats(q)) for q in names], consumeErrors=True
-        ).addErrback(lambda f: f.value.subFailure.raiseException())
+        found_all = await gather(defer.ensureDeferred(self.engine.queue_stats(q)) for q in names)
         queues = {}
         for name, found in zip(names, found_all):
             state: QueueState = found["state"]
@@ -375,9 +374,7 @@ class Dispatcher:
         if queue is not None:
             return _state_dict(await self.engine.conf(queue))
         names = await self._readable_queues(principal)
-        states = await defer.gatherResults(
-            [defer.ensureDeferred(self.engine.conf(q)) for q in names], consumeErrors=True
-        ).addErrback(lambda f: f.value.subFailure.raiseException())
+        states = await gather(defer.ensureDeferred(self.engine.conf(q)) for q in names)
         return {"queues": {s.queue: _state_dict(s) for s in states}}
 
     async def _cmd_pause(self, queue: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from restmq.engine.scripts import Replicated, Scripts, send
 from restmq.latency import REDIS_BUCKETS, Latency
 from restmq.errors import BackendUnavailable, LimitExceeded, QueueFull, RestMQError, StaleReceipt
 from restmq.model import Message, QueueLength, QueueState
+from restmq.parallel import gather
 from restmq.streams import Sink, Subscription, Watch
 
 log = Logger()
@@ -299,10 +300,7 @@ class QueueEngine:
         per queue and process (then the registry cache knows it), so adds pay nothing after."""
 
         async def ask() -> list[Any]:
-            return await defer.gatherResults(  # type: ignore[no-any-return]
-                [send(self.redis, b"SISMEMBER", K.REGISTRY, queue), send(self.redis, b"SCARD", K.REGISTRY)],
-                consumeErrors=True,
-            ).addErrback(lambda f: f.value.subFailure)
+            return await gather([send(self.redis, b"SISMEMBER", K.REGISTRY, queue), send(self.redis, b"SCARD", K.REGISTRY)])
 
         known, count = await self._bounded(ask())  # a coroutine: not even started without Redis
         if not int(known) and int(count) >= self.max_queues:
@@ -441,9 +439,7 @@ class QueueEngine:
 
     async def lengths(self, queues: Sequence[str]) -> dict[str, QueueLength]:
         """Lengths of many queues, their scripts sent together (pipelined on the pool)."""
-        found = await defer.gatherResults(
-            [defer.ensureDeferred(self.length(q)) for q in queues], consumeErrors=True
-        ).addErrback(lambda f: f.value.subFailure.raiseException())
+        found = await gather(defer.ensureDeferred(self.length(q)) for q in queues)
         return dict(zip(queues, found))
 
     async def conf(self, queue: str, op: str = "get", policy: str = "") -> QueueState:

@@ -130,8 +130,8 @@ class _Resuming:
         for message in missed:
             self._last = _replay_order(message.event_id)
             self.sink.deliver(message.to_dict())
-        for message in held:
-            self.deliver(message)
+        for live in held:
+            self.deliver(live)
 
 
 class _Subscription:

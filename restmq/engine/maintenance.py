@@ -44,7 +44,7 @@ class Sweeper:
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = clock
         self._last_full = clock.seconds()
-        self._running: defer.Deferred[None] | None = None
+        self._running: defer.Deferred[int] | None = None
 
     def start(self) -> None:
         self._loop.start(self.interval, now=False)

@@ -137,8 +137,8 @@ def send(redis: Any, *command: Any) -> defer.Deferred[Any]:
     if pool:
         connection = pool[next(_turn) % len(pool)]
         if connection.connected:
-            return connection.execute_command(*command)  # type: ignore[no-any-return]
-    return redis.execute_command(*command)  # type: ignore[no-any-return]
+            return connection.execute_command(*command)
+    return redis.execute_command(*command)
 
 
 @dataclass
@@ -163,7 +163,7 @@ def send_replicated(redis: Any, replicated: Replicated, command: tuple[Any, ...]
         if connection.connected:
             return _write_and_wait(connection, replicated, command)
     waiting = redis._factory.getConnection(peek=True)  # none up: wait for one (the caller bounds it)
-    return waiting.addCallback(_write_and_wait, replicated, command)  # type: ignore[no-any-return]
+    return waiting.addCallback(_write_and_wait, replicated, command)
 
 
 def _write_and_wait(connection: Any, replicated: Replicated, command: tuple[Any, ...]) -> defer.Deferred[Any]:
@@ -180,4 +180,4 @@ def _write_and_wait(connection: Any, replicated: Replicated, command: tuple[Any,
             )
         return reply
 
-    return connection.execute_command(*command).addCallback(written)  # type: ignore[no-any-return]
+    return connection.execute_command(*command).addCallback(written)
