@@ -24,13 +24,11 @@ from restmq.errors import BadRequest, Empty, Forbidden, LimitExceeded, NotFound,
 from restmq.engine.keys import DEAD_SUFFIX
 from restmq.latency import Latency
 from restmq.parallel import gather
+from restmq.ports import TRUSTED, Principal
 from restmq.model import Message, QueueLength, QueueState, encode_value
 
 log = Logger()
 
-#: The principal of front ends that cannot authenticate and are trusted by where they listen (the
-#: syslog receiver: a public one needs --insecure even with an auth file).
-TRUSTED: Any = object()
 
 #: A broadcast replay id (a Redis stream id).
 REPLAY_ID = re.compile(r"^\d{1,20}-\d{1,20}\Z")
@@ -94,7 +92,7 @@ class Dispatcher:
     # -- the door -----------------------------------------------------------------------------
 
     def execute(
-        self, name: str, args: Mapping[str, Any], principal: Any = None, *, frontend: str = "other"
+        self, name: str, args: Mapping[str, Any], principal: Principal = None, *, frontend: str = "other"
     ) -> defer.Deferred[Any]:
         """Run command ``name``; the Deferred fires with its JSON-able answer or a RestMQError.
 
@@ -110,7 +108,7 @@ class Dispatcher:
 
         return defer.ensureDeferred(self._execute(name, args, principal)).addBoth(timed)
 
-    async def _execute(self, name: str, args: Mapping[str, Any], principal: Any) -> Any:
+    async def _execute(self, name: str, args: Mapping[str, Any], principal: Principal) -> Any:
         try:
             command = commands.lookup(name)
             parsed = commands.parse(command, args)
@@ -147,7 +145,7 @@ class Dispatcher:
         mode: str = "take",
         lease: Any = None,
         since: Any = None,
-        principal: Any = None,
+        principal: Principal = None,
     ) -> Subscription:
         """Register a stream sink for ``queue`` (COMET, SSE, WebSocket, line subscribe).
 
@@ -310,7 +308,7 @@ class Dispatcher:
     async def _cmd_len(self, queue: str) -> dict[str, Any]:
         return _length_dict(queue, await self.engine.length(queue))
 
-    async def _readable_queues(self, principal: Any) -> list[str]:
+    async def _readable_queues(self, principal: Principal) -> list[str]:
         """The queues ``principal`` may read, sorted: the one rule of every listing, applied
         before anything is fetched, so a hidden queue costs no script and its name shows nowhere."""
         names = await self.engine.queues()
@@ -318,7 +316,7 @@ class Dispatcher:
             return names
         return [name for name in names if permits(self.authorize, principal, "read", name)]
 
-    async def _cmd_list(self, principal: Any) -> dict[str, Any]:
+    async def _cmd_list(self, principal: Principal) -> dict[str, Any]:
         names = await self._readable_queues(principal)
         lengths = await self.engine.lengths(names)
         return {
@@ -332,7 +330,7 @@ class Dispatcher:
         version = info.get("valkey_version") or info.get("redis_version", "?")
         return f"{flavour} {version}"
 
-    async def _cmd_stats(self, queue: str | None, principal: Any) -> dict[str, Any]:
+    async def _cmd_stats(self, queue: str | None, principal: Principal) -> dict[str, Any]:
         redis = await self._redis_description()
         if queue is not None:
             found = await self.engine.queue_stats(queue)
@@ -370,7 +368,7 @@ class Dispatcher:
             "commands": dict(self.calls),
         }
 
-    async def _cmd_state(self, queue: str | None, principal: Any) -> dict[str, Any]:
+    async def _cmd_state(self, queue: str | None, principal: Principal) -> dict[str, Any]:
         if queue is not None:
             return _state_dict(await self.engine.conf(queue))
         names = await self._readable_queues(principal)
