@@ -330,7 +330,10 @@ class Dispatcher:
         version = info.get("valkey_version") or info.get("redis_version", "?")
         return f"{flavour} {version}"
 
-    async def _cmd_stats(self, queue: str | None, principal: Principal) -> dict[str, Any]:
+    async def _cmd_stats(self, queue: str | None, detail: bool, principal: Principal) -> dict[str, Any]:
+        """Without a queue: every readable queue's state, and with ``detail`` its lengths and
+        counters too, read a batch of queues per script (metrics, RESP INFO and memcached stats
+        use that instead of asking queue by queue)."""
         redis = await self._redis_description()
         if queue is not None:
             found = await self.engine.queue_stats(queue)
@@ -346,9 +349,9 @@ class Dispatcher:
                 "subscribers": found["subscribers"],
             }
         names = await self._readable_queues(principal)
-        found_all = await gather(defer.ensureDeferred(self.engine.queue_stats(q)) for q in names)
+        found_all = await self.engine.queues_stats(names)
         queues = {}
-        for name, found in zip(names, found_all):
+        for name, found in found_all.items():
             state: QueueState = found["state"]
             queues[name] = {
                 "name": name,
@@ -359,6 +362,9 @@ class Dispatcher:
                 "policy_name": state.policy,
                 "subscribers": found["subscribers"],
             }
+            if detail:
+                queues[name]["length"] = found["length"].to_dict()
+                queues[name]["counters"] = {k: found["counters"].get(k, 0) for k in COUNTERS}
         return {
             "queues": queues,
             "count": len(names),

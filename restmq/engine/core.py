@@ -46,6 +46,10 @@ def script_defaults() -> dict[str, int]:
 #: crashed) no longer count; live processes say so every ``Hub.HEARTBEAT`` seconds.
 SUBSCRIBERS_FORGOTTEN = 20.0
 
+#: Queues whose statistics one script reads (see lua/stats.lua): enough that a scrape of a
+#: thousand queues is a handful of scripts, few enough that one script never blocks Redis long.
+STATS_BATCH = 200
+
 #: How long a queue name stays in this process's "already registered" cache before the next add
 #: registers it again (cheap insurance after a FLUSHALL or a restored backup).
 REGISTRY_REFRESH = 10.0
@@ -449,18 +453,29 @@ class QueueEngine:
 
     async def queue_stats(self, queue: str) -> dict[str, Any]:
         """Counters, lengths, state, policy and subscribers of one queue."""
-        counters, lens, state, policy, subs = await self._script(
-            "stats", queue, [self.default_policy, ms(SUBSCRIBERS_FORGOTTEN)]
-        )
-        flat = [c.decode() if isinstance(c, bytes) else c for c in counters]
-        numbers = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        length = QueueLength(*(int(x) for x in lens))
-        return {
-            "length": length,
-            "counters": numbers,
-            "state": QueueState(queue, state == b"paused", policy.decode()),
-            "subscribers": int(subs),
-        }
+        return (await self.queues_stats([queue]))[queue]
+
+    async def queues_stats(self, queues: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`queue_stats` of many queues, :data:`STATS_BATCH` queues per script: a scrape of
+        every queue costs a few round trips, not one per queue."""
+        batches = [list(queues[i:i + STATS_BATCH]) for i in range(0, len(queues), STATS_BATCH)]
+        replies = await gather(defer.ensureDeferred(self._stats_batch(batch)) for batch in batches)
+        return {queue: found for batch in replies for queue, found in batch.items()}
+
+    async def _stats_batch(self, queues: list[str]) -> dict[str, dict[str, Any]]:
+        roles = self.scripts.keys["stats"]
+        keys = [key for queue in queues for key in K.for_queue(queue).pick(roles)]
+        reply = await self._script("stats", "", [self.default_policy, ms(SUBSCRIBERS_FORGOTTEN)], keys=keys)
+        found = {}
+        for queue, (counters, lens, state, policy, subs) in zip(queues, reply):
+            flat = [c.decode() if isinstance(c, bytes) else c for c in counters]
+            found[queue] = {
+                "length": QueueLength(*(int(x) for x in lens)),
+                "counters": {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)},
+                "state": QueueState(queue, state == b"paused", policy.decode()),
+                "subscribers": int(subs),
+            }
+        return found
 
     # -- streams (the hub does the work; the dispatcher only sees these) -----------------------
 

@@ -29,13 +29,24 @@ def source(name: str) -> str:
     return resources.files("restmq.engine").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
+#: The first line of a script that works on several queues at once: its roles repeat per queue.
+PER_QUEUE = "-- KEYS per queue:"
+
+
 def declared_keys(text: str) -> tuple[str, ...]:
     """The key roles a script declares on its first line (``-- KEYS: ready messages``), in the
-    order it reads them as ``KEYS[1]``…: the script, not a second table, says what it touches."""
+    order it reads them as ``KEYS[1]``…: the script, not a second table, says what it touches.
+    ``-- KEYS per queue: …`` declares a group of roles given once per queue, one after another."""
     first = text.split("\n", 1)[0]
-    if not first.startswith("-- KEYS:"):
-        raise ValueError(f"a script must start with '-- KEYS: role …', not {first!r}")
-    return tuple(first[len("-- KEYS:"):].split())
+    for marker in ("-- KEYS:", PER_QUEUE):
+        if first.startswith(marker):
+            return tuple(first[len(marker):].split())
+    raise ValueError(f"a script must start with '-- KEYS: role …', not {first!r}")
+
+
+def per_queue(text: str) -> bool:
+    """Whether the script takes its declared keys once per queue (see :data:`PER_QUEUE`)."""
+    return text.startswith(PER_QUEUE)
 
 
 #: Inserted after the shared library: the last ARGV of every call is its deadline (ms on Redis's
@@ -54,10 +65,21 @@ def assemble(text: str, defaults: dict[str, int]) -> str:
     (``ARGV[1]`` of every script), the settings' defaults, the shared library, the deadline check,
     then its body."""
     roles = declared_keys(text)
-    keys = ", ".join(f"{role} = KEYS[{i}]" for i, role in enumerate(roles, 1))
     settings = ", ".join(f"{name} = {value}" for name, value in sorted(defaults.items()))
+    if per_queue(text):
+        # K is the current queue's keys; the script moves it along with ``K = group(g)`` for
+        # g = 1 … GROUPS (the shared functions see the change: K is their upvalue).
+        names = ", ".join(f"'{role}'" for role in roles)
+        keys = (
+            f"local ROLES = {{{names}}}\nlocal GROUPS = #KEYS / #ROLES\n"
+            "local function group(g)\n  local t = {}\n"
+            "  for i, role in ipairs(ROLES) do t[role] = KEYS[(g - 1) * #ROLES + i] end\n"
+            "  return t\nend\nlocal K = group(1)\n"
+        )
+    else:
+        keys = "local K = {" + ", ".join(f"{role} = KEYS[{i}]" for i, role in enumerate(roles, 1)) + "}\n"
     return (
-        f"local K = {{{keys}}}\nlocal CHANNEL = ARGV[1]\nlocal DEFAULT = {{{settings}}}\n"
+        f"{keys}local CHANNEL = ARGV[1]\nlocal DEFAULT = {{{settings}}}\n"
         + source("_lib")
         + DEADLINE_CHECK
         + text
