@@ -241,3 +241,71 @@ async def test_max_queues_refuses_an_add_that_creates_one_more(dispatcher):
         await dispatcher.execute("add", {"queue": "q3", "value": "x"})
     assert (await dispatcher.execute("len", {"queue": "q3"}))["len"] == 0
     assert (await dispatcher.execute("add", {"queue": "q1", "value": "y"}))["key"] == "q1:2"
+
+
+@pytest_twisted.async_yield_fixture
+async def token_listeners(engine, tmp_path):
+    """Line and RESP listeners over a dispatcher with a tokens file, 0.3 s to authenticate."""
+    from restmq.auth import Tokens
+    from restmq.dispatch import Dispatcher
+    from restmq.frontends.resp import RespFactory
+
+    path = tmp_path / "tokens"
+    path.write_text("worker-t read,write jobs\n")
+    tokens = Tokens(str(path))
+    dispatcher = Dispatcher(engine, authorize=tokens.authorize, check_token=tokens.check)
+    limits = Limits()
+    line = reactor.listenTCP(0, LimitedFactory(LineFactory(dispatcher, auth_timeout=0.3, limits=limits), limits),
+                             interface="127.0.0.1")
+    resp = reactor.listenTCP(0, LimitedFactory(RespFactory(dispatcher, auth_timeout=0.3, limits=limits), limits),
+                             interface="127.0.0.1")
+    yield SimpleNamespace(line=line.getHost().port, resp=resp.getHost().port, limits=limits)
+    await line.stopListening()
+    await resp.stopListening()
+
+
+def talk(port: int, send: bytes, wait: float, then: bytes = b"") -> tuple[bytes, float]:
+    """Send, read for ``wait`` seconds, then (if the server has not closed) send ``then``, half-close
+    and read until the server closes: what came back and the seconds until the server closed."""
+    start = time.monotonic()
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        if send:
+            s.sendall(send)
+        s.settimeout(0.05)
+        while time.monotonic() - start < wait:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return data, time.monotonic() - start
+            data += chunk
+        s.settimeout(5)
+        if then:
+            s.sendall(then)
+        s.shutdown(socket.SHUT_WR)
+        while chunk := s.recv(65536):
+            data += chunk
+    return data, time.monotonic() - start
+
+
+@pytest_twisted.ensureDeferred
+async def test_unauthenticated_tcp_connections_are_closed_after_the_deadline(token_listeners):
+    """With tokens, line and RESP connections that send nothing, or only commands and a bad token, get an unauthorized error and are closed after the deadline; an authenticated one is not."""
+    ports = token_listeners
+    silent, took = await threads.deferToThread(talk, ports.line, b"", 2.0)
+    assert json.loads(silent) == {"error": "not authenticated within 0.3 s", "code": "unauthorized"}
+    assert 0.25 < took < 1.5  # closed by the server, not by our half-close after 2 s
+    refused, _ = await threads.deferToThread(talk, ports.line, b"len jobs\nauth nobody\n", 2.0)
+    assert [a["code"] for a in map(json.loads, refused.splitlines())] == ["unauthorized"] * 3
+    kept, took = await threads.deferToThread(talk, ports.line, b"auth worker-t\n", 0.6, b"add jobs x\n")
+    assert [next(iter(a)) for a in map(json.loads, kept.splitlines())] == ["auth", "queue"] and took > 0.6
+    silent, took = await threads.deferToThread(talk, ports.resp, b"", 2.0)
+    assert silent == b"-NOAUTH unauthorized not authenticated within 0.3 s\r\n" and 0.25 < took < 1.5
+    kept, _ = await threads.deferToThread(
+        talk, ports.resp, b"*2\r\n$4\r\nAUTH\r\n$8\r\nworker-t\r\n", 0.6, b"*2\r\n$4\r\nLLEN\r\n$4\r\njobs\r\n"
+    )
+    assert kept == b"+OK\r\n:1\r\n"
+    assert ports.limits.rejected["auth_timeout"] == 3
+    await until(lambda: ports.limits.total == 0)
