@@ -21,6 +21,7 @@ from restmq.errors import BadRequest, Forbidden, Unauthorized
 from restmq.frontends.http.routes import build_site
 from restmq.frontends.line import LineFactory
 from restmq.tap import parse
+from tests.test_limits import lines_from
 
 TOKENS = """
 # token        rights            queues
@@ -260,17 +261,6 @@ async def test_websocket_frames_are_authorized_per_command(secured, engine):
     ws.transport.loseConnection()
 
 
-def line_answers(port: int, send: bytes) -> list[dict[str, Any]]:
-    """Send ``send`` in one write, half-close, and read every answer line until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(send)
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return [json.loads(line) for line in data.splitlines()]
-
-
 @pytest_twisted.ensureDeferred
 async def test_line_pipelined_auth_applies_only_to_the_commands_after_it(secured):
     """Line protocol, one write: each command runs under the token of the last auth before it, never one sent after it."""
@@ -278,7 +268,7 @@ async def test_line_pipelined_auth_applies_only_to_the_commands_after_it(secured
     pipeline = (b"len jobs\nauth reader-t\nlen jobs\nadd reports.1 x\nlen reports.1\nlen jobs\n"
                 b"auth worker-t\nlen jobs\nadd jobs y\npurge jobs\nauth nobody\nadd jobs z\n"
                 b"auth admin-t\npurge jobs\n")
-    answers = await threads.deferToThread(line_answers, port, pipeline)
+    answers = await threads.deferToThread(lines_from, port, pipeline)
     assert [a.get("code") or next(iter(a)) for a in answers] == [
         "unauthorized",  # before any auth
         "auth", "forbidden", "forbidden", "queue", "forbidden",  # reader-t: reports.? only, read only
