@@ -140,7 +140,7 @@ class RestMQChannel(http.HTTPChannel):
         if self._linger is not None and self._linger.active():
             self._linger.reset(LINGER_QUIET)
         else:
-            self._linger = self.callLater(LINGER_QUIET, self.transport.loseConnection)
+            self._linger = self.callLater(LINGER_QUIET, self.loseConnection)
 
     def allHeadersReceived(self) -> None:
         self._arm(BODY, getattr(self.site, "body_timeout", None))
