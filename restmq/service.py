@@ -183,11 +183,11 @@ class RestMQService(MultiService):
         return found
 
 
-def _resp_factory(dispatcher: Dispatcher, max_message_size: int) -> Any:
+def _resp_factory(dispatcher: Dispatcher, max_message_size: int, limits: Limits, auth_timeout: float) -> Any:
     """The Redis-protocol front end (imported only when ``--resp`` is given)."""
     from restmq.frontends.resp import RespFactory
 
-    return RespFactory(dispatcher, max_bulk=max_message_size)
+    return RespFactory(dispatcher, max_bulk=max_message_size, limits=limits, auth_timeout=auth_timeout)
 
 
 def _memcache_factory(dispatcher: Dispatcher, max_message_size: int) -> Any:
@@ -246,6 +246,8 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
     engine_service.setName("engine")
     engine_service.setServiceParent(root)
     limits = Limits(config.max_connections, config.max_connections_per_address)
+    # With tokens, a TCP connection that has not authenticated within --header-timeout is closed.
+    auth_timeout = config.header_timeout if config.auth_file else 0.0
     factories = {
         "http": lambda: build_site(
             dispatcher,
@@ -258,10 +260,11 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
             cors=config.cors,
         ),
         "line": lambda: LineFactory(
-            dispatcher, max_line=config.max_message_size, idle_timeout=config.idle_timeout, limits=limits
+            dispatcher, max_line=config.max_message_size, idle_timeout=config.idle_timeout, limits=limits,
+            auth_timeout=auth_timeout,
         ),
         "syslog": lambda: SyslogFactory(dispatcher, max_line=config.max_message_size),
-        "resp": lambda: _resp_factory(dispatcher, config.max_message_size),
+        "resp": lambda: _resp_factory(dispatcher, config.max_message_size, limits, auth_timeout),
         "memcache": lambda: _memcache_factory(dispatcher, config.max_message_size),
     }
     for name, description in config.endpoints.items():

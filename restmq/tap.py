@@ -122,7 +122,9 @@ class Options(usage.Options):
          "Seconds an HTTP or line connection may wait between requests (streams never idle; 0: forever).",
          _seconds("idle-timeout")],
         ["header-timeout", None, DEFAULTS.header_timeout,
-         "Seconds an HTTP request's headers may take to arrive (0: forever).", _seconds("header-timeout")],
+         "Seconds an HTTP request's headers may take to arrive, from the accept for a connection's first "
+         "request; with --auth-file also the seconds a line or RESP connection has to authenticate "
+         "(0: forever).", _seconds("header-timeout")],
         ["body-timeout", None, DEFAULTS.body_timeout,
          "Seconds an HTTP request's body may take to arrive after its headers (0: forever).",
          _seconds("body-timeout")],

@@ -21,6 +21,7 @@ from restmq.errors import BadRequest, Forbidden, Unauthorized
 from restmq.frontends.http.routes import build_site
 from restmq.frontends.line import LineFactory
 from restmq.tap import parse
+from tests.test_limits import lines_from
 
 TOKENS = """
 # token        rights            queues
@@ -258,3 +259,22 @@ async def test_websocket_frames_are_authorized_per_command(secured, engine):
     assert [f["code"] for f in ws.frames if "code" in f] == ["forbidden", "forbidden"]
     assert [(r["queue"], r["len"]) for r in replies] == [("reports.1", 0)]
     ws.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_line_pipelined_auth_applies_only_to_the_commands_after_it(secured):
+    """Line protocol, one write: each command runs under the token of the last auth before it, never one sent after it."""
+    _, port = secured
+    pipeline = (b"len jobs\nauth reader-t\nlen jobs\nadd reports.1 x\nlen reports.1\nlen jobs\n"
+                b"auth worker-t\nlen jobs\nadd jobs y\npurge jobs\nauth nobody\nadd jobs z\n"
+                b"auth admin-t\npurge jobs\n")
+    answers = await threads.deferToThread(lines_from, port, pipeline)
+    assert [a.get("code") or next(iter(a)) for a in answers] == [
+        "unauthorized",  # before any auth
+        "auth", "forbidden", "forbidden", "queue", "forbidden",  # reader-t: reports.? only, read only
+        "auth", "queue", "queue", "forbidden",  # worker-t: jobs, but purge is admin
+        "unauthorized", "queue",  # an unknown token is refused and worker-t stays
+        "auth", "queue",  # admin-t
+    ]
+    assert answers[4]["len"] == 0 and answers[8]["key"] == "jobs:1" and answers[11]["key"] == "jobs:2"
+    assert answers[13]["purged"] == 2

@@ -241,3 +241,155 @@ async def test_max_queues_refuses_an_add_that_creates_one_more(dispatcher):
         await dispatcher.execute("add", {"queue": "q3", "value": "x"})
     assert (await dispatcher.execute("len", {"queue": "q3"}))["len"] == 0
     assert (await dispatcher.execute("add", {"queue": "q1", "value": "y"}))["key"] == "q1:2"
+
+
+@pytest_twisted.async_yield_fixture
+async def token_listeners(engine, tmp_path):
+    """Line and RESP listeners over a dispatcher with a tokens file, 0.3 s to authenticate."""
+    from restmq.auth import Tokens
+    from restmq.dispatch import Dispatcher
+    from restmq.frontends.resp import RespFactory
+
+    path = tmp_path / "tokens"
+    path.write_text("worker-t read,write jobs\n")
+    tokens = Tokens(str(path))
+    dispatcher = Dispatcher(engine, authorize=tokens.authorize, check_token=tokens.check)
+    limits = Limits()
+    line = reactor.listenTCP(0, LimitedFactory(LineFactory(dispatcher, auth_timeout=0.3, limits=limits), limits),
+                             interface="127.0.0.1")
+    resp = reactor.listenTCP(0, LimitedFactory(RespFactory(dispatcher, auth_timeout=0.3, limits=limits), limits),
+                             interface="127.0.0.1")
+    yield SimpleNamespace(line=line.getHost().port, resp=resp.getHost().port, limits=limits)
+    await line.stopListening()
+    await resp.stopListening()
+
+
+def talk(port: int, send: bytes, wait: float, then: bytes = b"") -> tuple[bytes, float]:
+    """Send, read for ``wait`` seconds, then (if the server has not closed) send ``then``, half-close
+    and read until the server closes: what came back and the seconds until the server closed."""
+    start = time.monotonic()
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        if send:
+            s.sendall(send)
+        s.settimeout(0.05)
+        while time.monotonic() - start < wait:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return data, time.monotonic() - start
+            data += chunk
+        s.settimeout(5)
+        if then:
+            s.sendall(then)
+        s.shutdown(socket.SHUT_WR)
+        while chunk := s.recv(65536):
+            data += chunk
+    return data, time.monotonic() - start
+
+
+@pytest_twisted.ensureDeferred
+async def test_unauthenticated_tcp_connections_are_closed_after_the_deadline(token_listeners):
+    """With tokens, line and RESP connections that send nothing, or only commands and a bad token, get an unauthorized error and are closed after the deadline; an authenticated one is not."""
+    ports = token_listeners
+    silent, took = await threads.deferToThread(talk, ports.line, b"", 2.0)
+    assert json.loads(silent) == {"error": "not authenticated within 0.3 s", "code": "unauthorized"}
+    assert 0.25 < took < 1.5  # closed by the server, not by our half-close after 2 s
+    refused, _ = await threads.deferToThread(talk, ports.line, b"len jobs\nauth nobody\n", 2.0)
+    assert [a["code"] for a in map(json.loads, refused.splitlines())] == ["unauthorized"] * 3
+    kept, took = await threads.deferToThread(talk, ports.line, b"auth worker-t\n", 0.6, b"add jobs x\n")
+    assert [next(iter(a)) for a in map(json.loads, kept.splitlines())] == ["auth", "queue"] and took > 0.6
+    silent, took = await threads.deferToThread(talk, ports.resp, b"", 2.0)
+    assert silent == b"-NOAUTH unauthorized not authenticated within 0.3 s\r\n" and 0.25 < took < 1.5
+    kept, _ = await threads.deferToThread(
+        talk, ports.resp, b"*2\r\n$4\r\nAUTH\r\n$8\r\nworker-t\r\n", 0.6, b"*2\r\n$4\r\nLLEN\r\n$4\r\njobs\r\n"
+    )
+    assert kept == b"+OK\r\n:1\r\n"
+    assert ports.limits.rejected["auth_timeout"] == 3
+    await until(lambda: ports.limits.total == 0)
+
+
+def silent_sockets(port: int, sources: tuple[str, ...], each: int) -> list[socket.socket]:
+    """``each`` connections from every loopback source address that send nothing."""
+    held = []
+    for source in sources:
+        for _ in range(each):
+            s = socket.socket()
+            s.settimeout(5)
+            s.bind((source, 0))
+            s.connect(("127.0.0.1", port))
+            held.append(s)
+    return held
+
+
+def closed_by_server(held: list[socket.socket], timeout: float) -> tuple[int, bytes]:
+    """Wait up to ``timeout`` for the server to close every socket: how many it closed, and any
+    bytes it sent on them."""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    for s in held:
+        selector.register(s, selectors.EVENT_READ)
+    closed, sent, deadline = 0, b"", time.monotonic() + timeout
+    while closed < len(held) and time.monotonic() < deadline:
+        for key, _ in selector.select(0.1):
+            chunk = key.fileobj.recv(65536)  # type: ignore[union-attr]
+            sent += chunk
+            if not chunk:
+                closed += 1
+                selector.unregister(key.fileobj)
+    selector.close()
+    for s in held:
+        s.close()
+    return closed, sent
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_http_connections_are_closed_after_the_header_timeout(dispatcher):
+    """2x200 connections from two addresses that never send fill the server (429 for others) only until --header-timeout: then they are closed without a word and a normal client is served."""
+    limits = Limits(max_connections=400, max_per_address=200)
+    site = build_site(dispatcher, reactor=reactor, header_timeout=1.0, body_timeout=1.0, idle_timeout=30,
+                      limits=limits)
+    port = reactor.listenTCP(0, LimitedFactory(site, limits), interface="127.0.0.1", backlog=512)
+    number = port.getHost().port
+    health = [b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+    try:
+        held = await threads.deferToThread(silent_sockets, number, ("127.0.0.2", "127.0.0.3"), 200)
+        await until(lambda: limits.total == 400)
+        answer, _ = await threads.deferToThread(raw_http, number, health)
+        assert answer.startswith(b"HTTP/1.1 429 ")
+        start = time.monotonic()
+        closed, sent = await threads.deferToThread(closed_by_server, held, 5.0)
+        assert (closed, sent) == (400, b"") and time.monotonic() - start < 3.0
+        assert limits.rejected["header_timeout"] == 400
+        await until(lambda: limits.total == 0)
+        answer, _ = await threads.deferToThread(raw_http, number, health)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+    finally:
+        await port.stopListening()
+
+
+@pytest.mark.parametrize("head,status", [
+    (b"GET /" + b"a" * (1 << 20) + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414 URI Too Long"),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n",
+     b"431 Request Header Fields Too Large"),
+    (b"GET /health HTTP/1.1\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 200) for i in range(100)) + b"\r\n",
+     b"431 Request Header Fields Too Large"),
+    (b"GET /health HTTP/1.1\r\n" + b"".join(b"X-H%d: 1\r\n" % i for i in range(600)) + b"\r\n",
+     b"431 Request Header Fields Too Large"),
+    (b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n", b"400 Bad Request"),
+])
+@pytest_twisted.ensureDeferred
+async def test_oversized_request_heads_get_414_or_431_then_close(limited_site, head, status):
+    """A 1 MB request line is a 414, a 1 MB header or too many header bytes or fields a 431, a malformed head a 400, each with a JSON error; then the connection closes and others are served."""
+    answer, took = await threads.deferToThread(raw_http, limited_site.port, [head])
+    head_end = answer.index(b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 " + status + b"\r\n") and b"connection: close" in answer[:head_end]
+    body = json.loads(answer[head_end + 4:])
+    assert body["code"] == ("bad_request" if status.startswith(b"400") else "too_large") and body["error"]
+    assert took < 3.0
+    await until(lambda: limited_site.limits.total == 0)
+    answer, _ = await threads.deferToThread(raw_http, limited_site.port, [b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"])
+    assert answer.startswith(b"HTTP/1.1 200 ")

@@ -139,6 +139,20 @@ async def test_too_many_outstanding_answers_pause_reading(dispatcher):
 
 
 @pytest_twisted.ensureDeferred
+async def test_auth_holds_reading_until_its_turn(dispatcher):
+    """A pipelined auth stops reading until every earlier request has run (what follows is read under the token it sets), also when a second auth is replayed from the buffer."""
+    proto, transport = connect(dispatcher)
+    proto.dataReceived(b'len q\nauth x\n{"cmd":"take","queue":"e","wait":0.5}\nauth y\nping\n')
+    assert transport.producerState == "paused"
+    got = await read(transport, 2)
+    assert got[0]["len"] == 0 and got[1]["code"] == "bad_request"  # no tokens on this server
+    assert transport.producerState == "paused"  # the second auth waits behind the take
+    got = await read(transport, 5)
+    assert got[2]["code"] == "empty" and got[3]["code"] == "bad_request" and got[4] == "pong"
+    assert transport.producerState == "producing"
+
+
+@pytest_twisted.ensureDeferred
 async def test_subscribe_waits_for_earlier_requests(dispatcher):
     """A pipelined add before subscribe is answered first, then the stream delivers that message."""
     proto, transport = connect(dispatcher)

@@ -266,10 +266,12 @@ def test_serve_exits_1_when_its_port_is_taken(tmp_path):
 
 
 def test_serve_with_tokens_reloads_them_on_sighup(tmp_path, servers, redis):
-    """restmq serve --auth-file refuses calls without a token and picks up a new token on SIGHUP."""
+    """restmq serve --auth-file refuses calls without a token, picks up a new token on SIGHUP, and
+    closes a line connection that has not authenticated within --header-timeout."""
     tokens = tmp_path / "tokens"
     tokens.write_text("old-token read,write *\n")
-    server = Server(serve_argv(tmp_path / "data", "--redis", redis.url, "--auth-file", str(tokens)), cwd=tmp_path)
+    server = Server(serve_argv(tmp_path / "data", "--redis", redis.url, "--auth-file", str(tokens),
+                               "--header-timeout", "1"), cwd=tmp_path)
     servers.append(server)
     server.wait_for("engine ready")
     assert http("POST", server.url("/q/t"), b"x", {"content-type": "text/plain"})[0] == 401
@@ -280,4 +282,8 @@ def test_serve_with_tokens_reloads_them_on_sighup(tmp_path, servers, redis):
     server.wait_for("auth file reloaded")
     assert http("POST", server.url("/q/t"), b"x", ok)[0] == 401
     assert http("POST", server.url("/q/t"), b"x", {**ok, "authorization": "Bearer new-token"})[0] == 200
+    host, port = server.addresses["line"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as silent:
+        assert json.loads(silent.recv(65536)) == {"error": "not authenticated within 1 s", "code": "unauthorized"}
+        assert silent.recv(65536) == b""
     assert server.stop() == 0

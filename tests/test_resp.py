@@ -415,6 +415,7 @@ async def test_reading_pauses_while_many_answers_are_pending(resp, dispatcher):
 TOKENS = """
 admin-t    admin         *
 worker-t   read,write    jobs jobs.*
+reader-t   read          jobs
 """
 
 
@@ -465,6 +466,24 @@ async def test_auth_takes_a_token_as_the_password(secured, dispatcher):
     assert got["ok"] == [1, 1] and got["legacy"] == b"a"
     assert (await run(dispatcher, "list"))["queues"].keys() == {"jobs.mail", "jobs"}
     assert await values(dispatcher, "other") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipelined_auth_applies_only_to_the_commands_after_it(secured, dispatcher):
+    """RESP, one write: each command runs under the token of the last AUTH (or HELLO AUTH) before it, never one sent after it."""
+    pipeline = b"".join(multibulk(*c) for c in [
+        ("LLEN", "jobs"), ("AUTH", "reader-t"), ("RPUSH", "jobs", "x"), ("LLEN", "jobs"),
+        ("AUTH", "worker-t"), ("RPUSH", "jobs", "y"), ("DEL", "jobs"), ("AUTH", "nobody"),
+        ("RPUSH", "jobs", "z"), ("HELLO", "2", "AUTH", "default", "admin-t"), ("DEL", "jobs"),
+    ])
+    got = replies(await in_thread(exchange, secured, pipeline))
+    assert got[0][0] == "error" and got[0][1].startswith("NOAUTH unauthorized")
+    assert got[1] == "OK" and got[2][1].startswith("NOPERM forbidden this token may not write")
+    assert got[3] == 0 and got[4] == "OK" and got[5] == 1
+    assert got[6][1].startswith("NOPERM forbidden this token may not admin")
+    assert got[7][1].startswith("WRONGPASS") and got[8] == 2
+    assert got[9][:2] == [b"server", b"restmq"] and got[10] == 1 and len(got) == 11
+    assert await values(dispatcher, "jobs") == []
 
 
 # -- the real server ----------------------------------------------------------------------------

@@ -23,7 +23,12 @@ module owns is the connection:
   it, and the hub stops handing it messages (roundrobin, reserve) or ends it after a bound
   (broadcast), see :class:`restmq.streams.Sink`.
 - ``auth TOKEN`` checks the token with the dispatcher (``unauthorized`` if unknown, ``bad_request``
-  when the server has no tokens) and makes it the connection's principal for what follows.
+  when the server has no tokens) and makes it the connection's principal for what follows, and only
+  for that: each request is queued with the principal in force where it stands in the pipeline, and
+  an ``auth`` (any credential change) takes effect in its turn, after every earlier request has
+  run; reading pauses until then, so no later request is queued under the old principal.
+- With an auth file (the factory's ``auth_timeout``, ``--header-timeout``), a connection that has
+  not authenticated within that many seconds is told so (an ``unauthorized`` error line) and closed.
 - A connection without a request for ``idle_timeout`` seconds (``--idle-timeout``) is told so
   (a ``limit_exceeded`` error line) and closed; a subscribed one is not idle.
 - Commands already read keep running if the client goes away, so a fire-and-forget producer
@@ -38,7 +43,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -48,7 +53,7 @@ from zope.interface import implementer
 
 from restmq.streams import Subscription
 from restmq.frontends.flow import ProducerSink
-from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge
+from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge, Unauthorized
 from restmq.wire import line as wire
 
 log = Logger()
@@ -123,6 +128,18 @@ class _Slot:
         self.data, self.ready = data, True
 
 
+@dataclass(eq=False)
+class _Queued:
+    """One request waiting for its turn: where its answer goes, and the principal in force at its
+    position in the pipeline (captured when it was queued, so a later ``auth`` cannot reach it)."""
+
+    request: Any
+    slot: _Slot
+    reply: bool
+    principal: Any
+    credential: bool
+
+
 class _StreamSink(ProducerSink):
     """The hub's handle on one subscribed connection; deaf once the stream has ended. It is the
     socket's producer (:class:`~restmq.frontends.flow.ProducerSink`)."""
@@ -157,11 +174,13 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
     taken as gone: its stream ends at once, so no message is handed to a client that left.
 
     Other request/answer protocols reuse the ordering by subclassing (the RESP front end does):
-    they replace the framing (``dataReceived`` parses and calls ``_call(Call)`` per request, or
-    ``_quit(last_bytes)`` to answer and close after every earlier answer, and stops while
-    ``_paused``), the encoding (``_encode_answer(answer, reply)``, ``_encode_failure(failure,
-    name)``) and, if they like, the dispatcher (any object with ``execute(name, args, principal,
-    frontend=)``). ``_closing`` and ``_gone`` say whether more requests and answers make sense.
+    they replace the framing (``dataReceived`` parses and calls ``_call(Call)`` per request,
+    ``_call(Call, credential=True)`` for one that may change the principal, or ``_quit(last_bytes)``
+    to answer and close after every earlier answer, and stops while ``_paused``), the encoding
+    (``_encode_answer(answer, reply)``, ``_encode_failure(failure, name)``, ``_encode_error(error)``)
+    and, if they like, the dispatcher (any object with ``execute(name, args, principal,
+    frontend=)``; it calls :meth:`authenticated` when a credential is accepted). ``_closing`` and
+    ``_gone`` say whether more requests and answers make sense.
     """
 
     #: Answers that may be outstanding before the connection stops reading.
@@ -169,15 +188,18 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
     #: Seconds a closing connection gets to drain what was written before it is aborted.
     CLOSE_GRACE = 10.0
     _abort_later: Any = None
+    _auth_deadline: Any = None
     factory: LineFactory
 
     def __init__(self, dispatcher: Any, max_line: int) -> None:
         self.dispatcher = dispatcher
         self.MAX_LENGTH = max_line
-        #: Who the client is for the dispatcher's authorization: the token of its ``auth`` line.
+        #: Who the client is for the dispatcher's authorization: the token of its last accepted
+        #: ``auth``; requests read from now on are queued with it.
         self.principal: Any = None
         self._out: deque[_Slot] = deque()
-        self._calls: deque[tuple[wire.Call, _Slot, bool]] = deque()
+        self._calls: deque[_Queued] = deque()
+        self._credentials = 0  # credential requests queued or running: reading waits for them
         self._running = False  # a command is with the dispatcher
         self._dispatching = False
         self._flushing = False
@@ -193,6 +215,25 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.setTimeout(self.factory.idle_timeout or None)
+        if self.factory.auth_timeout:
+            self._auth_deadline = self.factory.clock.callLater(self.factory.auth_timeout, self._auth_expired)
+
+    def authenticated(self, token: Any) -> None:
+        """A credential was accepted: it is the principal of the requests read from now on."""
+        self.principal = token
+        if self._auth_deadline is not None and self._auth_deadline.active():
+            self._auth_deadline.cancel()
+
+    def _auth_expired(self) -> None:
+        """No accepted credential within ``auth_timeout`` (an auth file is in force): a connection
+        that cannot do anything yet must not hold a connection slot, so say why and close."""
+        if self.principal is not None or self._closing or self._gone:
+            return
+        limits = self.factory.limits
+        if limits is not None:
+            limits.rejected["auth_timeout"] += 1
+        log.info("{kind} client did not authenticate peer={peer}", kind=self.kind, peer=self.peer)
+        self._quit(self._encode_error(Unauthorized(f"not authenticated within {self.factory.auth_timeout:g} s")))
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
@@ -223,15 +264,9 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
             self._quit(wire.encode(wire.BYE))
         elif isinstance(request, wire.Subscribe):
             self._held = True
-            self._push(_Slot(ready=True, then=partial(self._start_stream, request)))
+            self._push(_Slot(ready=True, then=partial(self._start_stream, request, self.principal)))
         elif isinstance(request, wire.Auth):
-            try:
-                self.dispatcher.authenticate(request.token)
-            except RestMQError as e:
-                self._answer_now(wire.encode_error(e))
-            else:
-                self.principal = request.token
-                self._answer_now(wire.encode({"auth": True}))
+            self._call(request, credential=True)
         else:
             self._answer_now(wire.encode_error(request.error))
 
@@ -242,18 +277,23 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
             self._quit(wire.encode_error(TooLarge(f"line is longer than {self.MAX_LENGTH} bytes")))
 
     def _update_reading(self) -> None:
-        """Pause reading while a subscribe waits for its turn or too many answers are outstanding."""
+        """Pause reading while a subscribe or a credential waits for its turn or too many answers
+        are outstanding."""
         if self._gone or self._closing or self.transport.disconnecting:
             return
-        self.set_reading(self._held or len(self._out) >= self.MAX_PENDING)
+        self.set_reading(self._held or self._credentials > 0 or len(self._out) >= self.MAX_PENDING)
 
     # -- requests -----------------------------------------------------------------------------
 
-    def _call(self, request: wire.Call, *, reply: bool = False) -> None:
-        """Queue a command; ``reply``: answer it as ``{"reply": …}`` (on a streaming connection)."""
+    def _call(self, request: wire.Call | wire.Auth, *, reply: bool = False, credential: bool = False) -> None:
+        """Queue a request with the principal in force here; ``reply``: answer it as ``{"reply": …}``
+        (on a streaming connection); ``credential``: it may change the principal, so reading waits
+        until it has run and later requests are queued under what it set."""
+        if credential:
+            self._credentials += 1
         slot = _Slot()
         self._push(slot)
-        self._calls.append((request, slot, reply))
+        self._calls.append(_Queued(request, slot, reply, self.principal, credential))
         self._next_call()
 
     def _next_call(self) -> None:
@@ -264,19 +304,34 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
         self._dispatching = True
         try:
             while self._calls and not self._running:
-                request, slot, reply = self._calls.popleft()
+                queued = self._calls.popleft()
                 self._running = True
-                d = self.dispatcher.execute(request.name, request.args, self.principal, frontend="line")
+                d = self._execute(queued.request, queued.principal)
                 d.addCallbacks(
-                    self._encode_answer, self._encode_failure, callbackArgs=(reply,), errbackArgs=(request.name,)
+                    self._encode_answer,
+                    self._encode_failure,
+                    callbackArgs=(queued.reply,),
+                    errbackArgs=(getattr(queued.request, "name", "auth"),),
                 )
-                d.addCallback(self._call_done, slot)
+                d.addCallback(self._call_done, queued)
         finally:
             self._dispatching = False
 
-    def _call_done(self, data: bytes, slot: _Slot) -> None:
+    def _execute(self, request: wire.Call | wire.Auth, principal: Any) -> defer.Deferred[Any]:
+        if isinstance(request, wire.Auth):
+            return defer.maybeDeferred(self._auth, request.token)
+        return self.dispatcher.execute(request.name, request.args, principal, frontend="line")
+
+    def _auth(self, token: str) -> dict[str, Any]:
+        self.dispatcher.authenticate(token)
+        self.authenticated(token)
+        return {"auth": True}
+
+    def _call_done(self, data: bytes, queued: _Queued) -> None:
         self._running = False
-        slot.fill(data)
+        if queued.credential:
+            self._credentials -= 1
+        queued.slot.fill(data)
         self._flush()
         self._next_call()
 
@@ -289,9 +344,12 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
 
     def _encode_failure(self, failure: Failure, name: str) -> bytes:
         if isinstance(failure.value, RestMQError):
-            return wire.encode_error(failure.value)
+            return self._encode_error(failure.value)
         log.failure("line command {cmd} failed peer={peer}", failure, cmd=name, peer=self.peer)
-        return wire.encode_error(INTERNAL)
+        return self._encode_error(INTERNAL)
+
+    def _encode_error(self, error: RestMQError) -> bytes:
+        return wire.encode_error(error)
 
     def _answer_now(self, data: bytes) -> None:
         """An answer (or stream line) known now, written in order after those still pending."""
@@ -334,7 +392,7 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
 
     # -- streams ------------------------------------------------------------------------------
 
-    def _start_stream(self, request: wire.Subscribe) -> None:
+    def _start_stream(self, request: wire.Subscribe, principal: Any) -> None:
         """Runs when the subscribe's turn comes: every earlier request has been answered."""
         self._held = False
         ack = _Slot()
@@ -342,7 +400,7 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
         sink = _StreamSink(self)
         try:
             subscription = self.dispatcher.subscribe(
-                request.queue, sink, mode=request.mode, lease=request.lease, principal=self.principal
+                request.queue, sink, mode=request.mode, lease=request.lease, principal=principal
             )
         except RestMQError as e:
             sink.open = False
@@ -408,8 +466,9 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._gone = True
         self.setTimeout(None)
-        if self._abort_later is not None and self._abort_later.active():
-            self._abort_later.cancel()
+        for later in (self._abort_later, self._auth_deadline):
+            if later is not None and later.active():
+                later.cancel()
         self._cancel_stream()
         self._out.clear()
         super().connectionLost(reason)
@@ -428,6 +487,7 @@ class LineFactory(protocol.Factory):
         max_line: int = 1 << 20,
         clock: Any = None,
         idle_timeout: float = 300.0,
+        auth_timeout: float = 0.0,
         limits: Any = None,
     ) -> None:
         self.dispatcher = dispatcher
@@ -437,6 +497,9 @@ class LineFactory(protocol.Factory):
         self.clock = clock
         #: Seconds a connection may sit without a request before it is closed (0: never).
         self.idle_timeout = idle_timeout
+        #: Seconds a connection may stay without an accepted ``auth`` (0: forever; set with an
+        #: auth file, where such a connection can do nothing).
+        self.auth_timeout = auth_timeout
         #: Where refusals are counted (:class:`restmq.limits.Limits`), if anywhere.
         self.limits = limits
 

@@ -33,7 +33,11 @@ junk) gets ``-ERR Protocol error: …`` and the connection closes, as Redis does
 
 The connection itself is :class:`~restmq.frontends.line.LineProtocol`'s: requests are read ahead,
 run one at a time in order, answered in order, reading pauses when too many answers are pending,
-and a half-closed client still gets its answers. Only the framing (this parser instead of lines)
+and a half-closed client still gets its answers. Each command runs under the token of the last
+``AUTH`` (or ``HELLO … AUTH``) before it, never one sent after it: a request is queued with the
+principal in force where it stands, and reading waits until a pipelined ``AUTH``/``HELLO`` has run.
+With an auth file, a connection that has not authenticated within ``--header-timeout`` gets
+``-NOAUTH unauthorized not authenticated within N s`` and is closed. Only the framing (this parser instead of lines)
 and the commands (a per-connection :class:`RespSession` standing where the dispatcher stands for
 the line protocol) differ. A client that disconnects during a blocking pop has its wait cancelled,
 and pops read after a client is gone are not run, so no message is taken for nobody (except one
@@ -70,6 +74,8 @@ REDIS_VERSION = "7.0.0"
 MULTI_POLL = 0.1
 #: RestMQ error codes whose Redis prefix is not ``ERR``: the ones clients map to their own errors.
 PREFIXES = {"unauthorized": "NOAUTH", "forbidden": "NOPERM"}
+#: Commands that may change the connection's token: what follows them is read once they have run.
+CREDENTIALS = frozenset({"AUTH", "HELLO"})
 
 
 def error_reply(error: RestMQError, prefix: str | None = None) -> Error:
@@ -197,6 +203,8 @@ class RespSession:
         self.in_multi = False
         #: The blocking pop being waited on, cancelled if the client goes away.
         self.blocking: defer.Deferred[Any] | None = None
+        #: The token the running command was queued with (commands run one at a time).
+        self.principal: Any = None
 
     # -- LineProtocol's side: run one request ---------------------------------------------------
 
@@ -214,6 +222,7 @@ class RespSession:
         if self.in_multi and spec.group != "transactions":
             return defer.succeed(Error("ERR not run: MULTI is not supported, send EXEC or DISCARD"))
         self.last_command = spec.name
+        self.principal = principal
         handler: Callable[[list[bytes]], Coroutine[Any, Any, Reply]] = getattr(self, "_cmd_" + spec.name)
         d: defer.Deferred[Reply] = defer.ensureDeferred(handler(argv[1:]))
         if "blocking" in spec.flags and not d.called:
@@ -228,7 +237,7 @@ class RespSession:
     # -- helpers ------------------------------------------------------------------------------
 
     def _run(self, name: str, **args: Any) -> defer.Deferred[Any]:
-        return self.dispatcher.execute(name, args, self.proto.principal, frontend="resp")
+        return self.dispatcher.execute(name, args, self.principal, frontend="resp")
 
     async def _take(self, queue: str, count: int, wait: float = 0.0) -> list[dict[str, Any]]:
         """Take up to ``count``; nothing once the client is gone (nobody would get the message)."""
@@ -247,7 +256,7 @@ class RespSession:
             self.dispatcher.authenticate(token)
         except Unauthorized as e:
             return error_reply(e, "WRONGPASS")
-        self.proto.principal = token
+        self.proto.authenticated(token)
         log.debug("resp client authenticated peer={peer}", peer=self.proto.peer)
         return None
 
@@ -531,9 +540,22 @@ class RespProtocol(LineProtocol):
         self.parser.feed(data)
         self._read_requests()
 
+    _reading = False
+
     def _read_requests(self) -> None:
         """Hand complete requests to the ordered pipeline until the buffer is empty, reading is
-        paused (too many answers pending: the rest waits in the parser) or the stream is broken."""
+        paused (too many answers pending or a credential waiting for its turn: the rest waits in
+        the parser) or the stream is broken. Not re-entered: a resume from inside the loop (an
+        AUTH that ran at once) just lets the loop go on."""
+        if self._reading:
+            return
+        self._reading = True
+        try:
+            self._read_loop()
+        finally:
+            self._reading = False
+
+    def _read_loop(self) -> None:
         while not self._paused and not self._closing:
             try:
                 argv = self.parser.next()
@@ -547,7 +569,7 @@ class RespProtocol(LineProtocol):
             if name == "QUIT":
                 self._quit(wire.encode(OK))  # after every earlier answer; what follows is ignored
                 return
-            self._call(Call(name, {"argv": argv}))
+            self._call(Call(name, {"argv": argv}), credential=name in CREDENTIALS)
 
     def _encode_answer(self, answer: Any, *_: Any) -> bytes:
         try:
@@ -562,9 +584,12 @@ class RespProtocol(LineProtocol):
             # The authorizer's hint names HTTP's header; say how a Redis client sends a token.
             error = Unauthorized("a token is required: send AUTH TOKEN (redis-cli -a, redis-py password=)")
         if isinstance(error, RestMQError):
-            return wire.encode(error_reply(error))
+            return self._encode_error(error)
         log.failure("resp command {cmd} failed peer={peer}", failure, cmd=name, peer=self.peer)
-        return wire.encode(error_reply(RestMQError("internal error")))
+        return self._encode_error(RestMQError("internal error"))
+
+    def _encode_error(self, error: RestMQError) -> bytes:
+        return wire.encode(error_reply(error))
 
     def _stop_waiting(self) -> None:
         """Cancel a blocking pop in flight: a message it took later would be taken for nobody."""
@@ -592,9 +617,19 @@ class RespFactory(protocol.Factory):
     #: keep pooled connections idle for long and do not expect the server to drop them.
     idle_timeout = 0.0
 
-    def __init__(self, dispatcher: Any, *, max_bulk: int = 1 << 20, clock: Any = None, limits: Any = None) -> None:
+    def __init__(
+        self,
+        dispatcher: Any,
+        *,
+        max_bulk: int = 1 << 20,
+        clock: Any = None,
+        limits: Any = None,
+        auth_timeout: float = 0.0,
+    ) -> None:
         self.dispatcher = dispatcher
         self.max_bulk = max_bulk
+        #: Seconds a connection may stay without an accepted AUTH (0: forever; set with an auth file).
+        self.auth_timeout = auth_timeout
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
@@ -609,6 +644,6 @@ class RespFactory(protocol.Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> RespProtocol:  # type: ignore[override]
         proto = RespProtocol(self, next(self._ids))
-        # TimeoutMixin (LineProtocol's idle timer) schedules on this clock.
+        # TimeoutMixin (LineProtocol's idle timer) schedules on this clock (the auth deadline too).
         proto.callLater = self.clock.callLater  # type: ignore[method-assign]
         return proto

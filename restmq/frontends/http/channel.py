@@ -1,11 +1,23 @@
-"""The HTTP connection: twisted.web's channel with deadlines against slow clients (slowloris).
+"""The HTTP connection: twisted.web's channel with deadlines against slow clients (slowloris)
+and status answers for oversized request heads.
 
 twisted.web only has an idle timeout, which every received byte resets, so a client trickling a
-request one byte at a time holds its connection (and a slot of ``--max-connections``) forever.
-Here a request's headers must be complete within ``header_timeout`` seconds of its first byte and
-its body within ``body_timeout`` seconds of its headers; otherwise the client gets a 408 and the
-connection closes. The idle timeout (``--idle-timeout``, the Site's) applies between requests; a
-request being answered (a long poll, a stream) has none, as in twisted.web.
+request one byte at a time (or sending nothing) holds its connection, and a slot of
+``--max-connections``, for as long as that timeout. Here the first request's headers must be
+complete within ``header_timeout`` seconds of the connection being accepted, a later request's
+(keep-alive) within ``header_timeout`` of its first byte, and a body within ``body_timeout``
+seconds of its headers; otherwise the client gets a 408 and the connection closes (a connection
+that sent no byte at all is just closed: there is no request to answer). The idle timeout
+(``--idle-timeout``, the Site's) applies between requests; a request being answered (a long poll,
+a stream) has none, as in twisted.web.
+
+twisted.web drops a connection whose request line or header line is longer than ``MAX_LENGTH``
+(16 KiB) without a word, and answers a bare 400 to a head past ``totalHeadersSize`` (16 KiB) or
+``maxHeaders`` (500) fields. Here those are a 414 (request line) or 431 (header fields) with the
+JSON error body (``too_large``), and twisted.web's other refusals a JSON 400 (``bad_request``).
+After such an answer the connection reads and drops what the client is still sending until it
+pauses (:data:`LINGER_QUIET`, at most :data:`LINGER_MAX`), then closes: closing with unread data
+would reset the connection and the client would lose the answer.
 """
 
 from __future__ import annotations
@@ -21,8 +33,12 @@ from twisted.web import http
 
 log = Logger()
 
-#: The phases of one request on a connection.
-IDLE, HEADERS, BODY, HANDLING = "idle", "headers", "body", "handling"
+#: The phases of one request on a connection; REFUSED: answered with an error, closing.
+IDLE, HEADERS, BODY, HANDLING, REFUSED = "idle", "headers", "body", "handling", "refused"
+#: After refusing a request, close once the client has sent nothing for this many seconds...
+LINGER_QUIET = 0.5
+#: ... or after this many seconds at most.
+LINGER_MAX = 5.0
 
 
 def canned(status: int, reason: str, code: str, message: str) -> bytes:
@@ -35,11 +51,17 @@ def canned(status: int, reason: str, code: str, message: str) -> bytes:
 
 
 class RestMQChannel(http.HTTPChannel):
-    """An HTTPChannel with header and body deadlines (see the module docstring)."""
+    """An HTTPChannel with header and body deadlines and 414/431 answers (see the module docstring)."""
 
     _phase = IDLE
     _deadline: IDelayedCall | None = None
+    _linger: IDelayedCall | None = None
+    _heard = False  # a byte has arrived on this connection
     site: Any
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm(HEADERS, getattr(self.site, "header_timeout", None))
 
     def _arm(self, phase: str, seconds: float | None) -> None:
         self._disarm()
@@ -53,9 +75,72 @@ class RestMQChannel(http.HTTPChannel):
         self._deadline = None
 
     def dataReceived(self, data: bytes) -> None:
+        if self._phase == REFUSED:
+            self._keep_lingering()
+            return
+        self._heard = True
         if self._phase == IDLE:
             self._arm(HEADERS, getattr(self.site, "header_timeout", None))
         super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._phase == REFUSED:
+            return  # lines of the same read after a refusal
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._too_large(line)
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """One line longer than ``MAX_LENGTH`` (twisted.web would just drop the connection)."""
+        if self._phase != REFUSED:
+            self._too_large(line)
+
+    def headerReceived(self, line: bytes) -> bool:
+        if self._phase == REFUSED:
+            return False
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._refuse(431, "Request Header Fields Too Large", "too_large",
+                         f"more than {self.maxHeaders} header fields")
+            return False
+        return bool(super().headerReceived(line))
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._phase != REFUSED:
+            super().rawDataReceived(data)
+
+    def _too_large(self, line: bytes) -> None:
+        """414 when the request line is too long, else 431 (a header line, or the head in all)."""
+        if self._receivedHeaderSize == 0 and not line.startswith((b" ", b"\t")):
+            limit = min(self.MAX_LENGTH, self.totalHeadersSize)
+            self._refuse(414, "URI Too Long", "too_large", f"request line is longer than {limit} bytes")
+        else:
+            self._refuse(431, "Request Header Fields Too Large", "too_large",
+                         f"request header fields are larger than {self.totalHeadersSize} bytes")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """twisted.web's answer to a malformed request, with a JSON body."""
+        self._refuse(400, "Bad Request", "bad_request", "malformed HTTP request")
+
+    def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+        """Answer an error outside any request, then linger (see the module docstring) and close."""
+        if self._phase == REFUSED or self.transport is None:
+            return
+        self._disarm()
+        self._phase = REFUSED
+        self.setTimeout(None)
+        peer = self.transport.getPeer()
+        log.info("HTTP request refused peer={peer}: {status} {message}",
+                 peer=getattr(peer, "host", "local"), status=status, message=message)
+        self.transport.write(canned(status, reason, code, message))
+        self._deadline = self.callLater(LINGER_MAX, self.transport.abortConnection)
+        self._keep_lingering()
+
+    def _keep_lingering(self) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.reset(LINGER_QUIET)
+        else:
+            self._linger = self.callLater(LINGER_QUIET, self.loseConnection)
 
     def allHeadersReceived(self) -> None:
         self._arm(BODY, getattr(self.site, "body_timeout", None))
@@ -80,6 +165,10 @@ class RestMQChannel(http.HTTPChannel):
         limits = getattr(self.site, "limits", None)
         if limits is not None:
             limits.rejected[limit] += 1
+        if not self._heard:
+            log.debug("HTTP client sent nothing within {seconds} s", seconds=seconds)
+            self.loseConnection()
+            return
         peer = self.transport.getPeer()
         log.info("HTTP client too slow peer={peer}: {what} not received within {seconds} s",
                  peer=getattr(peer, "host", "local"), what="headers" if phase == HEADERS else "body",
@@ -97,4 +186,6 @@ class RestMQChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
         super().connectionLost(reason)
