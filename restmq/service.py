@@ -258,6 +258,8 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
             idle_timeout=config.idle_timeout,
             limits=limits,
             cors=config.cors,
+            check_host=not config.auth_file,
+            allowed_hosts=config.allowed_hosts,
         ),
         "line": lambda: LineFactory(
             dispatcher, max_line=config.max_message_size, idle_timeout=config.idle_timeout, limits=limits
