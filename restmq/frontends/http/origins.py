@@ -20,6 +20,7 @@ request once, before any route runs (:class:`routes.RestMQRequest`):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any
@@ -77,6 +78,13 @@ def host_allowed(name: str, local: str | None, allowed: frozenset[str]) -> bool:
     return ip is not None and ip.is_loopback
 
 
+@functools.lru_cache(maxsize=512)
+def host_header_allowed(host: bytes, local: str | None, allowed: frozenset[str]) -> bool:
+    """:func:`host_allowed` for a raw Host header (malformed: no); cached, as every request asks."""
+    parts = split_host(host)
+    return parts is not None and host_allowed(parts[0], local, allowed)
+
+
 def parse_origin(value: bytes) -> Address | None:
     """An ``Origin`` header as (scheme, host, port); None for ``null`` or anything not http(s)."""
     scheme, sep, rest = value.partition(b"://")
@@ -122,14 +130,12 @@ def refusal(request: Any, cors: tuple[bytes, ...], allowed_hosts: frozenset[str]
     the Host check is off (an auth file is in force)."""
     if allowed_hosts is not None:
         host = request.getHeader(b"host")
-        if host is not None:
-            parts = split_host(host)
-            local = request.getHost()
-            if parts is None or not host_allowed(parts[0], getattr(local, "host", None), allowed_hosts):
-                return Misdirected(
-                    f"Host {_shown(host)!r} is not a name of this server; "
-                    "name it in --allowed-hosts (or use --auth-file)"
-                )
+        local = getattr(request.getHost(), "host", None)
+        if host is not None and not host_header_allowed(host, local, allowed_hosts):
+            return Misdirected(
+                f"Host {_shown(host)!r} is not a name of this server; "
+                "name it in --allowed-hosts (or use --auth-file)"
+            )
     origin = request.getHeader(b"origin")
     cross = (request.getHeader(b"sec-fetch-site") or b"").lower() in CROSS
     if not cross and (origin is None or is_own(request, origin)):

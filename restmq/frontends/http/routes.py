@@ -97,8 +97,7 @@ class RestMQRequest(server.Request):
         site = getattr(self.channel, "site", None)
         refused = refusal(self, site.cors, site.allowed_hosts) if site is not None else None
         if refused is not None:
-            log.info("HTTP {method} {path} refused: {reason}", method=self.method, path=self.path,
-                     reason=refused.message)
+            log.info("HTTP {request} refused: {reason}", request=describe(self), reason=refused.message)
             self.site = site  # type: ignore[assignment]
             send_error(self, refused)
             return
