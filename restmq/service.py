@@ -211,6 +211,7 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
         reactor = default_reactor
     from restmq.frontends.http.routes import build_site
     from restmq.frontends.line import LineFactory
+    from restmq.frontends.nothttp import NotHttpFactory
     from restmq.frontends.syslog import SyslogFactory
 
     backend = RedisBackend(
@@ -269,5 +270,8 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
         "memcache": lambda: _memcache_factory(dispatcher, config.max_message_size),
     }
     for name, description in config.endpoints.items():
-        Listener(name, description, LimitedFactory(factories[name](), limits), reactor).setServiceParent(root)
+        # Listeners that do not speak HTTP refuse it: a web page could post commands to them.
+        counted = LimitedFactory(factories[name](), limits) if name == "http" else NotHttpFactory(
+            factories[name](), limits, name)
+        Listener(name, description, counted, reactor).setServiceParent(root)
     return root

@@ -8,7 +8,6 @@ pause and a WebSocket take, and the same page from RestMQ's own origin, where al
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from twisted.web.server import Site as WebSite
 from restmq.frontends.http.routes import build_site
 from restmq.tap import parse
 from tests.test_dashboard import chromium, needs_chromium
-from tests.test_process import Server, http, serve_argv
+from tests.test_process import Server, http, serve_argv, servers  # noqa: F401  (the fixture)
 
 PURGE = {"body": json.dumps({"cmd": "purge", "queue": "jobs"})}
 
@@ -205,17 +204,6 @@ def test_allowed_hosts_option():
             parse(["--allowed-hosts", bad])
 
 
-@pytest.fixture
-def servers(tmp_path: Path):
-    """restmq serve processes started by a test, killed if still running."""
-    started: list[Server] = []
-    yield started
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(10)
-
-
 def test_serve_checks_host_unless_an_auth_file_is_given(tmp_path, servers, redis):
     """restmq serve refuses Host evil.example (421) but answers --allowed-hosts names; with --auth-file any Host is answered."""
     plain = Server(serve_argv(tmp_path / "a", "--redis", redis.url, "--allowed-hosts", "queue.internal"), cwd=tmp_path)
@@ -257,7 +245,7 @@ document.getElementById("purge").submit();
 </script></body></html>"""
 
 
-class _Page(Resource):
+class Page(Resource):
     isLeaf = True
 
     def __init__(self, html: str) -> None:
@@ -269,7 +257,7 @@ class _Page(Resource):
         return self.html
 
 
-class _Elsewhere(Resource):
+class Elsewhere(Resource):
     """The other site's root: its page, and a plain 404 for anything else (the browser's favicon)."""
 
     def getChild(self, path: bytes, request: Any) -> Resource:
@@ -290,8 +278,8 @@ async def _state(s: Served) -> tuple[int, int, int, str]:
 async def attack_from_elsewhere(s: Served) -> str:
     """Serve ATTACK aimed at ``s`` from http://localhost:<another port> (another site) and load it."""
     page = ATTACK.replace("TARGET", s.base).replace("WS", f"ws://127.0.0.1:{s.port}")
-    root = _Elsewhere()
-    root.putChild(b"evil.html", _Page(page))
+    root = Elsewhere()
+    root.putChild(b"evil.html", Page(page))
     other = reactor.listenTCP(0, WebSite(root), interface="127.0.0.1")
     try:
         return await chromium(f"http://localhost:{other.getHost().port}/evil.html", "--dump-dom")
@@ -327,7 +315,7 @@ async def test_chromium_same_requests_from_the_servers_own_origin_work(serve):
     """Served from RestMQ's own origin (like /dashboard), the form purge, JSONP take, XHR pause and WebSocket take all work."""
     s = await serve()
     await _victims(s)
-    s.site.resource.putChild(b"mine.html", _Page(ATTACK.replace("TARGET", "").replace("WS", f"ws://127.0.0.1:{s.port}")))
+    s.site.resource.putChild(b"mine.html", Page(ATTACK.replace("TARGET", "").replace("WS", f"ws://127.0.0.1:{s.port}")))
     dom = await chromium(s.base + "/mine.html", "--dump-dom")
     assert "loot-1" in dom and "wsloot-1" in dom
     assert await _state(s) == (0, 0, 0, "paused")
