@@ -37,6 +37,7 @@ class Config:
     max_subscribers: int = 50_000
     max_queues: int = 100_000
     cors: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     replicas: int = 0
 
     @property

@@ -69,6 +69,12 @@ class Forbidden(RestMQError):
     code = "forbidden"
 
 
+class Misdirected(RestMQError):
+    """HTTP only: the Host header names another server (DNS rebinding); see --allowed-hosts."""
+
+    code = "misdirected"
+
+
 class BackendUnavailable(RestMQError):
     code = "backend_unavailable"
 

@@ -211,6 +211,7 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
         reactor = default_reactor
     from restmq.frontends.http.routes import build_site
     from restmq.frontends.line import LineFactory
+    from restmq.frontends.nothttp import NotHttpFactory
     from restmq.frontends.syslog import SyslogFactory
 
     backend = RedisBackend(
@@ -258,6 +259,8 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
             idle_timeout=config.idle_timeout,
             limits=limits,
             cors=config.cors,
+            check_host=not config.auth_file,
+            allowed_hosts=config.allowed_hosts,
         ),
         "line": lambda: LineFactory(
             dispatcher, max_line=config.max_message_size, idle_timeout=config.idle_timeout, limits=limits,
@@ -268,5 +271,8 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
         "memcache": lambda: _memcache_factory(dispatcher, config.max_message_size),
     }
     for name, description in config.endpoints.items():
-        Listener(name, description, LimitedFactory(factories[name](), limits), reactor).setServiceParent(root)
+        # Listeners that do not speak HTTP refuse it: a web page could post commands to them.
+        counted = LimitedFactory(factories[name](), limits) if name == "http" else NotHttpFactory(
+            factories[name](), limits, name)
+        Listener(name, description, counted, reactor).setServiceParent(root)
     return root

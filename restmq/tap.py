@@ -6,6 +6,7 @@ RestMQ daemon's options (``--port``, ``--listen``, ``--redis-host`` …) are acc
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -69,6 +70,23 @@ def _origins(value: str) -> tuple[str, ...]:
         if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
             raise ValueError(f"--cors takes origins like https://app.example.org (or *), not {origin!r}")
     return origins
+
+
+def _hosts(value: str) -> tuple[str, ...]:
+    """``--allowed-hosts``: a comma list of host names (or addresses), without ports."""
+    hosts = tuple(h.strip().lower().rstrip(".") for h in value.split(",") if h.strip())
+    for host in hosts:
+        if not re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*", host) and not _is_address(host.strip("[]")):
+            raise ValueError(f"--allowed-hosts takes host names like queue.internal (no port), not {host!r}")
+    return tuple(h.strip("[]") for h in hosts)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _endpoint_or_off(value: str) -> str | None:
@@ -136,7 +154,10 @@ class Options(usage.Options):
          "Answer writes only once this many Redis replicas have them (WAIT); 0: when the master has.",
          _count("replicas", 100)],
         ["cors", None, None, "Origins whose web pages may call this server (comma list, or *); "
-         "CORS is off without it.", _origins],
+         "CORS is off without it and other sites' pages are refused (403).", _origins],
+        ["allowed-hosts", None, None, "Host names (comma list) HTTP clients may use besides localhost, "
+         "loopback and the listener's address; without --auth-file other Host headers get 421 "
+         "(DNS rebinding).", _hosts],
         # The original RestMQ daemon's options, kept as aliases.
         ["port", None, None, "Original option: HTTP port (with --listen).", int],
         ["listen", None, None, "Original option: HTTP interface (with --port)."],
@@ -191,6 +212,7 @@ class Options(usage.Options):
             max_subscribers=self["max-subscribers"],
             max_queues=self["max-queues"],
             cors=self["cors"] or (),
+            allowed_hosts=self["allowed-hosts"] or (),
             replicas=self["replicas"],
         )
         check_files(config)

@@ -117,7 +117,7 @@ async def test_http_slowloris_headers_and_bodies_get_408(limited_site):
 async def test_http_over_the_connection_limit_gets_429_and_idle_keepalive_closes(limited_site, dispatcher):
     """With one connection allowed a second gets a JSON 429; an idle keep-alive connection closes after --idle-timeout, a stream does not."""
     stream = socket.create_connection(("127.0.0.1", limited_site.port))
-    stream.sendall(b"GET /c/q HTTP/1.1\r\nHost: x\r\n\r\n")
+    stream.sendall(b"GET /c/q HTTP/1.1\r\nHost: localhost\r\n\r\n")
     await until(lambda: dispatcher.engine.hub.subscribers("q") == 1)
     answer, _ = await threads.deferToThread(raw_http, limited_site.port, [b"GET /health HTTP/1.1\r\n\r\n"])
     assert answer.startswith(b"HTTP/1.1 429 ") and b"too many connections to this server" in answer
@@ -126,7 +126,7 @@ async def test_http_over_the_connection_limit_gets_429_and_idle_keepalive_closes
     assert dispatcher.engine.hub.subscribers("q") == 1 and limited_site.limits.total == 1
     stream.close()
     await until(lambda: limited_site.limits.total == 0)
-    keepalive = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    keepalive = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
     answer, took = await threads.deferToThread(raw_http, limited_site.port, [keepalive])
     assert answer.startswith(b"HTTP/1.1 200 ") and 0.4 < took < 3.0  # the server closed it when idle
     assert limited_site.limits.rejected["idle_timeout"] >= 1

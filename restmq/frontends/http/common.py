@@ -39,6 +39,7 @@ STATUS: dict[str, int] = {
     "stale_receipt": 409,
     "queue_full": 409,
     "too_large": 413,
+    "misdirected": 421,
     "limit_exceeded": 429,
     "backend_unavailable": 503,
 }

@@ -24,6 +24,9 @@ What the Site adds to twisted.web's:
   Bodies are kept in memory (at most the cap), not in temp files.
 - Form bodies are not parsed by twisted.web (its multipart errors are bare 400s and its
   Content-Type parsing is costly); routes decode bodies on demand with :mod:`restmq.wire.form`.
+- Requests a browser sends for another site's page (``Sec-Fetch-Site``, ``Origin``; not allowed by
+  ``--cors``) are a 403, and, without an auth file, a Host header that is not this server's is a
+  421, both before any route runs (:mod:`restmq.frontends.http.origins`).
 - A failure inside a resource is logged with its traceback and answered as a JSON 500; no HTML
   page, no traceback to the client. The access log is off (it costs more than a queue add).
 """
@@ -47,6 +50,7 @@ from restmq.frontends.http.collectd import Collectd
 from restmq.frontends.http.common import NOT_FOUND, Front, describe, send_error, send_internal, send_nothing
 from restmq.frontends.http.metrics import Metrics
 from restmq.frontends.http.openapi import OpenAPI
+from restmq.frontends.http.origins import cors_allows, refusal
 from restmq.frontends.http.rest import JsonProtocol, Queues, Root
 from restmq.frontends.http.sse import ServerSentEvents
 from restmq.frontends.http.stream import Comet
@@ -58,11 +62,6 @@ log = Logger()
 
 CORS_METHODS = b"GET, POST, PUT, DELETE, HEAD"
 CORS_HEADERS = b"authorization, content-type, accept, last-event-id"
-
-
-def cors_allows(allowed: tuple[bytes, ...], origin: bytes) -> bool:
-    """Whether ``--cors`` lets pages from ``origin`` read answers (``*`` allows any origin)."""
-    return bool(allowed) and (b"*" in allowed or origin in allowed)
 
 
 class RestMQRequest(server.Request):
@@ -96,6 +95,12 @@ class RestMQRequest(server.Request):
 
     def process(self) -> None:
         site = getattr(self.channel, "site", None)
+        refused = refusal(self, site.cors, site.allowed_hosts) if site is not None else None
+        if refused is not None:
+            log.info("HTTP {request} refused: {reason}", request=describe(self), reason=refused.message)
+            self.site = site  # type: ignore[assignment]
+            send_error(self, refused)
+            return
         origin = self.getHeader(b"origin")
         if origin is not None and site is not None and cors_allows(site.cors, origin):
             self.setHeader(b"access-control-allow-origin", origin)
@@ -179,6 +184,8 @@ class RestMQSite(server.Site):
         idle_timeout: float = 300.0,
         limits: Any = None,
         cors: tuple[str, ...] = (),
+        check_host: bool = True,
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         super().__init__(resource, requestFactory=RestMQRequest, timeout=idle_timeout or None)
         self.body_limit = body_limit
@@ -187,6 +194,9 @@ class RestMQSite(server.Site):
         self.limits = limits
         #: Origins whose pages may read answers (``--cors``); none: CORS is off.
         self.cors = tuple(o.encode() for o in cors)
+        #: Host names answered besides loopback and the listener's address (``--allowed-hosts``);
+        #: None: any Host is (an auth file is in force). See :mod:`origins`.
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts) if check_host else None
 
     def acceptableProtocols(self) -> list[bytes]:
         """ALPN over TLS: HTTP/1.1 only (streams and WebSocket upgrades are HTTP/1.1 things)."""
