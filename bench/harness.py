@@ -455,7 +455,41 @@ class Tally:
         return now < self.end and self.sent < self.cap
 
 
-class HttpLoad(asyncio.Protocol):
+class LoadConnection(asyncio.Protocol):
+    """What every load connection does alike: keep its transport, and at the end of the run (or when
+    the server closes it) count the request still waiting as an error and tell ``run_load``."""
+
+    def __init__(self, tally: Tally, done: asyncio.Future[None]) -> None:
+        self.tally, self.done = tally, done
+        self.transport: asyncio.Transport | None = None
+        self.started = 0.0
+
+    def waiting(self) -> bool:
+        """Whether what was sent last still waits for its answer."""
+        raise NotImplementedError
+
+    def forget(self) -> None:
+        """Stop waiting for an answer."""
+        raise NotImplementedError
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def finish(self, error: str | None = None) -> None:
+        if self.waiting() and error:
+            self.tally.record(self.started, time.perf_counter(), 0, False, error)
+        self.forget()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.finish(f"connection lost: {exc or 'closed by server'}" if self.waiting() else None)
+
+
+class HttpLoad(LoadConnection):
     """One keep-alive connection sending ``request`` again as soon as the previous answer is in.
 
     The parser reads only what framing needs: the status code, Content-Length or chunked encoding.
@@ -464,20 +498,21 @@ class HttpLoad(asyncio.Protocol):
     """
 
     def __init__(self, tally: Tally, request: bytes, messages_per_ok: int, done: asyncio.Future[None]) -> None:
-        self.tally, self.request, self.messages_per_ok, self.done = tally, request, messages_per_ok, done
-        self.transport: asyncio.Transport | None = None
+        super().__init__(tally, done)
+        self.request, self.messages_per_ok = request, messages_per_ok
         self.buf = b""
         self.status = 0
         self.body_left: int | None = None  # None: reading the head
         self.chunk_left = -1  # chunked: -1 size line next, -2 trailers next, >0 bytes (incl. CRLF)
         self.chunked = False
-        self.started = 0.0
         self.in_flight = False
         self.sample = b""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def waiting(self) -> bool:
+        return self.in_flight
+
+    def forget(self) -> None:
+        self.in_flight = False
 
     def send(self) -> None:
         assert self.transport is not None
@@ -485,18 +520,6 @@ class HttpLoad(asyncio.Protocol):
         self.in_flight = True
         self.started = time.perf_counter()
         self.transport.write(self.request)
-
-    def finish(self, error: str | None = None) -> None:
-        if self.in_flight and error:
-            self.tally.record(self.started, time.perf_counter(), 0, False, error)
-        self.in_flight = False
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.finish(f"connection lost: {exc or 'closed by server'}" if self.in_flight else None)
 
     def complete(self) -> None:
         now = time.perf_counter()
@@ -574,23 +597,24 @@ class HttpLoad(asyncio.Protocol):
         self.buf = buf[pos:] if pos < n else b""
 
 
-class LineLoad(asyncio.Protocol):
+class LineLoad(LoadConnection):
     """One line-protocol connection writing a batch of commands, then reading as many answer lines.
 
     Latency is per batch. An answer containing ``"error"`` counts as an error (the add answer echoes
     the payload, which never contains that word)."""
 
     def __init__(self, tally: Tally, batch: bytes, lines: int, done: asyncio.Future[None]) -> None:
-        self.tally, self.batch, self.lines, self.done = tally, batch, lines, done
-        self.transport: asyncio.Transport | None = None
+        super().__init__(tally, done)
+        self.batch, self.lines = batch, lines
         self.pending = 0
         self.errors = 0
-        self.started = 0.0
         self.tail = b""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def waiting(self) -> bool:
+        return bool(self.pending)
+
+    def forget(self) -> None:
+        self.pending = 0
 
     def send(self) -> None:
         assert self.transport is not None
@@ -598,18 +622,6 @@ class LineLoad(asyncio.Protocol):
         self.pending, self.errors = self.lines, 0
         self.started = time.perf_counter()
         self.transport.write(self.batch)
-
-    def finish(self, error: str | None = None) -> None:
-        if self.pending and error:
-            self.tally.record(self.started, time.perf_counter(), 0, False, error)
-        self.pending = 0
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.finish(f"connection lost: {exc or 'closed by server'}" if self.pending else None)
 
     def data_received(self, data: bytes) -> None:
         self.pending -= data.count(b"\n")
