@@ -15,7 +15,7 @@ Rows (queue ``b``, ``--payload``-byte messages):
   100 receipts; msg/s compared with ``GP`` (one batch costs one GET + one POST).
 
 Everything it starts (a private non-persistent redis-server, ``bench/bare_web.py``, ``restmq serve``)
-is started, stopped and measured by ``bench/throughput.py``'s helpers, imported from beside this file.
+is started, stopped and measured by ``bench/harness.py``'s helpers, imported from beside this file.
 The queue is topped up with add_many (1000 a request) before ``a`` and ``c`` so that it cannot run dry;
 if it does anyway, the 204s are counted apart and reported. Like throughput.py it never fails on timing:
 it prints the table (and JSON on request) and exits 0; only a setup failure exits 1.
@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,7 +40,7 @@ from typing import Any, Awaitable, Callable
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import throughput as tp  # noqa: E402 - bench/throughput.py, beside this file
+import harness  # noqa: E402 - bench/harness.py, beside this file
 
 QUEUE = "b"
 TARGET_ADD_MSG_S = 100_000
@@ -88,11 +87,11 @@ class Conn:
 
 
 def get(path: str, port: int) -> bytes:
-    return tp.http_request("GET", path, port)
+    return harness.http_request("GET", path, port)
 
 
 def post_json(path: str, port: int, body: Any) -> bytes:
-    return tp.http_request("POST", path, port, json.dumps(body).encode(), "application/json")
+    return harness.http_request("POST", path, port, json.dumps(body).encode(), "application/json")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -207,10 +206,10 @@ async def top_up(port: int, wanted: int, value: str) -> str:
     if missing <= 0:
         return f"queue held {have} ready messages before the row (wanted {wanted})"
     body = json.dumps({"messages": [value] * 1000}).encode()
-    scenario = tp.Scenario("prefill", "prefill", "restmq", "http",
-                           tp.http_request("POST", f"/q/{QUEUE}", port, body, "application/json"),
-                           messages_per_ok=1000, connections=4)
-    tally = await tp.run_load("127.0.0.1", port, scenario, 600.0, 0.0, math.ceil(missing / 1000))
+    scenario = harness.Scenario("prefill", "prefill", "restmq", "http",
+                                harness.http_request("POST", f"/q/{QUEUE}", port, body, "application/json"),
+                                messages_per_ok=1000, connections=4)
+    tally = await harness.run_load("127.0.0.1", port, scenario, 600.0, 0.0, math.ceil(missing / 1000))
     extra = f", {tally.errors} failed: {tally.error_sample}" if tally.errors else ""
     return f"topped up {tally.messages} messages (queue held {have}, wanted {wanted}){extra}"
 
@@ -241,27 +240,6 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
 
-class Meter:
-    """CPU of the bench process, the server under test and Redis over one row (100 = one core)."""
-
-    def __init__(self, server: tp.Child, redis: tp.Child | None) -> None:
-        self.server, self.redis = server, redis
-        self.before = self.sample()
-
-    def sample(self) -> tuple[float, float, float | None, float | None]:
-        return (time.perf_counter(), sum(os.times()[:2]), tp.cpu_seconds(self.server.pid),
-                tp.cpu_seconds(self.redis.pid) if self.redis else None)
-
-    def stop(self) -> dict[str, float | None]:
-        after = self.sample()
-        wall = after[0] - self.before[0]
-        cpu: dict[str, float | None] = {}
-        for name, i in (("client", 1), ("server", 2), ("redis", 3)):
-            b, a = self.before[i], after[i]
-            cpu[name] = None if a is None or b is None else 100 * (a - b) / wall
-        return cpu
-
-
 def percentile(values: list[float], q: float) -> float | None:
     return None if not values else sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
 
@@ -279,31 +257,33 @@ def row_from_count(key: str, label: str, count: Count, connections: int, cpu: di
     return row
 
 
-def row_from_tally(key: str, label: str, scenario: tp.Scenario, tally: tp.Tally, cpu: dict[str, float | None]) -> Row:
-    result = tp.summarise(scenario, tally, cpu, None)
+def row_from_tally(key: str, label: str, scenario: harness.Scenario, tally: harness.Tally,
+                   cpu: dict[str, float | None]) -> Row:
+    result = harness.summarise(scenario, tally, cpu, None)
     return Row(key, label, result.req_s, result.msg_s, result.p50_ms, result.p99_ms, result.errors, result.empty,
                result.requests, result.messages, result.seconds, result.connections,
                cpu_client=cpu.get("client"), cpu_server=cpu.get("server"), cpu_redis=cpu.get("redis"),
                notes=list(result.notes))
 
 
-async def run_round(args: argparse.Namespace, ports: dict[str, int], children: dict[str, tp.Child],
+async def run_round(args: argparse.Namespace, ports: dict[str, int], children: dict[str, harness.Child],
                     best: dict[str, Row]) -> list[Row]:
-    value = tp.payload_text(args.payload)
+    value = harness.payload_text(args.payload)
     bare, http = ports["bare"], ports["http"]
     rows: list[Row] = []
 
     async def load(key: str, label: str, target: str, request: bytes, per_ok: int, connections: int) -> Row:
         print(f"running {key}: {label} ...", file=sys.stderr, flush=True)
-        scenario = tp.Scenario(key, label, target, "http", request, messages_per_ok=per_ok, connections=connections)
-        meter = Meter(children[target], children["redis"] if target == "restmq" else None)
-        tally = await tp.run_load("127.0.0.1", ports[target if target == "bare" else "http"], scenario,
-                                  args.seconds, args.warmup, args.max_requests)
+        scenario = harness.Scenario(key, label, target, "http", request, messages_per_ok=per_ok,
+                                    connections=connections)
+        meter = harness.Meter(children[target], children["redis"] if target == "restmq" else None)
+        tally = await harness.run_load("127.0.0.1", ports[target if target == "bare" else "http"], scenario,
+                                       args.seconds, args.warmup, args.max_requests)
         return row_from_tally(key, label, scenario, tally, meter.stop())
 
     async def trips(key: str, label: str, step: Step, connections: int, note: str) -> Row:
         print(f"running {key}: {label} ...", file=sys.stderr, flush=True)
-        meter = Meter(children["restmq"], children["redis"])
+        meter = harness.Meter(children["restmq"], children["redis"])
         count = await drive(http, connections, args.seconds, args.warmup, step)
         row = row_from_count(key, label, count, connections, meter.stop())
         row.notes[:0] = [note, "latency per reserve+ack round trip (two requests); req/s counts both"]
@@ -380,11 +360,10 @@ def print_table(rows: list[Row], facts: dict[str, Any], args: argparse.Namespace
               f"({b.msg_s:,.0f} msg/s, RestMQ at {fmt(b.cpu_server, '.0f')}% of a core, Redis at "
               f"{fmt(b.cpu_redis, '.0f')}%)")
     print()
-    print(f"machine: {facts['cores']} cores ({facts['cores_usable']} usable) {facts['cpu']}, {facts['os']}, "
-          f"Python {facts['python']}, Twisted {facts['twisted']}, {facts['redis']}, RestMQ {facts['restmq']}")
-    if facts.get("load_average"):
-        print(f"load average before the run: {' '.join(map(str, facts['load_average']))} "
-              "(other work on the machine skews the figures)")
+    print(harness.machine_line(facts))
+    load = harness.load_average_line(facts, skew_note=True)
+    if load:
+        print(load)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -408,7 +387,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             or not 1 <= args.batch <= 1000 or args.lease <= 0):
         parser.error("--seconds, --connections, --batch-connections, --rounds and --lease must be positive, "
                      "--batch 1..1000")
-    args.bare_only = False  # what throughput.start_servers reads
+    args.bare_only = False  # what harness.start_servers reads
     return args
 
 
@@ -416,8 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def work(tmp: Path, children: dict[str, Any]) -> int:
-        ports, redis_info, binary = tp.start_servers(args, tmp, children)
-        facts = tp.machine_facts(redis_info, binary)
+        ports, redis_info, binary = harness.start_servers(args, tmp, children)
+        facts = harness.machine_facts(redis_info, binary)
         print(f"RestMQ delivery: {args.seconds:g} s per row (+{args.warmup:g} s warm-up)"
               + (f", best of {args.rounds} rounds" if args.rounds > 1 else "")
               + f", {args.payload}-byte messages, queue {QUEUE!r}, lease {args.lease:g} s, "
@@ -456,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"results written to {args.json}")
         return 0
 
-    return tp.run_bench("restmq-bench-delivery-", args.keep_logs, work)
+    return harness.run_bench("restmq-bench-delivery-", args.keep_logs, work)
 
 
 if __name__ == "__main__":

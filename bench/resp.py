@@ -1,7 +1,7 @@
 """RestMQ Redis-protocol benchmark: ``redis-benchmark -t lpush,rpop`` against ``restmq serve --resp``,
 side by side with the same run against a real redis-server (the ceiling).
 
-What it starts, all on loopback and all stopped on exit (``throughput.py``'s helpers, imported from
+What it starts, all on loopback and all stopped on exit (``harness.py``'s helpers, imported from
 beside this file): a private non-persistent ``redis-server`` (``--save "" --appendonly no``), and
 ``python -m restmq.cli serve --redis redis://127.0.0.1:PORT/0 --resp tcp:0:interface=127.0.0.1``
 (its JSON log tells the real port). Then, for each mode (unpipelined, and ``-P 16`` unless
@@ -26,7 +26,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -37,15 +36,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import (  # noqa: E402  (bench/ is not a package)
-    REPO,
-    Child,
+from harness import (  # noqa: E402  (bench/ is not a package)
+    ANY_PORT,
     SetupError,
+    child_env,
     cpu_seconds,
     find_redis,
+    fmt,
+    load_average_line,
     machine_facts,
+    machine_line,
     run_bench,
     start_redis,
+    start_restmq,
 )
 
 TESTS = ("LPUSH", "RPOP")
@@ -76,33 +79,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with the servers' output")
     return parser.parse_args(argv)
-
-
-def start_restmq(redis_port: int, tmp: Path, env: dict[str, str], children: dict[str, Any]) -> int:
-    """``restmq serve --resp`` on a free port (HTTP too, as every RestMQ has; no line protocol)."""
-    restmq = Child(
-        "restmq serve",
-        [sys.executable, "-m", "restmq.cli", "serve", "--redis", f"redis://127.0.0.1:{redis_port}/0",
-         "--http", "tcp:0:interface=127.0.0.1", "--line", "none", "--resp", "tcp:0:interface=127.0.0.1",
-         "--log-format", "json"],
-        tmp / "restmq.log", tmp, env,
-    )
-    children["restmq"] = restmq
-    restmq.start()
-
-    def resp_port(events: list[dict[str, Any]]) -> int | None:
-        for e in events:
-            if e.get("frontend") == "resp" and "listening" in str(e.get("log_format", "")) and e.get("port"):
-                return int(e["port"])
-        return None
-
-    def ready(events: list[dict[str, Any]]) -> bool:
-        engine = any("engine ready" in str(e.get("log_format", "")) for e in events)
-        return engine and resp_port(events) is not None
-
-    port = resp_port(restmq.wait_json(ready, 60))
-    assert port is not None
-    return port
 
 
 def benchmark(binary: str, port: int, args: argparse.Namespace, pipeline: int, extra: list[str],
@@ -140,10 +116,6 @@ def _float(text: str | None) -> float | None:
         return None
 
 
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_table(rows: list[Row]) -> None:
     header = (f"{'mode':12} {'test':6} {'redis req/s':>12} {'restmq req/s':>13} {'ratio':>7} "
               f"{'p50 ms redis/restmq':>20} {'p99 ms redis/restmq':>20} {'cpu% restmq/redis':>18}")
@@ -178,12 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         tool = args.redis_benchmark or shutil.which("redis-benchmark")
         if tool is None:
             raise SetupError("redis-benchmark is not on PATH (it comes with redis-server; or --redis-benchmark)")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+        env = child_env()
         binary = find_redis(args.redis_server)
         redis, redis_port, redis_info = start_redis(binary, tmp, env)
         children["redis"] = redis
-        resp_port = start_restmq(redis_port, tmp, env, children)
+        # HTTP too, as every RestMQ has; no line protocol
+        resp_port = start_restmq(children, tmp, env,
+                                 ["--redis", f"redis://127.0.0.1:{redis_port}/0", "--http", ANY_PORT,
+                                  "--line", "none", "--resp", ANY_PORT], ("resp",))["resp"]
         facts = machine_facts(redis_info, binary)
         pids = {"restmq": children["restmq"].pid, "redis": redis.pid}
         print(f"RestMQ RESP front end vs redis-server: redis-benchmark -t lpush,rpop -n {args.requests} "
@@ -201,10 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("cpu% is over the whole redis-benchmark run (both tests); 100 = one core. RestMQ answers "
               "LPUSH with an add_many and a len (two Redis round trips), RPOP with one take.")
-        print(f"machine: {facts['cores']} cores ({facts['cores_usable']} usable) {facts['cpu']}, {facts['os']}, "
-              f"Python {facts['python']}, Twisted {facts['twisted']}, {facts['redis']}, RestMQ {facts['restmq']}")
-        if facts.get("load_average"):
-            print(f"load average before the run: {' '.join(map(str, facts['load_average']))}")
+        print(machine_line(facts))
+        load = load_average_line(facts)
+        if load:
+            print(load)
         if args.json:
             save(args, facts, rows)
         return 0

@@ -1,7 +1,7 @@
 """RestMQ soak: a steady mixed load with 1,000 connected stream subscribers for minutes on end.
 
-It starts a private non-persistent redis-server and ``restmq serve`` (the harness of
-``throughput.py``), opens ``--subscribers`` idle COMET subscribers on a broadcast queue (one
+It starts a private non-persistent redis-server and ``restmq serve`` (with the helpers of
+``harness.py``), opens ``--subscribers`` idle COMET subscribers on a broadcast queue (one
 broadcast a second reaches them all), and runs ``--workers`` client threads, each over one
 keep-alive connection, doing add / reserve / ack cycles paced to ``--rate`` operations a second in
 all (aim at about half of the peak ``throughput.py`` measures). Every ``--every`` seconds it samples:
@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import http.client
 import json
-import os
 import sys
 import threading
 import time
@@ -30,8 +29,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from streams import open_subscribers, raise_nofile, rss_kb, wait_subscribers  # noqa: E402
-from throughput import REPO, Child, find_redis, percentile, redis_command, run_bench, start_redis  # noqa: E402
+from harness import (  # noqa: E402  (bench/ is not a package)
+    ANY_PORT,
+    Child,
+    child_env,
+    find_redis,
+    open_subscribers,
+    percentile,
+    raise_nofile,
+    redis_command,
+    rss_kb,
+    run_bench,
+    start_redis,
+    start_restmq,
+    wait_subscribers,
+)
 
 
 class Stats:
@@ -194,18 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile(args.subscribers + 4096)
 
     def work(tmp: Path, children: dict[str, Any]) -> int:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = child_env()
         binary = find_redis(None)
         redis, redis_port, facts = start_redis(binary, tmp, env)
         children["redis"] = redis
-        server = Child("restmq serve", [
-            sys.executable, "-m", "restmq.cli", "serve", "--redis", f"redis://127.0.0.1:{redis_port}/0",
-            "--http", "tcp:0:interface=127.0.0.1", "--line", "none", "--log-format", "json",
-            "--max-connections", "0", "--max-connections-per-address", "0"], tmp / "restmq.log", tmp, env)
-        children["restmq"] = server
-        server.start()
-        events = server.wait_json(lambda evs: any("engine ready" in str(e.get("log_format", "")) for e in evs), 60)
-        port = next(int(e["port"]) for e in events if e.get("frontend") == "http" and "port" in e)
+        port = start_restmq(children, tmp, env,
+                            ["--redis", f"redis://127.0.0.1:{redis_port}/0", "--http", ANY_PORT, "--line", "none",
+                             "--max-connections", "0", "--max-connections-per-address", "0"], ("http",))["http"]
+        server = children["restmq"]
         print(f"soak: {args.seconds:.0f} s at {args.rate:.0f} ops/s ({args.workers} workers), "
               f"{args.subscribers} COMET subscribers, redis {facts.get('redis_version')}", flush=True)
         samples = asyncio.run(soak(args, port, redis_port, server))

@@ -1,8 +1,8 @@
 """RestMQ streaming benchmark: broadcast fan-out to many idle subscribers, memory per idle subscriber,
 and messages/s through one round-robin subscriber.
 
-Like ``throughput.py`` (whose helpers it imports) it starts a private non-persistent ``redis-server`` and
-``python -m restmq.cli serve`` as a real process on free loopback ports, reads the server's JSON log for
+Like ``throughput.py`` (with ``harness.py``'s helpers) it starts a private non-persistent ``redis-server``
+and ``python -m restmq.cli serve`` as a real process on free loopback ports, reads the server's JSON log for
 its port, never fails on timing (exit 0; 1 only when a server cannot start) and stops everything on exit.
 
 Scenarios, per stream kind (``--kinds comet,sse``) and subscriber count (``--subscribers 1000,10000``):
@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import resource
 import sys
 import time
 import uuid
@@ -43,188 +41,31 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import (  # noqa: E402  (bench/ is not a package)
-    run_bench,
-    REPO,
+from harness import (  # noqa: E402  (bench/ is not a package)
+    ANY_PORT,
     Child,
+    Subscriber,
+    child_env,
     cpu_seconds,
     find_redis,
+    http_once,
+    load_average_line,
     machine_facts,
+    machine_line,
+    open_subscribers,
     percentile,
+    raise_nofile,
+    rss_kb,
+    run_bench,
     start_redis,
+    start_restmq,
+    stream_request,
+    wait_subscribers,
 )
 
 TARGET_FANOUT_S = 1.0  # 10k subscribers reached in < 1 s
 TARGET_KB_PER_SUB = 30.0  # < 30 KB per idle subscriber
 TARGET_LATENCY_P99_MS = 50.0  # add -> subscriber, same host
-HEADER_END = b"\r\n\r\n"
-
-
-# ---------------------------------------------------------------------------------------------------
-# helpers
-
-
-def raise_nofile(wanted: int) -> tuple[int, int]:
-    """Raise this process's open-file limit (children inherit it) as far as the hard limit allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError):
-            pass
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def rss_kb(pid: int | None) -> int | None:
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-async def http(port: int, method: str, path: str, body: bytes = b"",
-               content_type: str = "application/x-www-form-urlencoded", timeout: float = 30.0) -> tuple[int, bytes]:
-    """One request on its own connection (Connection: close): status and body."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
-    try:
-        head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                f"Content-Length: {len(body)}\r\n" + (f"Content-Type: {content_type}\r\n" if body else "") + "\r\n")
-        writer.write(head.encode() + body)
-        data = await asyncio.wait_for(reader.read(), timeout)
-    finally:
-        writer.close()
-    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
-    payload = data.partition(HEADER_END)[2]
-    if b"transfer-encoding: chunked" in data.partition(HEADER_END)[0].lower():
-        out, rest = b"", payload
-        while rest:
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line.split(b";")[0] or b"0", 16)
-            if size == 0:
-                break
-            out, rest = out + rest[:size], rest[size + 2:]
-        payload = out
-    return status, payload
-
-
-async def subscribers(port: int, queue: str) -> int:
-    status, body = await http(port, "GET", f"/stats/{queue}")
-    if status != 200:
-        return -1
-    return int(json.loads(body).get("subscribers", 0))
-
-
-async def wait_subscribers(port: int, queue: str, wanted: int, timeout: float) -> tuple[int, float]:
-    """Poll /stats until it counts ``wanted`` subscribers (or the timeout): (last count, seconds)."""
-    start = time.perf_counter()
-    count = -1
-    while time.perf_counter() - start < timeout:
-        try:
-            count = await subscribers(port, queue)
-        except (OSError, asyncio.TimeoutError, ValueError):
-            count = -1
-        if count == wanted:
-            break
-        await asyncio.sleep(0.05)
-    return count, time.perf_counter() - start
-
-
-class Subscriber(asyncio.Protocol):
-    """One stream connection: sends the GET, notes when the headers are in, then looks for
-    ``marker`` in what follows (the time it first appears is its arrival) and counts ``count_token``."""
-
-    __slots__ = ("request", "marker", "count_token", "transport", "headers_at", "arrived_at", "status",
-                 "_buf", "_tail", "count", "closed", "headers_future")
-
-    def __init__(self, request: bytes, marker: bytes | None, count_token: bytes | None,
-                 headers_future: asyncio.Future[None]) -> None:
-        self.request, self.marker, self.count_token = request, marker, count_token
-        self.transport: asyncio.Transport | None = None
-        self.headers_at: float | None = None
-        self.arrived_at: float | None = None
-        self.status = 0
-        self._buf = b""
-        self._tail = b""
-        self.count = 0
-        self.closed = False
-        self.headers_future = headers_future
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        if self.headers_at is None:
-            self._buf += data
-            end = self._buf.find(HEADER_END)
-            if end < 0:
-                return
-            head, data = self._buf[:end], self._buf[end + 4:]
-            self._buf = b""
-            self.headers_at = time.perf_counter()
-            try:
-                self.status = int(head.split(b" ", 2)[1])
-            except (IndexError, ValueError):
-                self.status = -1
-            if not self.headers_future.done():
-                self.headers_future.set_result(None)
-            if not data:
-                return
-        window = self._tail + data
-        if self.marker is not None and self.arrived_at is None and self.marker in window:
-            self.arrived_at = time.perf_counter()
-        if self.count_token is not None:
-            self.count += window.count(self.count_token) - self._tail.count(self.count_token)
-        self._tail = window[-64:]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.headers_future.done():
-            self.headers_future.set_exception(exc or ConnectionError("closed before headers"))
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-
-def stream_request(kind: str, queue: str) -> bytes:
-    path = f"/c/{queue}" if kind == "comet" else f"/sse/{queue}"
-    accept = "text/event-stream" if kind == "sse" else "*/*"
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\r\n".encode()
-
-
-async def open_subscribers(port: int, kind: str, queue: str, n: int, marker: bytes | None,
-                           count_token: bytes | None, concurrency: int) -> tuple[list[Subscriber], list[str]]:
-    """Open ``n`` stream connections, at most ``concurrency`` handshakes at a time (the server's
-    listen backlog is small), each done once its response headers are in."""
-    loop = asyncio.get_running_loop()
-    request = stream_request(kind, queue)
-    subs: list[Subscriber] = []
-    errors: list[str] = []
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one() -> None:
-        async with gate:
-            future: asyncio.Future[None] = loop.create_future()
-            try:
-                _, proto = await asyncio.wait_for(
-                    loop.create_connection(lambda: Subscriber(request, marker, count_token, future),
-                                           "127.0.0.1", port), 30)
-                subs.append(proto)
-                await asyncio.wait_for(future, 30)
-                if proto.status != 200:
-                    errors.append(f"status {proto.status}")
-            except (OSError, asyncio.TimeoutError, ConnectionError) as e:
-                errors.append(f"{type(e).__name__}: {e}")
-
-    await asyncio.gather(*(one() for _ in range(n)))
-    return subs, errors
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -256,7 +97,7 @@ async def fanout(port: int, server: Child, kind: str, n: int, concurrency: int) 
 
     cpu0 = cpu_seconds(server.pid)
     t0 = time.perf_counter()
-    status, body = await http(port, "POST", f"/q/{queue}", b"value=" + marker)
+    status, body = await http_once(port, "POST", f"/q/{queue}", b"value=" + marker)
     t_added = time.perf_counter()
     row["add_status"] = status
     row["add_ms"] = round((t_added - t0) * 1000, 2)
@@ -323,7 +164,7 @@ async def latency(port: int, messages: int) -> dict[str, Any]:
     for i in range(messages):
         sub.target, sub.waiter = i + 1, loop.create_future()
         start = time.perf_counter()
-        status, body = await http(port, "POST", f"/q/{queue}", f"value=m{i}".encode())
+        status, body = await http_once(port, "POST", f"/q/{queue}", f"value=m{i}".encode())
         if not 200 <= status < 300:
             row["notes"].append(f"add answered {status}: {body[:120]!r}")
             break
@@ -346,7 +187,7 @@ async def roundrobin(port: int, server: Child, messages: int, batch: int, varian
     queue = f"rr-{variant}-{uuid.uuid4().hex[:6]}"
     row: dict[str, Any] = {"scenario": f"roundrobin-{variant}", "kind": "comet", "subscribers": 1,
                            "messages": messages, "queue": queue, "notes": []}
-    status, body = await http(port, "POST", f"/p/{queue}", b"policy=roundrobin")
+    status, body = await http_once(port, "POST", f"/p/{queue}", b"policy=roundrobin")
     if not 200 <= status < 300:
         row["notes"].append(f"POST /p/{queue} answered {status}: {body[:200]!r}")
     token = f'"key":"{queue}:'.encode()
@@ -361,7 +202,7 @@ async def roundrobin(port: int, server: Child, messages: int, batch: int, varian
     async def add_all() -> list[str]:
         errs = []
         for b in bodies:
-            st, answer = await http(port, "POST", f"/q/{queue}", b, "application/json")
+            st, answer = await http_once(port, "POST", f"/q/{queue}", b, "application/json")
             if not 200 <= st < 300:
                 errs.append(f"{st} {answer[:120]!r}")
         return errs
@@ -495,12 +336,12 @@ def print_table(rows: list[dict[str, Any]], facts: dict[str, Any], args: argpars
         for line in extra:
             print(line)
     print()
-    print(f"machine: {facts['cores']} cores ({facts['cores_usable']} usable) {facts['cpu']}, {facts['os']}, "
-          f"Python {facts['python']}, Twisted {facts['twisted']}, {facts['redis']}, RestMQ {facts['restmq']}")
+    print(machine_line(facts))
     print(f"open files limit (bench and servers): {args.nofile}; client: one asyncio process "
           f"({args.concurrency} handshakes at a time)")
-    if facts.get("load_average"):
-        print(f"load average before the run: {' '.join(map(str, facts['load_average']))}")
+    load = load_average_line(facts)
+    if load:
+        print(load)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -529,30 +370,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def start_servers(args: argparse.Namespace, tmp: Path, children: dict[str, Child]) -> tuple[int, dict[str, str], str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    env.pop("RESTMQ_URL", None)
+    """Redis and ``restmq serve`` (HTTP only, no connection limits: the rows open thousands)."""
+    env = child_env()
     binary = find_redis(args.redis_server)
     redis, redis_port, redis_info = start_redis(binary, tmp, env)
     children["redis"] = redis
-    restmq = Child(
-        "restmq serve",
-        [sys.executable, "-m", "restmq.cli", "serve", "--redis", f"redis://127.0.0.1:{redis_port}/0",
-         "--http", "tcp:0:interface=127.0.0.1", "--line", "none", "--log-format", "json",
-         "--max-connections", "0", "--max-connections-per-address", "0"],
-        tmp / "restmq.log", tmp, env,
-    )
-    children["restmq"] = restmq
-    restmq.start()
-
-    def ready(evs: list[dict[str, Any]]) -> bool:
-        http_up = any("listening" in str(e.get("log_format", "")) and e.get("frontend") == "http" for e in evs)
-        return http_up and any("engine ready" in str(e.get("log_format", "")) for e in evs)
-
-    events = restmq.wait_json(ready, 60)
-    port = next(int(e["port"]) for e in events
-                if "listening" in str(e.get("log_format", "")) and e.get("frontend") == "http")
-    return port, redis_info, binary
+    ports = start_restmq(children, tmp, env,
+                         ["--redis", f"redis://127.0.0.1:{redis_port}/0", "--http", ANY_PORT, "--line", "none",
+                          "--max-connections", "0", "--max-connections-per-address", "0"], ("http",))
+    return ports["http"], redis_info, binary
 
 
 async def run_all(args: argparse.Namespace, port: int, server: Child) -> list[dict[str, Any]]:

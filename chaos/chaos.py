@@ -69,22 +69,23 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import harness  # noqa: E402 - bench/harness.py: the servers as child processes, shared with the benches
+
+from restmq.backend.embedded import EmbeddedRedisError  # noqa: E402
+from restmq.backend.local import TEST_REDIS_ENV, free_port, redis_server_binary  # noqa: E402
 
 QUEUE = "chaos"
 LEASE = 2.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def redis_binary() -> str:
-    found = os.environ.get("RESTMQ_TEST_REDIS") or shutil.which("redis-server")
-    if not found:
-        raise SystemExit("chaos needs redis-server on PATH (or RESTMQ_TEST_REDIS)")
-    return found
+    """$RESTMQ_TEST_REDIS, as for the test suite, else the one ``restmq serve`` would run."""
+    try:
+        return redis_server_binary(env_var=TEST_REDIS_ENV)
+    except EmbeddedRedisError as e:
+        raise SystemExit(f"chaos needs a redis-server (or RESTMQ_TEST_REDIS): {e}") from e
 
 
 class Gone(Exception):
@@ -112,11 +113,11 @@ def call(method: str, url: str, body: Any = None, timeout: float = 5.0) -> tuple
 
 
 class Redis:
-    """A private redis-server with an append-only file, restartable on the same data."""
+    """A private redis-server with an append-only file, restartable on the same data (and port)."""
 
     def __init__(self, directory: Path, fsync: str) -> None:
         self.dir, self.fsync, self.port = directory, fsync, free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: harness.Child | None = None
 
     @property
     def url(self) -> str:
@@ -124,35 +125,25 @@ class Redis:
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", "--logfile", "redis.log"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        self.process = harness.redis_child(
+            redis_binary(), self.port, self.dir, None, harness.child_env(),
+            ["--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", "--logfile", "redis.log"],
         )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise SystemExit(f"redis-server did not start (see {self.dir}/redis.log)")
-            time.sleep(0.05)
+        self.process.start()
+        if not harness.wait_redis(self.process, self.port, 20):
+            raise SystemExit(f"redis-server did not start (see {self.dir}/redis.log)")
 
     def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
+        assert self.process is not None
         if sig == signal.SIGKILL:
-            self.proc.wait(10)
+            self.process.kill()
+        else:
+            self.process.send(sig)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.process is not None and self.process.exited() is None:
+            self.process.send(signal.SIGCONT)
+            self.process.kill()
 
     def client(self) -> Any:
         import redis
@@ -167,7 +158,7 @@ class RestMQ:
         """``redis_url`` None: the embedded redis-server under ``directory/data``, fsync always."""
         self.dir, self.redis_url, self.timeout = directory, redis_url, timeout
         self.http, self.line = free_port(), free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: harness.Child | None = None
         self.starts = 0
         #: Options of the embedded server (no ``redis_url``).
         self.start_args = ["--durability", "always"]
@@ -180,23 +171,21 @@ class RestMQ:
         """Start and wait until it serves; answers the seconds it took."""
         self.dir.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
-        log = open(self.dir / f"restmq-{self.starts}.log", "wb")
-        self.starts += 1
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "restmq.cli", "serve",
-             *(["--redis", self.redis_url] if self.redis_url else self.start_args),
+        self.process = harness.serve_child(
+            [*(["--redis", self.redis_url] if self.redis_url else self.start_args),
              "--http", f"tcp:{self.http}:interface=127.0.0.1", "--line", f"tcp:{self.line}:interface=127.0.0.1",
-             "--data", str(self.dir / "data"), "--redis-timeout", str(self.timeout), "--log-format", "json"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+             "--data", str(self.dir / "data"), "--redis-timeout", str(self.timeout)],
+            self.dir / f"restmq-{self.starts}.log", self.dir, harness.child_env(),
         )
+        self.starts += 1
+        self.process.start()
         while True:
             try:
                 if call("GET", self.base + "/health", timeout=1)[0] == 200:
                     return time.monotonic() - began
             except Gone:
                 pass
-            if self.proc.poll() is not None:
+            if self.process.exited() is not None:
                 raise SystemExit(f"restmq serve exited (see {self.dir})")
             if time.monotonic() - began > 30:
                 raise SystemExit("restmq serve did not become healthy in 30 s")
@@ -214,17 +203,14 @@ class RestMQ:
         return redis.Redis(unix_socket_path=socket_path_for(str(self.dir / "data")))
 
     def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
+        """SIGKILL ``restmq serve`` alone: its embedded redis-server, if any, lives on."""
+        assert self.process is not None
+        self.process.kill()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        """SIGTERM ``restmq serve`` alone (it stops its embedded redis-server itself), SIGKILL if it lingers."""
+        if self.process is not None:
+            self.process.stop(timeout=15, group=False)
 
 
 # -- the load and its ledger ----------------------------------------------------------------------

