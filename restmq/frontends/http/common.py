@@ -134,10 +134,17 @@ def body_bytes(request: Request) -> bytes:
     return content.read()  # type: ignore[no-any-return]
 
 
+#: jQuery's JSONP placeholder: it replaces ``callback=?`` only in JSONP GETs, so a ``$.post(url +
+#: "?callback=?")`` (the original dashboard's pause/play) sends it as is. It names no function:
+#: the answer is plain JSON, which jQuery's XHR reads.
+UNREPLACED_CALLBACK = b"?"
+
+
 def callback_of(request: Request) -> str | None:
-    """The request's JSONP ``callback`` (checked), or None; an empty one counts as none."""
+    """The request's JSONP ``callback`` (checked), or None; an empty one, or jQuery's unreplaced
+    ``?``, counts as none."""
     values = query(request).get(b"callback")
-    if not values or not values[-1]:
+    if not values or values[-1] in (b"", UNREPLACED_CALLBACK):
         return None
     return form.check_callback(form.text(values[-1], "callback"))
 

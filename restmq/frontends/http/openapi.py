@@ -31,8 +31,9 @@ TEXT_MT = "text/plain"
 HTML_MT = "text/html"
 XML_MT = "text/xml"
 
-# JSON Schema regexes are ECMA-262: the table's ``\Z`` is ``$`` there.
-QUEUE_PATTERN = commands.QUEUE_NAME.pattern.replace("\\Z", "$")
+# JSON Schema regexes are ECMA-262 and count UTF-16 units: the characters a name may not hold, its
+# length by minLength/maxLength (which count characters).
+QUEUE_PATTERN = f"^[^{commands.NOT_IN_QUEUE_NAME}]+$"
 
 
 # -- arguments -> JSON Schema -------------------------------------------------------------------
@@ -70,7 +71,8 @@ def arg_schema(arg: Arg, *, wire: str = "json") -> dict[str, Any]:
     kind = arg.kind
     schema: dict[str, Any]
     if kind == "queue":
-        schema = {"type": "string", "pattern": QUEUE_PATTERN, "maxLength": 128}
+        schema = {"type": "string", "pattern": QUEUE_PATTERN, "minLength": 1, "maxLength": 128,
+                  "description": commands.QUEUE_RULE}
     elif kind == "int":
         schema = _bounded({"type": "integer"}, arg)
     elif kind == "seconds":
