@@ -71,8 +71,7 @@ def arg_schema(arg: Arg, *, wire: str = "json") -> dict[str, Any]:
     kind = arg.kind
     schema: dict[str, Any]
     if kind == "queue":
-        schema = {"type": "string", "pattern": QUEUE_PATTERN, "minLength": 1, "maxLength": 128,
-                  "description": commands.QUEUE_RULE}
+        schema = {"type": "string", "pattern": QUEUE_PATTERN, "minLength": 1, "maxLength": 128}
     elif kind == "int":
         schema = _bounded({"type": "integer"}, arg)
     elif kind == "seconds":
@@ -100,7 +99,7 @@ def arg_schema(arg: Arg, *, wire: str = "json") -> dict[str, Any]:
     else:  # pragma: no cover - a new kind must be described here
         raise ValueError(f"no schema for argument kind {kind!r}")
     if arg.doc:
-        schema["description"] = arg.doc
+        schema["description"] = f"{arg.doc}; {commands.QUEUE_RULE}" if kind == "queue" else arg.doc
     if arg.default is not None:
         schema["default"] = arg.default
     return schema
