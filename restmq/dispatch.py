@@ -11,6 +11,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer
@@ -212,7 +213,9 @@ class Dispatcher:
         return {"queue": queue, "key": None if n is None else f"{queue}:{n}"}
 
     async def _cmd_take(self, queue: str, count: int | None, wait: float) -> Any:
-        return self._one_or_list(await self._deliver(queue, count or 1, wait, None), count)
+        """A take answers ``count`` 0, as the original's did (only its soft get counts looks)."""
+        taken = [replace(m, count=0) for m in await self._deliver(queue, count or 1, wait, None)]
+        return self._one_or_list(taken, count)
 
     async def _cmd_reserve(self, queue: str, count: int | None, lease: float | None, wait: float) -> Any:
         return self._one_or_list(await self._deliver(queue, count or 1, wait, lease or 0.0), count)
