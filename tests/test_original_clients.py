@@ -6,11 +6,13 @@ size limit counting the message itself."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sys
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 import pytest_twisted
 from twisted.internet import threads
 
@@ -235,6 +237,26 @@ async def test_collectd_form_parameter(http, dispatcher):  # noqa: F811
     values = [m["value"] for m in await run(dispatcher, "take", queue="collectd_data", count=10)]
     assert isinstance(values[0], dict) and values[0]["values"] == [1]
     assert [item["value"] for item in json.loads(values[2])] == ["1:1", "2:2"]
+
+
+@pytest.mark.skipif(not shutil.which("collectd"), reason="collectd (apt-get install collectd-core) is not installed")
+@pytest_twisted.ensureDeferred
+async def test_a_real_collectd_at_the_original_paths_stores_the_original_messages(site_url, dispatcher, tmp_path):
+    """A real collectd's write_http posts (Command and JSON) each become one text message: PUTVAL items, or the JSON as sent."""
+    from tests.test_collectd import run_collectd
+
+    await run_collectd(site_url, dispatcher, tmp_path, "")
+    texts = [m["value"] for m in await run(dispatcher, "take", queue="collectd_data", count=10)]
+    assert all(isinstance(text, str) for text in texts)
+    lists = [json.loads(text) for text in texts]
+    command = [items for items in lists if "plugin_instance" in items[0] and "plugin" not in items[0]]
+    [[item]] = command  # the Command node: one PUTVAL line, the original's item
+    assert (item["host"], item["plugin_instance"], item["type_instance"]) == ("restmq-test", "exec-app", "gauge-queue_depth")
+    assert float(item["interval"]) == 60 and item["value"].endswith(":42")
+    [[sent]] = [items for items in lists if items not in command]  # the JSON node, verbatim
+    assert (sent["plugin"], sent["values"]) == ("exec", [42])
+    [event] = await run(dispatcher, "take", queue="collectd_event", count=10)
+    assert "queue depth is 42" in event["value"] and json.loads(event["value"])
 
 
 # -- --max-message-size counts the message --------------------------------------------------------------
