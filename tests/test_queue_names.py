@@ -89,7 +89,7 @@ async def test_rest_paths_take_percent_encoded_names(http):  # noqa: F811
         assert stats["queue"] == name
     listed = (await http.get("/q")).json()["queues"]
     assert set(NAMES) <= set(listed)
-    for path in ("/q/jobs%2Fhigh", "/q/a%20b", "/q/a%7Bb%7D", "/q/" + "x" * 129):
+    for path in ("/q/jobs%2Fhigh", "/q/a%20b", "/q/a%7Bb%7D", "/q/" + "x" * 129, "/q/not-utf8-%FF"):
         refused = await http.post(path, data={"value": "x"})
         assert refused.status == 400 and refused.json()["code"] == "bad_queue_name"
         assert commands.QUEUE_RULE in refused.json()["error"]

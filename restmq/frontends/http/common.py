@@ -150,8 +150,10 @@ def callback_of(request: Request) -> str | None:
 
 
 def queue_name(segment: bytes) -> str:
-    """A queue name from a (percent-decoded) path segment; the dispatcher judges whether it is valid."""
-    return segment.decode("utf-8", "replace")
+    """A queue name from a (percent-decoded) path segment; the dispatcher judges whether it is valid
+    (bytes that are not UTF-8 stay lone surrogates, which no name holds, rather than becoming
+    U+FFFD and naming another queue)."""
+    return segment.decode("utf-8", "surrogateescape")
 
 
 def describe(request: Request) -> str:
