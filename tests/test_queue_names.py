@@ -64,6 +64,25 @@ def test_names_with_colons_unicode_or_dead_never_share_a_key_with_another_queue(
 
 
 @pytest_twisted.ensureDeferred
+async def test_delays_leases_and_dead_letters_work_on_unicode_names(dispatcher):
+    """A delayed message, a lapsed lease and a dead letter on 'fila-ação:x' come back through the timers as on any queue."""
+    from twisted.internet import reactor, task
+
+    name = "fila-ação:x"
+    await run(dispatcher, "config", queue=name, max_attempts=1)
+    await run(dispatcher, "add", queue=name, value="later", delay=0.05)
+    await task.deferLater(reactor, 0.1, lambda: None)
+    reserved = await run(dispatcher, "reserve", queue=name, lease=0.05)
+    assert (reserved["key"], reserved["value"]) == (f"{name}:1", "later")
+    await task.deferLater(reactor, 0.1, lambda: None)
+    assert await run(dispatcher, "take", queue=name, count=1) == []  # one attempt: now a dead letter
+    [dead] = await run(dispatcher, "peek", queue=name, state="dead", count=1)
+    assert dead["key"] == f"{name}.dead:1"  # its dead-letter queue is fila-ação:x.dead
+    assert (await run(dispatcher, "redrive", queue=name))["moved"] == 1
+    assert (await run(dispatcher, "take", queue=name))["value"] == "later"
+
+
+@pytest_twisted.ensureDeferred
 async def test_keys_split_on_the_last_colon(dispatcher):
     """A key 'a:b:c:<n>' belongs to queue 'a:b:c'; the same number under another queue's name is not_found."""
     added = await run(dispatcher, "add", queue="a:b:c", value="v")
