@@ -20,6 +20,7 @@ from tests.conftest import free_port, run
 from tests.test_http import http  # noqa: F401  (fixture)
 from tests.test_process import BIN, Server, servers  # noqa: F401  (fixture)
 from tests.test_process import http as blocking_http
+from tests.test_ws import until
 
 #: What jQuery 1.7.1 sends with every XHR, and with a form body (``$.post(url, {…})``).
 JQUERY_XHR = {"Accept": "*/*", "X-Requested-With": "XMLHttpRequest"}
@@ -166,6 +167,41 @@ async def test_the_python_requests_example(http):  # noqa: F811
     answer = await send(port_of(http), "POST", "/q/test", headers, b"value=el+requesto")
     assert (answer.status, answer.body) == (200, b"test:1\r\n")
     assert (await http.get("/q/test")).json()["value"] == "el requesto"
+
+
+def _comet_lines(port: int, request: bytes, want: int) -> list[bytes]:
+    """Send a COMET request with a raw socket and answer the first ``want`` lines of its body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while data.partition(b"\r\n\r\n")[2].count(b"\r\n") < want:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")), head
+    return body.split(b"\r\n")[:want]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_mapreduce_producer_and_its_comet_consumer(http, engine):  # noqa: F811
+    """map.py's urllib2 POST / of queue=…&value=<json> reaches reduce.py's HTTP/1.0 downloadPage of /c/<q> as lines whose value is that JSON text."""
+    port = port_of(http)
+    comet = threads.deferToThread(
+        _comet_lines, port, b"GET /c/reducer HTTP/1.0\r\nHost: localhost:8888\r\nUser-Agent: Twisted PageGetter\r\n\r\n", 2)
+    await until(lambda: engine.hub.subscribers("reducer") == 1)
+    words = [{"word": "queue", "count": 2}, {"word": "fila", "count": 1}]
+    urllib2 = {"Accept-Encoding": "identity", "User-Agent": "Python-urllib/2.7",
+               "Content-Type": "application/x-www-form-urlencoded"}
+    for msg in words:
+        body = urlencode({"queue": "reducer", "value": json.dumps(msg)}).encode()
+        answer = await send(port, "POST", "/", urllib2, body)
+        assert answer.status == 200 and answer.body.endswith(b"\r\n")
+    lines = await comet
+    packets = [json.loads(line) for line in lines]  # reduce.py: json.loads(line), then json.loads(v['value'])
+    assert [json.loads(p["value"]) for p in packets] == words
+    assert [p["key"] for p in packets] == ["reducer:1", "reducer:2"]
 
 
 # -- collectd (docs/README.collectd, examples/test_collectd.py) ------------------------------------------
