@@ -231,11 +231,12 @@ async def test_collectd_json_bodies_are_stored_verbatim(http, dispatcher):  # no
     body = (b'[{"values":[1.16497e+08,3.91247e+08],"time":1288625884,"interval":10,'
             b'"host":"collectd_restmq_server","plugin":"df","plugin_instance":"","type":"df","type_instance":"boot"}]')
     other = b'{"anything": ["goes", 1, null]}\n'
-    for sent in (body, other):
+    scalar = b'"any JSON value"'
+    for sent in (body, other, scalar):
         answer = await send(port_of(http), "POST", "/collectd/data", {"Content-Type": "application/json"}, sent)
         assert answer.status == 200
     messages = await run(dispatcher, "take", queue="collectd_data", count=10)
-    assert [m["value"] for m in messages] == [body.decode(), other.decode()]
+    assert [m["value"] for m in messages] == [body.decode(), other.decode(), scalar.decode()]
     broken = await send(port_of(http), "POST", "/collectd/data", {"Content-Type": "application/json"}, b"[1,")
     assert broken.status == 400 and broken.json()["code"] == "bad_request"
 

@@ -31,7 +31,7 @@ and what is wrong, and nothing of the body is kept: a sender fixes and resends t
 
 That is the ``records`` form (``?form=records``). The default, ``original``, is what the original
 RestMQ stored, ONE text message per POST, for consumers written for it (:func:`original_data`,
-:func:`original_event`): a JSON body verbatim; PUTVAL lines as the JSON text of a list of
+:func:`original_event`): a JSON body (labelled so, or starting with ``[`` or ``{``) verbatim; PUTVAL lines as the JSON text of a list of
 ``{"host", "plugin_instance", "type_instance", "interval", "value"}`` strings (the identifier's
 three parts as written, ``interval=``'s text or null, one ``TIME:V1[:V2…]`` value list; a line with
 several value lists gives one item each; ``meta:`` options have no place there and are dropped);
@@ -456,9 +456,10 @@ def parse_event(body: bytes | str, now: float) -> list[dict[str, Any]]:
 FORMS = ("original", "records")
 
 
-def _verbatim_json(text: str) -> str | None:
-    """A JSON body as it came (checked to be JSON), or None when the body is text."""
-    if not text.lstrip().startswith(("[", "{")):
+def _verbatim_json(text: str, labelled_json: bool) -> str | None:
+    """A JSON body as it came (checked to be JSON), or None when the body is text: JSON is what is
+    labelled so, or starts with ``[`` or ``{``."""
+    if not (labelled_json or text.lstrip().startswith(("[", "{"))):
         return None
     try:
         json.loads(text, parse_constant=_no_constant)
@@ -495,10 +496,11 @@ def original_putval(rest: str, where: str, now: float) -> list[dict[str, str | N
     ]
 
 
-def original_data(body: bytes | str, now: float) -> str:
-    """The original's message for a ``/collectd/data`` body (see the module docstring)."""
+def original_data(body: bytes | str, now: float, labelled_json: bool = False) -> str:
+    """The original's message for a ``/collectd/data`` body (see the module docstring);
+    ``labelled_json``: its Content-Type says JSON."""
     text = _text(body)
-    verbatim = _verbatim_json(text)
+    verbatim = _verbatim_json(text, labelled_json)
     if verbatim is not None:
         return verbatim
     items: list[dict[str, str | None]] = []
@@ -512,12 +514,12 @@ def original_data(body: bytes | str, now: float) -> str:
     return json.dumps(items)
 
 
-def original_event(body: bytes | str, now: float) -> str:
+def original_event(body: bytes | str, now: float, labelled_json: bool = False) -> str:
     """The original's message for a ``/collectd/event`` body: a JSON body verbatim, else the
     headers and the message of a NotificationExec text (without a blank line, the last line is
     the message, as the original read it). ``now`` is unused."""
     text = _text(body)
-    verbatim = _verbatim_json(text)
+    verbatim = _verbatim_json(text, labelled_json)
     if verbatim is not None:
         return verbatim
     lines = text.strip().replace("\r\n", "\n").split("\n")

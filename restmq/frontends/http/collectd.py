@@ -42,7 +42,7 @@ from restmq.wire import form
 ANSWER = Answer()
 
 Parser = Callable[[bytes, float], list[dict[str, Any]]]
-Original = Callable[[bytes, float], str]
+Original = Callable[[bytes, float, bool], str]
 
 
 class Collectd(Resource):
@@ -84,7 +84,8 @@ class Ingest(Endpoint):
             args = {"queue": self.queue, "messages": [{"value": record} for record in records]}
             return self.front.run(request, "add_many", args, ANSWER)
         callback = callback_of(request)
-        add = {"queue": self.queue, "value": self.original(body_bytes(request), self._now())}
+        labelled_json = form.is_json(form.media_type(request.getHeader(b"content-type")))
+        add = {"queue": self.queue, "value": self.original(body_bytes(request), self._now(), labelled_json)}
         if callback is not None or form.accepts_json(request.getHeader(b"accept")):
             return self.front.run(request, "add", add, ADDED_JSON, callback)
         return self.front.run(request, "add", add, ADDED_TEXT, callback)
