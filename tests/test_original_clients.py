@@ -271,6 +271,11 @@ async def test_collectd_form_parameter(http, dispatcher):  # noqa: F811
     assert json_answer.status == 201 and json_answer.json()["key"] == "collectd_data:4"
     bad = await send(port, "POST", "/collectd/data?form=lines", {"Content-Type": "text/plain"}, line)
     assert bad.status == 400 and "form must be original or records" in bad.json()["error"]
+    putnotif = b"PUTNOTIF severity=okay time=1 message=fine"
+    bad = await send(port, "POST", "/collectd/event", {"Content-Type": "text/plain"}, putnotif)
+    assert bad.status == 400 and "?form=records" in bad.json()["error"]
+    answer = await send(port, "POST", "/collectd/event?form=records", {"Content-Type": "text/plain"}, putnotif)
+    assert answer.json() == {"queue": "collectd_event", "keys": ["collectd_event:1"]}
     values = [m["value"] for m in await run(dispatcher, "take", queue="collectd_data", count=10)]
     assert isinstance(values[0], dict) and values[0]["values"] == [1]
     assert [item["value"] for item in json.loads(values[2])] == ["1:1", "2:2"]

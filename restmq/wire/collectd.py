@@ -31,12 +31,13 @@ and what is wrong, and nothing of the body is kept: a sender fixes and resends t
 
 That is the ``records`` form (``?form=records``). The default, ``original``, is what the original
 RestMQ stored, ONE text message per POST, for consumers written for it (:func:`original_data`,
-:func:`original_event`): a JSON body (labelled so, or starting with ``[`` or ``{``) verbatim; PUTVAL lines as the JSON text of a list of
-``{"host", "plugin_instance", "type_instance", "interval", "value"}`` strings (the identifier's
-three parts as written, ``interval=``'s text or null, one ``TIME:V1[:V2…]`` value list; a line with
-several value lists gives one item each; ``meta:`` options have no place there and are dropped);
-a NotificationExec text as the list of its headers ``{"<name in lower case>": "<value>"}`` followed
-by ``{"event_text": "<the message>"}``.
+:func:`original_event`): a JSON body (labelled so, or starting with ``[`` or ``{``) verbatim;
+PUTVAL lines as the JSON text of a list of ``{"host", "plugin_instance", "type_instance",
+"interval", "value"}`` strings (the identifier's three parts as written, ``interval=``'s text or
+null, one ``TIME:V1[:V2…]`` value list; a line with several value lists gives one item each;
+``meta:`` options have no place there and are dropped); a NotificationExec text as the list of its
+headers ``{"<name in lower case>": "<value>"}`` followed by ``{"event_text": "<the message>"}``.
+PUTNOTIF lines, which the original could not read, need ``?form=records``.
 """
 
 from __future__ import annotations
@@ -523,6 +524,10 @@ def original_event(body: bytes | str, now: float, labelled_json: bool = False) -
     if verbatim is not None:
         return verbatim
     lines = text.strip().replace("\r\n", "\n").split("\n")
+    if lines[0].upper().startswith("PUTNOTIF"):
+        raise BadRequest(
+            "PUTNOTIF lines are read with ?form=records; this form takes a NotificationExec text or JSON"
+        )
     if "" in (line.strip() for line in lines):
         blank = [line.strip() for line in lines].index("")
         head, message = lines[:blank], "\n".join(lines[blank + 1:]).strip()

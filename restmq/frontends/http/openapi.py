@@ -413,10 +413,10 @@ def _operation(route: Route) -> dict[str, Any]:
     params = [_path_param(name) for name in route.path_args]
     if route.source == "query":
         params += [_query_param(a) for a in route.args]
-    if route.source == "collectd":
-        params += [_query_param(a) for a in route.extra]
         if route.path == "/" and route.method == "get":
             params = [_query_param(a, required=False) for a in route.args]
+    if route.source == "collectd":
+        params += [_query_param(a) for a in route.extra]
     if params:
         op["parameters"] = params
     body = _body(route)
