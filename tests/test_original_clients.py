@@ -340,14 +340,14 @@ async def test_a_json_value_counts_its_compact_encoding(dispatcher):
 
 
 def test_two_daemons_started_the_original_way_run_side_by_side(tmp_path, servers, redis):  # noqa: F811
-    """restmq serve --port A and twistd restmq --port B on one machine both start (no line listener) and share the queues."""
+    """restmq serve --port A and twistd restmq --port B with the original start script's Redis options both start (no line listener) and share the queues."""
     first_port, second_port = free_port(), free_port()
-    first = Server([sys.executable, "-m", "restmq.cli", "serve", "--port", str(first_port), "--redis", redis.url],
-                   cwd=tmp_path)
+    original = ["--redis-host", redis.host, "--redis-port", str(redis.port), "--redis-pool", "10"]
+    first = Server([sys.executable, "-m", "restmq.cli", "serve", "--port", str(first_port), *original], cwd=tmp_path)
     servers.append(first)
     first.wait_for("engine ready")
-    second = Server([str(BIN / "twistd"), "-n", "--pidfile=", "restmq", "--port", str(second_port),
-                     "--redis", redis.url], cwd=tmp_path)
+    second = Server([str(BIN / "twistd"), "-n", "--pidfile=", "restmq", "--port", str(second_port), *original],
+                    cwd=tmp_path)
     servers.append(second)
     second.wait_for("engine ready")
     for server in (first, second):
