@@ -23,6 +23,8 @@ from restmq.frontends.http.admin import render_dashboard_rows
 from restmq.frontends.http.openapi import build_document
 from tests.conftest import fails, run
 from tests.test_line import line_port, open_client  # noqa: F401  (fixture)
+from tests.test_dashboard import Dom, chromium, needs_chromium
+from tests.test_dashboard import Site as DashboardSite
 from tests.test_memcache import exchange as mc_exchange, mc  # noqa: F401  (fixture)
 from tests.test_metrics import Scrape
 from tests.test_resp import resp  # noqa: F401  (fixture)
@@ -262,3 +264,23 @@ async def test_dispatcher_refuses_bad_names_for_every_command(dispatcher):
         await fails(dispatcher, "bad_queue_name", name, **args)
     with pytest.raises(BadQueueName):
         Dispatcher(dispatcher.engine).subscribe("jobs/high", None)  # type: ignore[arg-type]
+
+
+@needs_chromium
+@pytest_twisted.ensureDeferred
+async def test_the_live_dashboard_shows_and_acts_on_any_name(dispatcher):
+    """In Chromium, the dashboard lists 'fila-ação', 'user@example.org', 'a:b:c' and '<b>x&y"' as text with their counts and percent-encoded action paths."""
+    site = DashboardSite(dispatcher)
+    try:
+        names = ["fila-ação", "user@example.org", "a:b:c", '<b>x&y"']
+        for name in names:
+            await site.json("POST", "/q/" + quote(name, safe=""), json={"value": "v"})
+        dom = Dom(await chromium(site.base + "/dashboard", "--dump-dom"))
+        assert set(dom.rows) == set(names)
+        for name in names:
+            assert (dom.rows[name]["ready"], dom.rows[name]["state"]) == ("1", "running")
+            actions = {b["data-action"]: b for b in dom.buttons[name]}
+            assert actions["pause"]["data-path"] == "/control/" + quote(name, safe="")
+        assert dom.ids["error"].strip() == ""
+    finally:
+        await site.port.stopListening()
