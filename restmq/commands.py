@@ -15,7 +15,17 @@ from typing import Any
 
 from restmq.errors import BadQueueName, BadRequest, UnknownCommand
 
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
+#: Characters a queue name may not hold: control characters (Unicode Cc), whitespace (Unicode
+#: White_Space, which is also what ``str.split()`` splits text commands on), ``/`` (a path
+#: separator in URLs and memcached keys) and ``{`` ``}`` (they would break the Redis Cluster hash
+#: tag ``{<queue>}`` of :mod:`restmq.engine.keys`). Written as code points so the same class is a
+#: JSON Schema (ECMA-262) pattern for the OpenAPI document.
+NOT_IN_QUEUE_NAME = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000/{}"
+#: Any 1-128 Unicode characters (not bytes) but those above and lone surrogates (not text), as the
+#: original RestMQ accepted any name.
+QUEUE_NAME = re.compile(rf"^[^{NOT_IN_QUEUE_NAME}\ud800-\udfff]{{1,128}}\Z")
+#: The rule in words, for every front end's bad_queue_name error.
+QUEUE_RULE = "a queue name is 1-128 characters with no whitespace, no control characters and none of / { }"
 MAX_COUNT = 1000
 MAX_WAIT = 60.0
 POLICIES = ("broadcast", "roundrobin")
@@ -215,10 +225,7 @@ def check_queue(name: Any) -> str:
     """Return ``name`` if it is a valid queue name, else raise ``bad_queue_name``."""
     if not isinstance(name, str) or not QUEUE_NAME.match(name):
         shown = name if isinstance(name, str) else type(name).__name__
-        raise BadQueueName(
-            f"invalid queue name {shown[:140]!r}: use 1-128 letters, digits and _.:- "
-            "starting with a letter or digit",
-        )
+        raise BadQueueName(f"invalid queue name {shown[:140]!r}: {QUEUE_RULE}")
     return name
 
 

@@ -93,6 +93,9 @@ def _endpoint_or_off(value: str) -> str | None:
     return None if value.lower() in ("", "none", "off", "no") else value
 
 
+LINE_HELP = "Line-protocol endpoint, or 'none'. Off when the original --port/--listen are given without it."
+
+
 class Options(usage.Options):
     """``restmq serve`` / ``twistd restmq`` options (also read from RESTMQ_* by the tac)."""
 
@@ -104,7 +107,7 @@ class Options(usage.Options):
     )
     optParameters = [
         ["http", None, DEFAULTS.http, "HTTP endpoint (Twisted endpoint string)."],
-        ["line", None, DEFAULTS.line, "Line-protocol endpoint, or 'none'.", _endpoint_or_off],
+        ["line", None, DEFAULTS.line, LINE_HELP, _endpoint_or_off],
         ["syslog", None, None, "Syslog line receiver endpoint (off unless given), e.g. tcp:25000."],
         ["resp", None, None, "Redis-protocol (RESP2/RESP3) endpoint (off unless given), e.g. tcp:6380:interface=127.0.0.1."],
         ["memcache", None, None, "memcached text-protocol endpoint (off unless given), e.g. tcp:22133:interface=127.0.0.1."],
@@ -174,10 +177,22 @@ class Options(usage.Options):
         print(f"restmq {__version__}")
         raise SystemExit(0)
 
+    line_given = False
+
+    def opt_line(self, value: str) -> None:
+        self.line_given = True
+        self["line"] = _endpoint_or_off(value)
+
+    opt_line.__doc__ = LINE_HELP
+
     def postOptions(self) -> None:
         if self["port"] is not None or self["listen"] is not None:
             interface = (self["listen"] or "127.0.0.1").replace(":", "\\:")
             self["http"] = f"tcp:{self['port'] or 8888}:interface={interface}"
+            if not self.line_given:
+                # The original ran one daemon per core, each given only --port: a second one must
+                # not fail on the line protocol's fixed port, which the original did not have.
+                self["line"] = None
         if self["redis-host"] or self["redis-port"] or self["redis-db"] is not None:
             if self["redis"]:
                 raise usage.UsageError("give either --redis or the --redis-host/port/db aliases")

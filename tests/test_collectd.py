@@ -197,7 +197,7 @@ async def queued(url: str, queue: str) -> list[Any]:
 @pytest_twisted.ensureDeferred
 async def test_post_putval_lines_queues_one_message_per_value_list(site_url):
     """POST /collectd/data with PUTVAL lines answers the keys, and collectd_data holds the records in order."""
-    code, body = await post(site_url, "/collectd/data", PUTVAL_BODY)
+    code, body = await post(site_url, "/collectd/data?form=records", PUTVAL_BODY)
     assert code == 200
     assert body == {"queue": "collectd_data", "keys": [f"collectd_data:{n}" for n in (1, 2, 3, 4)]}
     records = await queued(site_url, "collectd_data")
@@ -209,9 +209,9 @@ async def test_post_putval_lines_queues_one_message_per_value_list(site_url):
 @pytest_twisted.ensureDeferred
 async def test_post_write_http_json_and_curl_form_bodies(site_url):
     """write_http's JSON is accepted, and so is a PUTVAL body sent with curl -d's form Content-Type."""
-    code, body = await post(site_url, "/collectd/data/", WRITE_HTTP_JSON, "application/json")
+    code, body = await post(site_url, "/collectd/data/?form=records", WRITE_HTTP_JSON, "application/json")
     assert code == 200 and len(body["keys"]) == 2
-    code, body = await post(site_url, "/collectd/data", b"PUTVAL h/cpu/cpu N:1",
+    code, body = await post(site_url, "/collectd/data?form=records", b"PUTVAL h/cpu/cpu N:1",
                             "application/x-www-form-urlencoded")
     assert code == 200 and len(body["keys"]) == 1
     records = await queued(site_url, "collectd_data")
@@ -222,7 +222,7 @@ async def test_post_write_http_json_and_curl_form_bodies(site_url):
 async def test_post_notifications_go_to_collectd_event(site_url):
     """PUTNOTIF, NotificationExec and Alertmanager notifications land on collectd_event, not collectd_data."""
     for body in (b"PUTNOTIF severity=warning time=1201094702 message=hot", EXEC_NOTIFICATION, ALERTMANAGER_JSON):
-        code, answer = await post(site_url, "/collectd/event", body)
+        code, answer = await post(site_url, "/collectd/event?form=records", body)
         assert code == 200 and answer["queue"] == "collectd_event"
     events = await queued(site_url, "collectd_event")
     assert [e["severity"] for e in events] == ["warning", "failure", "failure"]
@@ -232,13 +232,13 @@ async def test_post_notifications_go_to_collectd_event(site_url):
 @pytest_twisted.ensureDeferred
 async def test_bad_bodies_answer_400_and_queue_nothing(site_url):
     """A body with one bad line, a PUTNOTIF sent as data, or over 1000 records is a 400 and adds nothing."""
-    code, body = await post(site_url, "/collectd/data", b"PUTVAL h/cpu/cpu N:1\nPUTVAL h/cpu/cpu N:oops\n")
+    code, body = await post(site_url, "/collectd/data?form=records", b"PUTVAL h/cpu/cpu N:1\nPUTVAL h/cpu/cpu N:oops\n")
     assert (code, body["code"]) == (400, "bad_request")
     assert body["error"] == "line 2: value 'oops' is not a number or U"
-    code, body = await post(site_url, "/collectd/event", b"PUTVAL h/cpu/cpu N:1")
+    code, body = await post(site_url, "/collectd/event?form=records", b"PUTVAL h/cpu/cpu N:1")
     assert code == 400 and "PUTVAL goes to /collectd/data" in body["error"]
     many = b"".join(b"PUTVAL h/cpu/cpu %d:1\n" % n for n in range(1, 1002))
-    code, body = await post(site_url, "/collectd/data", many)
+    code, body = await post(site_url, "/collectd/data?form=records", many)
     assert code == 400 and "at most 1000" in body["error"]
     assert await queued(site_url, "collectd_data") == []
     assert await queued(site_url, "collectd_event") == []
@@ -303,15 +303,15 @@ LoadPlugin unixsock
 </LoadPlugin>
 <Plugin write_http>
   <Node "command">
-    URL "{url}/collectd/data"
+    URL "{url}/collectd/data{form}"
     Format "Command"
   </Node>
   <Node "json">
-    URL "{url}/collectd/data"
+    URL "{url}/collectd/data{form}"
     Format "JSON"
   </Node>
   <Node "events">
-    URL "{url}/collectd/event"
+    URL "{url}/collectd/event{form}"
     Format "JSON"
     Metrics false
     Notifications true
@@ -335,11 +335,9 @@ def unixsock(path: str, *commands: str) -> list[str]:
     return answers
 
 
-@pytest.mark.skipif(not shutil.which("collectd"), reason="collectd (apt-get install collectd-core) is not installed")
-@pytest_twisted.ensureDeferred
-async def test_a_real_collectd_posts_values_and_notifications(site_url, dispatcher, tmp_path):
-    """collectd's write_http (Command and JSON formats) delivers PUTVAL values to collectd_data and a
-    PUTNOTIF notification to collectd_event, as records a consumer can read."""
+async def run_collectd(site_url: str, dispatcher: Any, tmp_path: Any, form: str) -> None:
+    """Run a real collectd posting to ``site_url``'s /collectd routes with ``form`` (a query string)
+    until one PUTVAL per write_http node and one PUTNOTIF arrived (skips when its plugins cannot load)."""
     import subprocess
     import time
 
@@ -348,7 +346,7 @@ async def test_a_real_collectd_posts_values_and_notifications(site_url, dispatch
     folder = tmp_path / "collectd"
     folder.mkdir()
     conf = folder / "collectd.conf"
-    conf.write_text(COLLECTD_CONF.format(dir=folder, url=site_url))
+    conf.write_text(COLLECTD_CONF.format(dir=folder, url=site_url, form=form))
     check = subprocess.run(["collectd", "-t", "-C", str(conf)], capture_output=True, text=True, timeout=10)
     if check.returncode != 0:
         pytest.skip(f"collectd cannot load its plugins here: {check.stdout[-300:]}{check.stderr[-300:]}")
@@ -385,6 +383,16 @@ async def test_a_real_collectd_posts_values_and_notifications(site_url, dispatch
             proc.kill()
         output = proc.communicate()[0].decode(errors="replace")
         print(output)  # shown by pytest when the test fails
+
+
+@pytest.mark.skipif(not shutil.which("collectd"), reason="collectd (apt-get install collectd-core) is not installed")
+@pytest_twisted.ensureDeferred
+async def test_a_real_collectd_posts_values_and_notifications(site_url, dispatcher, tmp_path):
+    """collectd's write_http (Command and JSON formats) delivers PUTVAL values to collectd_data and a
+    PUTNOTIF notification to collectd_event, as records a consumer can read."""
+    import time
+
+    await run_collectd(site_url, dispatcher, tmp_path, "?form=records")
     values = [m["value"] for m in await dispatcher.execute("take", {"queue": "collectd_data", "count": 10})]
     for record in values:
         assert (record["host"], record["plugin"], record["plugin_instance"]) == ("restmq-test", "exec", "app")

@@ -134,7 +134,7 @@ async def test_bad_input_changes_nothing(dispatcher):
     await fails(dispatcher, "bad_request", "take", queue="q", wait=61)
     await fails(dispatcher, "bad_request", "add_many", queue="q", messages=[])
     await fails(dispatcher, "bad_request", "add_many", queue="q", messages=["x"] * 1001)
-    await fails(dispatcher, "too_large", "add", queue="q", value="x" * (1 << 20))
+    await fails(dispatcher, "too_large", "add", queue="q", value="x" * ((1 << 20) + 1))
     await fails(dispatcher, "unknown_command", "explode", queue="q")
     assert (await run(dispatcher, "len", queue="q"))["len"] == 0
     assert (await run(dispatcher, "list"))["count"] == 0

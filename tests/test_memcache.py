@@ -339,7 +339,7 @@ async def test_bad_input_gets_clear_errors_queues_nothing_and_the_connection_sur
         (b"set bad 0 0 2000\r\n" + b"x" * 2000 + b"\r\n", b"SERVER_ERROR object too large for cache\r\n"),
         (b"set bad 0 0 2\r\n\xff\xfe\r\n", b"CLIENT_ERROR value is not UTF-8 text\r\n"),
         (b"set bad/open 0 0 1\r\nx\r\n", b"CLIENT_ERROR set takes a bare queue name, without options (bad/open)\r\n"),
-        (b"set b@d 0 0 1\r\nx\r\n", b"CLIENT_ERROR invalid queue name"),
+        (b"set b{d} 0 0 1\r\nx\r\n", b"CLIENT_ERROR invalid queue name"),
         (b"get bad/frob\r\n", b"CLIENT_ERROR unknown option 'frob'"),
         (b"get bad/t=soon\r\n", b"CLIENT_ERROR bad timeout 't=soon'"),
         (b"get bad/peek/open\r\n", b"CLIENT_ERROR peek cannot be combined with open or close\r\n"),

@@ -93,7 +93,7 @@ def _queue(raw: bytes) -> str:
     try:
         return commands.check_queue(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise BadQueueName("invalid queue name: use 1-128 letters, digits and _.:-") from None
+        raise BadQueueName(f"invalid queue name: not UTF-8; {commands.QUEUE_RULE}") from None
 
 
 def _text(raw: bytes, what: str = "value") -> str:

@@ -28,6 +28,16 @@ What collectd sends, and what each becomes:
 A body is JSON when it starts with ``[`` or ``{`` (curl's ``-d`` sends a form Content-Type, so the
 Content-Type is not trusted), else text. Anything malformed raises ``bad_request`` naming the line
 and what is wrong, and nothing of the body is kept: a sender fixes and resends the whole body.
+
+That is the ``records`` form (``?form=records``). The default, ``original``, is what the original
+RestMQ stored, ONE text message per POST, for consumers written for it (:func:`original_data`,
+:func:`original_event`): a JSON body (labelled so, or starting with ``[`` or ``{``) verbatim;
+PUTVAL lines as the JSON text of a list of ``{"host", "plugin_instance", "type_instance",
+"interval", "value"}`` strings (the identifier's three parts as written, ``interval=``'s text or
+null, one ``TIME:V1[:V2…]`` value list; a line with several value lists gives one item each;
+``meta:`` options have no place there and are dropped); a NotificationExec text as the list of its
+headers ``{"<name in lower case>": "<value>"}`` followed by ``{"event_text": "<the message>"}``.
+PUTNOTIF lines, which the original could not read, need ``?form=records``.
 """
 
 from __future__ import annotations
@@ -439,3 +449,95 @@ def parse_event(body: bytes | str, now: float) -> list[dict[str, Any]]:
         return [exec_notification(text.lstrip())]
     return _parse(text, "PUTNOTIF", lambda rest, where: [putnotif(rest, where)], json_event,
                   "/collectd/data")
+
+
+# -- the original RestMQ's form: one text message per POST ---------------------------------------------
+
+#: ``?form=`` values: the original's one message per POST (the default), or one per record.
+FORMS = ("original", "records")
+
+
+def _verbatim_json(text: str, labelled_json: bool) -> str | None:
+    """A JSON body as it came (checked to be JSON), or None when the body is text: JSON is what is
+    labelled so, or starts with ``[`` or ``{``."""
+    if not (labelled_json or text.lstrip().startswith(("[", "{"))):
+        return None
+    try:
+        json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
+        raise BadRequest(f"body is not valid JSON: {e}") from None
+    return text
+
+
+def original_putval(rest: str, where: str, now: float) -> list[dict[str, str | None]]:
+    """One PUTVAL line (after the verb) as the original's items, one per value list (checked as
+    :func:`putval` checks them, kept as written)."""
+    rest = rest.strip()
+    if not rest:
+        raise BadRequest(f"{where}: PUTVAL needs an identifier and a value list")
+    ident, i = _string(rest, 0, where)
+    identifier(ident, where)
+    host, plugin, type_ = ident.split("/")
+    interval: str | None = None
+    lists: list[str] = []
+    for key, text in fields(rest[i:], where):
+        if key is None:
+            value_list(text, where, now)
+            lists.append(text)
+        elif key.lower() == "interval":
+            _number(text, "interval", where, positive=True)
+            interval = text
+        elif not (key.lower().startswith("meta:") and len(key) > 5):
+            raise BadRequest(f"{where}: unknown PUTVAL option {key!r} (interval= and meta:KEY= are known)")
+    if not lists:
+        raise BadRequest(f"{where}: PUTVAL without a value list (TIME:VALUE[:VALUE…])")
+    return [
+        {"host": host, "plugin_instance": plugin, "type_instance": type_, "interval": interval, "value": text}
+        for text in lists
+    ]
+
+
+def original_data(body: bytes | str, now: float, labelled_json: bool = False) -> str:
+    """The original's message for a ``/collectd/data`` body (see the module docstring);
+    ``labelled_json``: its Content-Type says JSON."""
+    text = _text(body)
+    verbatim = _verbatim_json(text, labelled_json)
+    if verbatim is not None:
+        return verbatim
+    items: list[dict[str, str | None]] = []
+    for where, command in _lines(text):
+        found, rest = _verb(command, where)
+        if found != "PUTVAL":
+            raise BadRequest(f"{where}: expected PUTVAL, not {found[:20]!r}")
+        items.extend(original_putval(rest, where, now))
+    if not items:
+        raise BadRequest("no PUTVAL line in the body")
+    return json.dumps(items)
+
+
+def original_event(body: bytes | str, now: float, labelled_json: bool = False) -> str:
+    """The original's message for a ``/collectd/event`` body: a JSON body verbatim, else the
+    headers and the message of a NotificationExec text (without a blank line, the last line is
+    the message, as the original read it). ``now`` is unused."""
+    text = _text(body)
+    verbatim = _verbatim_json(text, labelled_json)
+    if verbatim is not None:
+        return verbatim
+    lines = text.strip().replace("\r\n", "\n").split("\n")
+    if lines[0].upper().startswith("PUTNOTIF"):
+        raise BadRequest(
+            "PUTNOTIF lines are read with ?form=records; this form takes a NotificationExec text or JSON"
+        )
+    if "" in (line.strip() for line in lines):
+        blank = [line.strip() for line in lines].index("")
+        head, message = lines[:blank], "\n".join(lines[blank + 1:]).strip()
+    else:
+        head, message = lines[:-1], lines[-1].strip()
+    items: list[dict[str, str]] = []
+    for n, line in enumerate(head, 1):
+        found = _HEADER.match(line.strip())
+        if not found:
+            raise BadRequest(f"line {n}: expected a 'Name: value' header, not {line[:60]!r}")
+        items.append({found.group(1).lower(): found.group(2).strip()})
+    items.append({"event_text": message})
+    return json.dumps(items)

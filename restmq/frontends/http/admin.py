@@ -21,6 +21,7 @@ from __future__ import annotations
 from html import escape
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 from twisted.internet import defer
 from twisted.web.resource import Resource
@@ -197,7 +198,7 @@ def render_dashboard_rows(stats: dict[str, Any] | None) -> str:
     queues: dict[str, dict[str, Any]] = (stats or {}).get("queues", {})
     for name in sorted(queues):
         q = queues[name]
-        link = escape("/j/" + name, quote=True)
+        link = escape("/j/" + quote(name, safe=""), quote=True)
         rows.append(
             f'<tr><td class="name"><a href="{link}">{escape(name)}</a></td>'
             f'<td class="n">{int(q.get("len", 0))}</td><td class="n">…</td><td class="n">…</td>'

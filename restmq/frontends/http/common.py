@@ -135,17 +135,26 @@ def body_bytes(request: Request) -> bytes:
     return content.read()  # type: ignore[no-any-return]
 
 
+#: jQuery's JSONP placeholder: it replaces ``callback=?`` only in JSONP GETs, so a ``$.post(url +
+#: "?callback=?")`` (the original dashboard's pause/play) sends it as is. It names no function:
+#: the answer is plain JSON, which jQuery's XHR reads.
+UNREPLACED_CALLBACK = b"?"
+
+
 def callback_of(request: Request) -> str | None:
-    """The request's JSONP ``callback`` (checked), or None; an empty one counts as none."""
+    """The request's JSONP ``callback`` (checked), or None; an empty one, or jQuery's unreplaced
+    ``?``, counts as none."""
     values = query(request).get(b"callback")
-    if not values or not values[-1]:
+    if not values or values[-1] in (b"", UNREPLACED_CALLBACK):
         return None
     return form.check_callback(form.text(values[-1], "callback"))
 
 
 def queue_name(segment: bytes) -> str:
-    """A queue name from a (percent-decoded) path segment; the dispatcher judges whether it is valid."""
-    return segment.decode("utf-8", "replace")
+    """A queue name from a (percent-decoded) path segment; the dispatcher judges whether it is valid
+    (bytes that are not UTF-8 stay lone surrogates, which no name holds, rather than becoming
+    U+FFFD and naming another queue)."""
+    return segment.decode("utf-8", "surrogateescape")
 
 
 def describe(request: Request) -> str:

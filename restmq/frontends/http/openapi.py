@@ -31,8 +31,9 @@ TEXT_MT = "text/plain"
 HTML_MT = "text/html"
 XML_MT = "text/xml"
 
-# JSON Schema regexes are ECMA-262: the table's ``\Z`` is ``$`` there.
-QUEUE_PATTERN = commands.QUEUE_NAME.pattern.replace("\\Z", "$")
+# JSON Schema regexes are ECMA-262 and count UTF-16 units: the characters a name may not hold, its
+# length by minLength/maxLength (which count characters).
+QUEUE_PATTERN = f"^[^{commands.NOT_IN_QUEUE_NAME}]+$"
 
 
 # -- arguments -> JSON Schema -------------------------------------------------------------------
@@ -70,7 +71,7 @@ def arg_schema(arg: Arg, *, wire: str = "json") -> dict[str, Any]:
     kind = arg.kind
     schema: dict[str, Any]
     if kind == "queue":
-        schema = {"type": "string", "pattern": QUEUE_PATTERN, "maxLength": 128}
+        schema = {"type": "string", "pattern": QUEUE_PATTERN, "minLength": 1, "maxLength": 128}
     elif kind == "int":
         schema = _bounded({"type": "integer"}, arg)
     elif kind == "seconds":
@@ -98,7 +99,7 @@ def arg_schema(arg: Arg, *, wire: str = "json") -> dict[str, Any]:
     else:  # pragma: no cover - a new kind must be described here
         raise ValueError(f"no schema for argument kind {kind!r}")
     if arg.doc:
-        schema["description"] = arg.doc
+        schema["description"] = f"{arg.doc}; {commands.QUEUE_RULE}" if kind == "queue" else arg.doc
     if arg.default is not None:
         schema["default"] = arg.default
     return schema
@@ -183,8 +184,8 @@ class Route:
     ``text_field`` lines or a JSON array) or ``none``. ``extra``:
     arguments beyond the command's own (``?lease=`` turns a take into a reserve). ``answer``:
     ``json``, ``json_or_204``, ``json_or_redirect``, ``key`` (text key, or 201 JSON when JSON is
-    asked for), ``rpc``, ``html``, ``stream`` (COMET), ``sse``, ``ws``, ``xml``, ``text`` or
-    ``json_doc``.
+    asked for), ``collectd`` (a text key, or add_many's JSON with ``?form=records``), ``rpc``,
+    ``html``, ``stream`` (COMET), ``sse``, ``ws``, ``xml``, ``text`` or ``json_doc``.
     """
 
     method: str
@@ -219,6 +220,9 @@ PUSH_MODE = Arg("mode", "choice", default="take", choices=("take", "reserve"),
 PUSH_LEASE = Arg("lease", "seconds", low=commands.LEASE.low, high=commands.LEASE.high,
                  doc="reserve mode: seconds each message stays hidden before it comes back")
 STATE_SHAPE = {"type": "object"}
+COLLECTD_FORM = Arg("form", "choice", default="original", choices=("original", "records"),
+                    doc="original: one text message per POST (the original RestMQ's); records: one JSON "
+                        "record per value list or notification")
 
 #: Every route of the README's "HTTP routes" table (and SPEC §3).
 ROUTES: tuple[Route, ...] = (
@@ -281,12 +285,14 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/xmlrpc", None, "XML-RPC (same as /RPC2)", source="xml", answer="xml", tag="xmlrpc"),
     Route("get", "/metrics", None, "Prometheus metrics", source="none", answer="text", tag="admin"),
     Route("get", "/openapi.json", None, "This document", source="none", answer="json_doc", tag="admin"),
-    Route("post", "/collectd/data", "add_many", "collectd values (PUTVAL lines, or write_http's JSON array) "
-          "-> queue collectd_data, one message per value list", source="collectd", text_field="PUTVAL",
-          tag="collectd"),
-    Route("post", "/collectd/event", "add_many", "collectd notifications (PUTNOTIF lines, NotificationExec "
-          "text, or write_http's JSON) -> queue collectd_event", source="collectd", text_field="PUTNOTIF",
-          tag="collectd"),
+    Route("post", "/collectd/data", "add", "collectd values (PUTVAL lines, or JSON) -> queue collectd_data: "
+          "one text message per POST as the original (a JSON body verbatim), or with ?form=records one "
+          "message per value list (add_many)", source="collectd", text_field="PUTVAL",
+          extra=(COLLECTD_FORM,), answer="collectd", tag="collectd"),
+    Route("post", "/collectd/event", "add", "collectd notifications (NotificationExec text, or JSON; "
+          "PUTNOTIF lines with ?form=records) -> queue collectd_event: one text message per POST as the "
+          "original, or with ?form=records one message per notification (add_many)", source="collectd",
+          text_field="NotificationExec", extra=(COLLECTD_FORM,), answer="collectd", tag="collectd"),
 )
 
 
@@ -321,8 +327,8 @@ def _body(route: Route) -> dict[str, Any] | None:
                 "properties": {"body": {"type": "string", "description": "the JSON command as text"}}}
         return {"required": True, "content": {JSON_MT: {"schema": bodies}, FORM_MT: {"schema": form}}}
     if route.source == "collectd":
-        text = {"type": "string", "minLength": 1, "description": f"{route.text_field} lines, one per line"}
-        items = {"type": "array", "minItems": 1, "items": {"type": "object"}}
+        text = {"type": "string", "minLength": 1, "description": f"{route.text_field} text"}
+        items = {"type": ["array", "object"], "description": "stored verbatim in the original form"}
         return {"required": True, "content": {TEXT_MT: {"schema": text}, JSON_MT: {"schema": items}}}
     if route.source == "xml":
         return {"required": True, "content": {XML_MT: {"schema": {"type": "string"}}}}
@@ -361,6 +367,11 @@ def _responses(route: Route) -> dict[str, Any]:
         many = RESULTS["add_many"] if route.source == "body" else None
         schema = {"oneOf": [RESULTS["add"], many]} if many else RESULTS["add"]
         out["201"] = _json(schema, "with Accept: application/json or a JSON body: the JSON answer")
+    if answer == "collectd":
+        out["200"] = {"description": "the new key as plain text + CRLF (the original form), or add_many's "
+                      "answer (?form=records)",
+                      "content": {TEXT_MT: {"schema": {"type": "string"}}, JSON_MT: {"schema": RESULTS["add_many"]}}}
+        out["201"] = _json(RESULTS["add"], "the original form with Accept: application/json or a callback")
     if answer == "rpc":
         out["200"] = _json({}, "the command's answer, or its error {error, code} (RPC style)")
         out["400"] = ERROR_REF
@@ -404,6 +415,8 @@ def _operation(route: Route) -> dict[str, Any]:
         params += [_query_param(a) for a in route.args]
         if route.path == "/" and route.method == "get":
             params = [_query_param(a, required=False) for a in route.args]
+    if route.source == "collectd":
+        params += [_query_param(a) for a in route.extra]
     if params:
         op["parameters"] = params
     body = _body(route)
