@@ -7,10 +7,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from twisted.internet import reactor
 from restmq.dispatch import Dispatcher
 from restmq.frontends.http.routes import build_site
 from tests.conftest import make_engine, start_redis
-from tests.test_process import BIN, ROOT, TWISTD_CLEAN_EXIT, Server, http, servers  # noqa: F401
+from tests.test_process import BIN, ROOT, TWISTD_CLEAN_EXIT, Server, http, kill_processes_under, servers  # noqa: F401
 
 # -- fail fast: one line, no traceback, a non-zero exit within seconds --------------------------
 
@@ -180,14 +178,7 @@ def open_tmp() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="restmq-ops-", dir="/tmp"))
     path.chmod(0o711)
     yield path
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(path).encode() in cmdline:
-                os.kill(int(entry.name), signal.SIGKILL)
+    kill_processes_under(path)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -275,6 +266,16 @@ def tokens_file(tmp_path: Path) -> str:
     return str(path)
 
 
+def secured_site(engine, tokens_file: str):
+    """An HTTP Site whose dispatcher checks the tokens file; its port and base URL."""
+    from restmq.auth import Tokens
+
+    authorize = Tokens(tokens_file).authorize
+    site = reactor.listenTCP(0, build_site(Dispatcher(engine, authorize=authorize), reactor=reactor),
+                             interface="127.0.0.1")
+    return site, f"http://127.0.0.1:{site.getHost().port}"
+
+
 async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
     response = await treq.get(url, headers=headers or {}, persistent=False)
     body = await response.content()
@@ -285,12 +286,7 @@ async def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dic
 async def test_health_without_a_token_says_only_the_status(engine, tokens_file):
     """With --auth-file, GET /health without credentials is 200 {"status": "ok"} (no facts); a read
     token also gets the facts; a wrong token is 401; /metrics still needs a token."""
-    from restmq.auth import Tokens
-
-    tokens = Tokens(tokens_file)
-    site = reactor.listenTCP(0, build_site(Dispatcher(engine, authorize=tokens.authorize), reactor=reactor),
-                             interface="127.0.0.1")
-    url = f"http://127.0.0.1:{site.getHost().port}"
+    site, url = secured_site(engine, tokens_file)
     try:
         assert await get(url + "/health") == (200, {"status": "ok"})
         code, body = await get(url + "/health", {"authorization": "Bearer reader-t"})
@@ -306,14 +302,9 @@ async def test_health_without_a_token_says_only_the_status(engine, tokens_file):
 @pytest_twisted.ensureDeferred
 async def test_health_without_a_token_is_503_when_redis_is_gone(tokens_file):
     """With --auth-file and Redis down, GET /health without credentials is 503 {"status": "unavailable"}."""
-    from restmq.auth import Tokens
-
     private = start_redis(tempfile.mkdtemp(prefix="restmq-ops-gone-"))
     engine = await make_engine(private, timeout=0.5)
-    tokens = Tokens(tokens_file)
-    site = reactor.listenTCP(0, build_site(Dispatcher(engine, authorize=tokens.authorize), reactor=reactor),
-                             interface="127.0.0.1")
-    url = f"http://127.0.0.1:{site.getHost().port}"
+    site, url = secured_site(engine, tokens_file)
     try:
         assert await get(url + "/health") == (200, {"status": "ok"})
         private.process.terminate()
