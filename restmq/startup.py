@@ -20,10 +20,6 @@ import os
 import sys
 from typing import Any
 
-from twisted.logger import Logger
-
-log = Logger()
-
 
 class StartError(SystemExit, Exception):
     """RestMQ cannot start; ``str()`` is the one line that says why.

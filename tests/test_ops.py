@@ -240,7 +240,8 @@ def test_a_data_dir_the_service_user_cannot_reach_fails_in_one_line(open_tmp):
     assert_one_clear_line(output, rf"cannot be reached by uid 65534: {re.escape(str(closed))} is not searchable")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to leave root's files and then to drop to nobody")
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root (to leave root's files) and setpriv (to run as nobody)")
 def test_a_data_dir_of_another_user_is_one_clear_line(open_tmp):
     """restmq serve as nobody on a data dir a run as root left behind: exit 1 saying to chown it."""
     data = open_tmp / "data"

@@ -3,6 +3,10 @@
 One data directory belongs to one RestMQ process at a time (``restmq.lock``, flock). The server
 listens on a unix socket only, keeps an AOF, and is supervised: restarted if it dies, stopped with
 RestMQ, and, if RestMQ itself was killed with SIGKILL, recognised and replaced on the next start.
+
+The data dir, its lock and the binary are prepared in ``privilegedStartService``, before the reactor
+runs and, under ``twistd --uid/--gid``, as root: the dir is handed to that user, and the server,
+spawned after the drop, runs as that user.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ import fcntl
 import hashlib
 import os
 import pwd
-import stat
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -381,7 +385,8 @@ class EmbeddedRedis(Service):
         except (EmbeddedRedisError, OSError) as e:
             self._release_lock()
             if isinstance(e, OSError):
-                raise StartError(f"data dir {self.data_dir}: {e.strerror}: {e.filename}") from None
+                where = f" ({e.filename})" if e.filename else ""
+                raise StartError(f"data dir {self.data_dir}: {e.strerror or e}{where}") from None
             raise StartError(e.message) from None
 
     @property
