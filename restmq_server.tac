@@ -8,8 +8,7 @@ from twisted.application import service
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from restmq.service import build  # noqa: E402
-from restmq.tap import config_from_env  # noqa: E402
+from restmq.tap import service_from_env  # noqa: E402
 
 application = service.Application("restmq")
-build(config_from_env()).setServiceParent(application)
+service_from_env().setServiceParent(application)

@@ -16,7 +16,6 @@ import time
 from typing import Any, Callable
 
 from twisted.python import usage
-from twisted.python.failure import Failure
 
 from restmq import __version__, tap
 from restmq.logs import start_logging
@@ -549,35 +548,32 @@ class Options(usage.Options):
 
 
 def serve(config: tap.Config) -> int:
-    """Run the service tree until SIGINT/SIGTERM; Redis is stopped last."""
+    """Run the service tree until SIGINT/SIGTERM; Redis is stopped last.
+
+    What cannot start (a port, the data dir, the Redis binary) fails before the reactor runs: one
+    line in the log, exit code 1 (see :mod:`restmq.startup`)."""
     from twisted.application import app, service
     from twisted.internet import reactor
-    from twisted.logger import Logger
 
     from restmq.service import build
+    from restmq.startup import StartError
 
-    log = Logger(namespace="restmq.cli")
     start_logging(config.log_format, sys.stdout)
     status = {"code": 0}
 
-    def fatal(failure: Any) -> None:
-        log.critical("restmq cannot run: {error}", error=failure.getErrorMessage())
+    def fatal(reason: str) -> None:
         status["code"] = 1
         if reactor.running:  # type: ignore[attr-defined]
             reactor.stop()  # type: ignore[attr-defined]
 
-    root = build(config, reactor)
+    root = build(config, reactor, on_fatal=fatal)
     application = service.Application("restmq")
     root.setServiceParent(application)
-    root.getServiceNamed("backend").whenReady().addErrback(fatal)  # type: ignore[attr-defined]
-
-    def start() -> None:
-        try:
-            app.startApplication(application, False)
-        except Exception:
-            fatal(Failure())
-
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    try:
+        root.privilegedStartService()
+    except StartError:
+        return 1  # the root logged why
+    reactor.callWhenRunning(app.startApplication, application, False)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
     return status["code"]
 
@@ -589,6 +585,9 @@ def main(argv: list[str] | None = None) -> int:
         options.parseOptions(sys.argv[1:] if argv is None else argv)
     except usage.UsageError as e:
         sub = getattr(options, "subOptions", None)
+        if isinstance(sub, ServeOptions):  # one line: the server's help is long
+            print(f"restmq serve: {e} (restmq serve --help lists the options)", file=sys.stderr)
+            return 2
         shown = sub if isinstance(sub, ClientOptions) else options
         print(f"{shown}\nrestmq: {e}", file=sys.stderr)
         return 2

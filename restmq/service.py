@@ -10,7 +10,9 @@
       Listener syslog    the original syslog receiver (when --syslog is given)
 
 Listeners bind in ``privilegedStartService`` so ``twistd --uid/--gid`` can drop privileges after
-binding; until Redis is ready they answer ``backend_unavailable``.
+binding; until Redis is ready they answer ``backend_unavailable``. The embedded Redis's data dir is
+made, handed to the ``--uid/--gid`` user, locked and its binary checked in that phase too, so what
+cannot start fails before the reactor runs, in one line (:mod:`restmq.startup`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from restmq.dispatch import Dispatcher
 from restmq.errors import RestMQError
 from restmq.engine import QueueEngine
 from restmq.engine.hub import SubscriberEndpoint
+from restmq.startup import StartError
 
 log = Logger()
 
@@ -61,7 +64,17 @@ class EngineService(Service):
     def startService(self) -> None:
         super().startService()
         self._attaching = defer.ensureDeferred(self._attach())
-        self._attaching.addErrback(lambda f: log.failure("redis backend failed to start", f))
+        self._attaching.addErrback(self._failed)
+
+    def _failed(self, failure: Any) -> None:
+        """Redis cannot be used at all (the embedded server did not start, a password was refused):
+        the root decides what that means for the process."""
+        if failure.check(defer.CancelledError):
+            return
+        if isinstance(self.parent, RestMQService):
+            self.parent.fatal(failure.getErrorMessage())
+        else:
+            log.critical("redis backend failed to start: {error}", error=failure.getErrorMessage())
 
     async def _attach(self) -> None:
         client = await self.backend.whenReady()
@@ -87,7 +100,11 @@ class Listener(StreamServerEndpointService):
         self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except Exception as e:  # whatever keeps it from listening: the port, the socket path, TLS files
+            reason = getattr(e, "socketError", None) or e
+            raise StartError(f"--{self.name} {self.description}: cannot listen: {reason}") from None
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
@@ -116,6 +133,9 @@ class RestMQService(MultiService):
         self.tokens = tokens
         self.acl = acl
         self._acl_watch: LoopingCall | None = None
+        #: called with the reason when Redis cannot be used at all once running; the entry points
+        #: set it (``restmq serve``: stop and exit 1; twistd: :func:`restmq.startup.stop_and_exit`)
+        self.on_fatal: Any = None
 
     def setServiceParent(self, parent: Any) -> None:
         """Under twistd (plugin or tac) the application's ILogObserver component is the log
@@ -127,6 +147,21 @@ class RestMQService(MultiService):
             and parent.getComponent(ILogObserver, None) is None
         ):
             parent.setComponent(ILogObserver, logs.observer("json", sys.stdout))
+
+    def privilegedStartService(self) -> None:
+        """Bind, prepare the data dir; a part that cannot start is logged in one line and ends the
+        start (:class:`StartError`), before anything answers."""
+        try:
+            super().privilegedStartService()
+        except StartError as e:
+            log.critical("restmq cannot start: {error}", error=e.message)
+            raise
+
+    def fatal(self, reason: str) -> None:
+        """Redis cannot be used at all once running: one line, then the entry point's ``on_fatal``."""
+        log.critical("restmq cannot run: {error}", error=reason)
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
 
     def startService(self) -> None:
         super().startService()
@@ -197,8 +232,13 @@ def _memcache_factory(dispatcher: Dispatcher, max_message_size: int) -> Any:
     return MemcacheFactory(dispatcher, max_value=max_message_size)
 
 
-def build(config: Config, reactor: Any = None) -> RestMQService:
-    """Build the whole service tree for ``config``; nothing starts until the tree is started."""
+def build(
+    config: Config, reactor: Any = None, *, run_as: tuple[int, int] | None = None, on_fatal: Any = None
+) -> RestMQService:
+    """Build the whole service tree for ``config``; nothing starts until the tree is started.
+
+    ``run_as``: the (uid, gid) ``twistd --uid/--gid`` switches to, to whom the privileged start hands
+    the embedded Redis's data dir. ``on_fatal``: see :attr:`RestMQService.on_fatal`."""
     # Load now what later work imports lazily: twistd --uid/--gid drops privileges after this, and
     # the service user may not be able to read Python's library (e.g. a Python under /root).
     import encodings.idna  # noqa: F401  (host name resolution)
@@ -241,6 +281,9 @@ def build(config: Config, reactor: Any = None) -> RestMQService:
         max_subscribers=config.max_subscribers,
     )
     root = RestMQService(config, dispatcher, tokens, acl)
+    root.on_fatal = on_fatal
+    if backend.server is not None:
+        backend.server.run_as = run_as
     backend.setName("backend")
     backend.setServiceParent(root)
     engine_service = EngineService(engine, backend, reactor)

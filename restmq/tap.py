@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -185,6 +186,19 @@ class Options(usage.Options):
 
     opt_line.__doc__ = LINE_HELP
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Under twistd, a bad option is one line on stderr and exit code 2 (twistd would print its
+        whole help first)."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            from twisted.application.app import ServerOptions
+
+            if not isinstance(getattr(self, "parent", None), ServerOptions):
+                raise
+            print(f"twistd restmq: {e} (twistd restmq --help lists the options)", file=sys.stderr)
+            raise SystemExit(2) from None
+
     def postOptions(self) -> None:
         if self["port"] is not None or self["listen"] is not None:
             interface = (self["listen"] or "127.0.0.1").replace(":", "\\:")
@@ -231,6 +245,7 @@ class Options(usage.Options):
             replicas=self["replicas"],
         )
         check_files(config)
+        check_endpoints(config)
         if not config.insecure:
             for name, endpoint in config.endpoints.items():
                 # The syslog receiver cannot authenticate: tokens do not protect it. The ACL file
@@ -260,6 +275,53 @@ def check_files(config: Config) -> None:
         raise usage.UsageError(e.message) from None
 
 
+def check_endpoints(config: Config) -> None:
+    """Parse every endpoint string now, so a bad one is a usage error, not a failure at start."""
+    from twisted.internet.endpoints import serverFromString
+
+    for name, endpoint in config.endpoints.items():
+        try:
+            serverFromString(None, endpoint)
+        except Exception as e:  # ValueError, KeyError, TLS files that cannot be read, …
+            raise usage.UsageError(f"--{name} {endpoint}: {e}") from None
+
+
+def twistd_ids(twistd: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """The (uid, gid) that ``twistd --uid/--gid`` switches to after the privileged start, from
+    twistd's parsed options (names already numbers; a uid alone means the user's group, as twistd)."""
+    uid = twistd.get("uid") if twistd is not None else None
+    if uid is None:
+        return None
+    gid = twistd.get("gid")
+    if gid is None:
+        import pwd
+
+        gid = pwd.getpwuid(uid).pw_gid
+    return int(uid), int(gid)
+
+
+def twistd_ids_from_argv(argv: list[str]) -> tuple[int, int] | None:
+    """The tac's way to :func:`twistd_ids`: twistd hands a .tac none of its options, so read
+    ``--uid``/``--gid`` from its command line (without running twistd's option handlers)."""
+    import getopt
+
+    from twisted.python.util import gidFromString, uidFromString
+    from twisted.scripts.twistd import ServerOptions
+
+    twistd = ServerOptions()
+    try:
+        pairs, _ = getopt.getopt(argv, twistd.shortOpt, twistd.longOpt)
+    except getopt.GetoptError:
+        return None
+    found: dict[str, int] = {}
+    for option, value in pairs:
+        if option in ("-u", "--uid"):
+            found["uid"] = uidFromString(value)
+        elif option in ("-g", "--gid"):
+            found["gid"] = gidFromString(value)
+    return twistd_ids(found)
+
+
 def parse(argv: list[str]) -> Config:
     """Parse command-line words into a Config (raises usage.UsageError on bad input)."""
     options = Options()
@@ -286,8 +348,26 @@ def argv_from_env(environ: Mapping[str, str]) -> list[str]:
 def makeService(options: Mapping[str, Any]) -> IService:
     """twistd's entry point (named by Twisted's plugin convention)."""
     from restmq.service import build
+    from restmq.startup import stop_and_exit
 
-    return build(options["config"])
+    return build(
+        options["config"], run_as=twistd_ids(getattr(options, "parent", None)),
+        on_fatal=lambda reason: stop_and_exit(1),
+    )
+
+
+def service_from_env() -> IService:
+    """The tac's service: options from RESTMQ_* (a bad one is one line on stderr and exit code 2),
+    run as twistd does the plugin's."""
+    from restmq.service import build
+    from restmq.startup import stop_and_exit
+
+    try:
+        config = config_from_env()
+    except usage.UsageError as e:
+        print(f"restmq_server.tac: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return build(config, run_as=twistd_ids_from_argv(sys.argv[1:]), on_fatal=lambda reason: stop_and_exit(1))
 
 
 def config_from_env(environ: Mapping[str, str] | None = None) -> Config:

@@ -105,13 +105,18 @@ def servers(tmp_path: Path) -> Iterator[list[Server]]:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait(10)
+    kill_processes_under(tmp_path)
+
+
+def kill_processes_under(path: Path) -> None:
+    """SIGKILL every process whose command line names ``path`` (a test's orphaned redis-server)."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if str(tmp_path).encode() in cmdline:
+            if str(path).encode() in cmdline:
                 os.kill(int(entry.name), signal.SIGKILL)
 
 

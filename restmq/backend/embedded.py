@@ -3,6 +3,10 @@
 One data directory belongs to one RestMQ process at a time (``restmq.lock``, flock). The server
 listens on a unix socket only, keeps an AOF, and is supervised: restarted if it dies, stopped with
 RestMQ, and, if RestMQ itself was killed with SIGKILL, recognised and replaced on the next start.
+
+The data dir, its lock and the binary are prepared in ``privilegedStartService``, before the reactor
+runs and, under ``twistd --uid/--gid``, as root: the dir is handed to that user, and the server,
+spawned after the drop, runs as that user.
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ import errno
 import fcntl
 import hashlib
 import os
+import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +35,7 @@ from twisted.python.failure import Failure
 
 from restmq.backend.redisconf import check_version, parse_flavour, parse_version, server_config
 from restmq.errors import BackendUnavailable, BadRequest
+from restmq.startup import StartError
 
 log = Logger()
 
@@ -92,6 +100,21 @@ def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
     from twisted.internet.task import deferLater
 
     return deferLater(reactor, seconds, lambda: None)
+
+
+def _groups_of(uid: int, gid: int) -> set[int]:
+    """The groups a process of ``uid`` has after twistd's switch (initgroups): ``gid`` and the user's."""
+    try:
+        return {gid, *os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)}
+    except KeyError:
+        return {gid}
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _has_procfs() -> bool:
@@ -319,6 +342,11 @@ class EmbeddedRedis(Service):
         self._backoff = BACKOFF_INITIAL
         self._log_offset = 0
         self.restarts = 0
+        #: (uid, gid) the process runs as once ``twistd --uid/--gid`` drops privileges; the
+        #: privileged start hands the data dir to them. None: the process's own ids.
+        self.run_as: tuple[int, int] | None = None
+        #: the data dir is ready, locked, and the binary checked (by privilegedStartService)
+        self._prepared = False
 
     @property
     def url(self) -> str:
@@ -343,6 +371,137 @@ class EmbeddedRedis(Service):
         return self._ready.wait()
 
     # -- starting ---------------------------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        """Before privileges drop (and before the reactor runs): make the data dir and hand it to the
+        service user, take its lock, check the binary as that user. Each failure is one line now
+        (:class:`StartError`), not a process left answering 503."""
+        Service.privilegedStartService(self)
+        try:
+            self._prepare()
+            if self._switching:
+                self._replace_foreign_orphan()
+            self._check_version_output(*self._run_version())
+        except (EmbeddedRedisError, OSError) as e:
+            self._release_lock()
+            if isinstance(e, OSError):
+                where = f" ({e.filename})" if e.filename else ""
+                raise StartError(f"data dir {self.data_dir}: {e.strerror or e}{where}") from None
+            raise StartError(e.message) from None
+
+    @property
+    def _switching(self) -> bool:
+        """Whether twistd will switch to another user after the privileged start (we are root)."""
+        return self.run_as is not None and os.geteuid() == 0 and self.run_as[0] != 0
+
+    def _prepare(self) -> None:
+        """The data dir exists, belongs to the user that runs the server, and is locked; the
+        binary is found. Everything here is synchronous and quick."""
+        try:
+            os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise EmbeddedRedisError(f"cannot create data dir {self.data_dir}: {e.strerror}") from None
+        if self._switching:
+            self._hand_over()
+        else:
+            self._check_access()
+        self._take_lock()
+        if self._switching:
+            assert self.run_as is not None
+            os.chown(self.lock_path, *self.run_as)
+        self.binary = find_binary(self.binary_option)
+        self._prepared = True
+
+    def _data_paths(self) -> list[str]:
+        """The data dir and everything in it (a few files, and the AOF directory's)."""
+        paths = [self.data_dir]
+        for top, dirs, files in os.walk(self.data_dir):
+            paths += [os.path.join(top, name) for name in dirs + files]
+        return paths
+
+    def _hand_over(self) -> None:
+        """chown the data dir and the files a run as root left there to the service user."""
+        assert self.run_as is not None
+        uid, gid = self.run_as
+        changed = 0
+        for path in self._data_paths():
+            st = os.lstat(path)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.chown(path, uid, gid, follow_symlinks=False)
+                changed += 1
+        if changed:
+            log.info("data dir {data_dir} handed to uid={uid} gid={gid} ({count} entries)",
+                     data_dir=self.data_dir, uid=uid, gid=gid, count=changed)
+        groups = _groups_of(uid, gid)
+        path = self.data_dir
+        while path != os.path.dirname(path):
+            path = os.path.dirname(path)
+            st = os.stat(path)
+            if not (
+                st.st_mode & stat.S_IXOTH
+                or (st.st_uid == uid and st.st_mode & stat.S_IXUSR)
+                or (st.st_gid in groups and st.st_mode & stat.S_IXGRP)
+            ):
+                raise EmbeddedRedisError(
+                    f"data dir {self.data_dir} cannot be reached by uid {uid}: {path} is not "
+                    "searchable by it; give a --data dir that user can reach (e.g. /var/lib/restmq)"
+                )
+
+    def _check_access(self) -> None:
+        """Everything in the data dir must be ours to write: a run as root leaves files we cannot."""
+        for path in self._data_paths():
+            if not os.access(path, os.R_OK | os.W_OK) or (os.path.isdir(path) and not os.access(path, os.X_OK)):
+                owner = os.lstat(path).st_uid
+                raise EmbeddedRedisError(
+                    f"data dir {self.data_dir}: {path} belongs to uid {owner} and this process "
+                    f"(uid {os.getuid()}) cannot write it; run 'chown -R {_user_name(os.getuid())} "
+                    f"{self.data_dir}' (or start RestMQ as root with twistd --uid/--gid, which hands "
+                    "the dir over), or use another --data dir"
+                )
+
+    def _replace_foreign_orphan(self) -> None:
+        """An orphaned server left by a run as root cannot be signalled after privileges drop:
+        stop it now (SIGTERM: Redis flushes its AOF), so the unprivileged start finds none."""
+        try:
+            with open(self.pid_path) as f:
+                pid = int(f.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return
+        if not (pid and pid_alive(pid) and is_our_server(pid, self.conf_path)):
+            return
+        log.warn("stopping orphaned redis-server pid={pid} before dropping privileges", pid=pid)
+        for sig, wait in ((signal.SIGTERM, ORPHAN_TIMEOUT), (signal.SIGKILL, 2.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not pid_alive(pid):
+                break
+        else:
+            raise EmbeddedRedisError(f"could not stop orphaned redis-server pid {pid}")
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)  # the fallback socket under /tmp is not the user's to remove
+
+    def _run_version(self) -> tuple[str, int]:
+        """``<binary> --version`` now, as the user the server will run as."""
+        assert self.binary is not None
+        as_user: dict[str, Any] = {}
+        if self._switching:
+            assert self.run_as is not None
+            uid, gid = self.run_as
+            as_user = {"user": uid, "group": gid, "extra_groups": sorted(_groups_of(uid, gid))}
+        try:
+            done = subprocess.run(
+                [self.binary, "--version"], capture_output=True, timeout=READY_TIMEOUT,
+                env=dict(os.environ), check=False, **as_user,
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            who = f" by uid {self.run_as[0]}" if as_user and self.run_as else ""
+            raise EmbeddedRedisError(f"redis server binary {self.binary} cannot be run{who}: {e}") from None
+        return (done.stdout + done.stderr).decode("utf-8", "replace").strip(), done.returncode
 
     def startService(self) -> None:
         """Start in the background; the outcome is reported through :meth:`whenReady`.
@@ -371,10 +530,9 @@ class EmbeddedRedis(Service):
         self._release_lock()
 
     async def _start(self) -> None:
-        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
-        self._take_lock()
-        self.binary = find_binary(self.binary_option)
-        await self._check_binary()
+        if not self._prepared:  # started without privilegedStartService (embedded in a program)
+            self._prepare()
+            await self._check_binary()
         with open(self.conf_path, "w") as f:
             f.write(server_config(self.data_dir, self.socket_path, self.durability))
         if self.socket_path != os.path.join(self.data_dir, "redis.sock"):
@@ -426,6 +584,7 @@ class EmbeddedRedis(Service):
         self._lock_file = f
 
     def _release_lock(self) -> None:
+        self._prepared = False
         if self._lock_file is not None:
             try:
                 fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
@@ -441,10 +600,14 @@ class EmbeddedRedis(Service):
         out, err, code = await getProcessOutputAndValue(
             self.binary, ["--version"], env=dict(os.environ), reactor=self.reactor
         )
-        text = (out + err).decode("utf-8", "replace").strip()
+        self._check_version_output((out + err).decode("utf-8", "replace").strip(), code)
+
+    def _check_version_output(self, text: str, code: int) -> None:
+        """Log what ``--version`` found; refuse a failing, unknown or too old server."""
+        assert self.binary is not None
         if code != 0:
             raise EmbeddedRedisError(
-                f"{self.binary} --version failed (exit code {code}): {text[:300]}"
+                f"{self.binary} --version failed (exit code {code}): {' '.join(text.split())[:300]}"
             )
         self.flavour = parse_flavour(text)
         try:

@@ -28,7 +28,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from restmq import compat
-from restmq.errors import NotFound, RestMQError
+from restmq.dispatch import TRUSTED
+from restmq.errors import Forbidden, NotFound, RestMQError, Unauthorized
 from restmq.frontends.http.common import (
     GET,
     NOT_FOUND,
@@ -41,6 +42,7 @@ from restmq.frontends.http.common import (
     callback_of,
     query,
     queue_name,
+    send_json,
 )
 from restmq.wire import form
 from restmq.wire.chunked import dumps
@@ -158,11 +160,47 @@ class PolicyQueue(_OneQueue):
 # -- /health ------------------------------------------------------------------------------------
 
 
+class _HealthAnswer(Answer):
+    """``/health``'s 503 also says ``"status": "unavailable"`` beside the error, as probes read it."""
+
+    __slots__ = ()
+
+    def failed(self, request: Request, error: RestMQError, callback: str | None) -> None:
+        if error.code == "backend_unavailable":
+            send_json(request, 503, {"status": "unavailable", **error.to_dict()}, callback)
+        else:
+            super().failed(request, error, callback)
+
+
+HEALTH = _HealthAnswer()
+
+
 class Health(Endpoint):
-    """``/health``: 200 with Redis's facts when it answers, 503 ``backend_unavailable`` when not."""
+    """``/health``: 200 with Redis's facts when it answers, 503 ``backend_unavailable`` when not.
+
+    A caller who sends no credentials and may not read (a load balancer's probe on a server with
+    ``--auth-file``) still learns the status, without the facts: ``{"status": "ok"}`` or 503.
+    Credentials that are refused are answered 401/403 as everywhere.
+    """
 
     def render_GET(self, request: Request) -> int:
-        return self.front.run(request, "health", _query(request), ANSWER, callback_of(request))
+        caller = self.front.principal(request)
+        dispatcher, args = self.front.dispatcher, _query(request)
+        if caller.token is None and caller.basic is None and not self._may_read(caller):
+            found = dispatcher.execute("health", args, TRUSTED, frontend="http")
+            found.addCallback(lambda facts: {"status": facts["status"]})
+        else:
+            found = dispatcher.execute("health", args, caller, frontend="http")
+        return self.front.respond(request, found, HEALTH, callback_of(request))
+
+    def _may_read(self, caller: Any) -> bool:
+        authorize = self.front.dispatcher.authorize
+        try:
+            if authorize is not None:
+                authorize(caller, "read", None)
+        except (Unauthorized, Forbidden):
+            return False
+        return True
 
 
 # -- pages --------------------------------------------------------------------------------------
