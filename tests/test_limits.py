@@ -354,7 +354,7 @@ async def test_silent_http_connections_are_closed_after_the_header_timeout(dispa
                       limits=limits)
     port = reactor.listenTCP(0, LimitedFactory(site, limits), interface="127.0.0.1", backlog=512)
     number = port.getHost().port
-    health = [b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+    health = [b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"]
     try:
         held = await threads.deferToThread(silent_sockets, number, ("127.0.0.2", "127.0.0.3"), 200)
         await until(lambda: limits.total == 400)
@@ -391,5 +391,5 @@ async def test_oversized_request_heads_get_414_or_431_then_close(limited_site, h
     assert body["code"] == ("bad_request" if status.startswith(b"400") else "too_large") and body["error"]
     assert took < 3.0
     await until(lambda: limited_site.limits.total == 0)
-    answer, _ = await threads.deferToThread(raw_http, limited_site.port, [b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"])
+    answer, _ = await threads.deferToThread(raw_http, limited_site.port, [b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"])
     assert answer.startswith(b"HTTP/1.1 200 ")

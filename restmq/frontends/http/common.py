@@ -58,9 +58,13 @@ GET, HEAD, POST, PUT, DELETE = b"GET", b"HEAD", b"POST", b"PUT", b"DELETE"
 # -- writing answers ----------------------------------------------------------------------------
 
 
+#: Reason phrases twisted.web does not know.
+PHRASES = {421: b"Misdirected Request"}
+
+
 def send(request: Request, status: int, body: bytes, content_type: bytes) -> None:
     """Write a whole answer with its Content-Length (no chunked framing) and finish."""
-    request.setResponseCode(status)
+    request.setResponseCode(status, PHRASES.get(status))
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % len(body))
     request.write(body)
