@@ -133,7 +133,7 @@ async def test_json_protocol_and_the_key_of_a_name_with_colons(http):  # noqa: F
 def _comet_line(port: int, path: str) -> bytes:
     """Open a COMET stream with a raw socket and answer its first message line."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         data = b""
         while b"\r\n\r\n" not in data or b"value" not in data.split(b"\r\n\r\n", 1)[1]:
             chunk = s.recv(4096)
