@@ -389,10 +389,12 @@ async def via_memcache(address: tuple[str, int], name: str, args: dict[str, Any]
 
 
 class Frames(WebSocketClientProtocol):
-    """A WebSocket client that queues every JSON text frame; ``closed`` fires with the close code."""
+    """A WebSocket client that keeps every JSON text frame (``received``) and queues it for
+    :meth:`next`; ``closed`` fires with the close code."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.received: list[Any] = []
         self.frames: defer.DeferredQueue[Any] = defer.DeferredQueue()
         self.opened: defer.Deferred[None] = defer.Deferred()
         self.closed: defer.Deferred[int | None] = defer.Deferred()
@@ -401,7 +403,8 @@ class Frames(WebSocketClientProtocol):
         self.opened.callback(None)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.frames.put(json.loads(payload))
+        self.received.append(json.loads(payload))
+        self.frames.put(self.received[-1])
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if not self.opened.called:
@@ -567,3 +570,35 @@ async def test_every_wire_keeps_the_same_contract(dispatcher, frontend):
     finally:
         await stop()
     assert stood_in == set(UNSAID[frontend])
+
+
+@pytest_twisted.ensureDeferred
+async def test_memcache_reliable_reads_are_reserve_ack_nack(dispatcher):
+    """memcached's get q/open, q/close and q/abort leave the queue as reserve, ack and nack do in the scenario."""
+    from pymemcache.client.base import Client
+
+    port = reactor.listenTCP(0, MemcacheFactory(dispatcher), interface="127.0.0.1")
+    client = Client(("127.0.0.1", port.getHost().port), default_noreply=False, connect_timeout=5, timeout=10)
+    queue = "contract-memcache-open"
+
+    async def mc(method: str, *args: Any) -> Any:
+        return await threads.deferToThread(getattr(client, method), *args)
+
+    async def counts() -> tuple[int, int]:
+        length = await dispatcher.execute("len", {"queue": queue})
+        return length["ready"], length["reserved"]
+
+    try:
+        assert await mc("set", queue, "r1") and await mc("set", queue, "r2")
+        assert await mc("get", f"{queue}/open") == b"r1"  # reserve
+        reserved = await dispatcher.execute("peek", {"queue": queue, "state": "reserved"})
+        assert (reserved["key"], reserved["attempts"], await counts()) == (f"{queue}:1", 1, (1, 1))
+        assert await mc("get", f"{queue}/close") is None  # ack: gone for good
+        assert await counts() == (1, 0)
+        assert await mc("get", f"{queue}/open") == b"r2"
+        assert await mc("get", f"{queue}/abort") is None  # nack: ready again, one delivery counted
+        again = await dispatcher.execute("peek", {"queue": queue})
+        assert (again["key"], again["attempts"], await counts()) == (f"{queue}:2", 1, (1, 0))
+    finally:
+        await threads.deferToThread(client.close)
+        await port.stopListening()
