@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 import redis
 import treq
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import defer, reactor, threads
 
 from restmq import commands
@@ -22,6 +22,7 @@ from restmq.frontends.http.routes import build_site
 from restmq.frontends.line import LineFactory
 from restmq.frontends.memcache import MemcacheFactory
 from restmq.frontends.resp import RespFactory
+from tests.test_ws import Frames as WSFrames
 
 Q = "Q"  # replaced by a per-front-end queue name
 
@@ -388,35 +389,20 @@ async def via_memcache(address: tuple[str, int], name: str, args: dict[str, Any]
 # -- WebSocket -----------------------------------------------------------------------------------
 
 
-class Frames(WebSocketClientProtocol):
-    """A WebSocket client that keeps every JSON text frame (``received``) and queues it for
-    :meth:`next`; ``closed`` fires with the close code."""
+class Frames(WSFrames):
+    """tests/test_ws.py's client (every JSON frame in ``frames``, ``opened``, ``closed`` with the
+    close code), whose frames can also be awaited one at a time."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.received: list[Any] = []
-        self.frames: defer.DeferredQueue[Any] = defer.DeferredQueue()
-        self.opened: defer.Deferred[None] = defer.Deferred()
-        self.closed: defer.Deferred[int | None] = defer.Deferred()
-
-    def onOpen(self) -> None:
-        self.opened.callback(None)
+        self.arrived: defer.DeferredQueue[Any] = defer.DeferredQueue()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.received.append(json.loads(payload))
-        self.frames.put(self.received[-1])
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if not self.opened.called:
-            self.opened.errback(ConnectionError(f"not opened: {code} {reason}"))
-        if not self.closed.called:
-            self.closed.callback(code)
+        super().onMessage(payload, isBinary)
+        self.arrived.put(self.frames[-1])
 
     async def next(self, timeout: float = 5.0) -> Any:
-        return await self.frames.get().addTimeout(timeout, reactor)
-
-    def command(self, obj: Any) -> None:
-        self.sendMessage(json.dumps(obj).encode(), isBinary=False)
+        return await self.arrived.get().addTimeout(timeout, reactor)
 
 
 async def open_websocket(port: int, path: str) -> Frames:

@@ -111,7 +111,7 @@ async def subscribe(frontend: str, ports: dict[str, int], queue: str, reserve: b
     if frontend == "websocket":
         stream = Stream()
         ws: Frames = await open_websocket(ports["http"], f"/ws/{queue}{query}")
-        stream.items = ws.received
+        stream.items = ws.frames
         ws.closed.addCallback(stream.closed.callback)
         stream.leave = lambda: ws.sendClose(1000)
         return stream
