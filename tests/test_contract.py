@@ -1,4 +1,8 @@
-"""The contract: one scenario list run through every front end, with the same answers and error codes."""
+"""The contract: one scenario list run through every front end, with the same answers and error codes.
+
+Request/answer front ends run the whole list; a wire that cannot say a step (a memcached key is one
+word, RESP has no verb for ``ack``) leaves it to the dispatcher, as the table UNSAID lists, and is
+compared on the fields it carries. The streams' contract is in tests/test_contract_streams.py."""
 
 from __future__ import annotations
 
@@ -327,13 +331,16 @@ def memcache_request(name: str, args: dict[str, Any]) -> tuple[bytes, Callable[[
         data = value.encode()
         return b"%s %s 0 0 %d\r\n%s\r\n" % (verb, key, len(data), data)
 
+    def stored(n: int) -> Callable[[bytes], Said]:
+        return lambda reply: Said("ok", {}, {}) if reply == b"STORED\r\n" * n else Said("unexpected", reply, {})
+
     if is_text_add(name, rest):
-        return store(b"set", rest["value"]), lambda reply: Said("ok", {}, {})
+        return store(b"set", rest["value"]), stored(1)
     if is_text_add(name, rest, "unique") and rest.get("unique") is True:  # Kestrel's add: once
         return store(b"add", rest["value"]), lambda reply: Said(
             "ok", {"duplicate": reply == b"NOT_STORED\r\n"}, {"duplicate": same})
     if name == "add_many" and all(isinstance(m, str) for m in rest["messages"]):
-        return b"".join(store(b"set", m) for m in rest["messages"]), lambda reply: Said("ok", {}, {})
+        return b"".join(store(b"set", m) for m in rest["messages"]), stored(len(rest["messages"]))
     if name in ("take", "peek") and not rest:
         def taken(reply: bytes) -> Said:
             if reply == b"END\r\n":

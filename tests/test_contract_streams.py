@@ -25,6 +25,10 @@ FRONT_ENDS = ["comet", "sse", "websocket", "line"]
 #: How each stream says it ended when its queue is purged: COMET just finishes the response (an
 #: original client reads every line as a message), the others send an end item first.
 PURGED_END = {"comet": [], "sse": [{"end": "purged"}], "websocket": [{"end": "purged"}], "line": [{"end": "purged"}]}
+#: The fields of a streamed message, the same on every stream: a broadcast one carries its replay
+#: id, a reserved one its receipt and lease.
+TAKEN_FIELDS = {"key", "queue", "value", "priority", "attempts", "count", "enqueued_at", "event_id"}
+RESERVED_FIELDS = TAKEN_FIELDS - {"event_id"} | {"receipt", "lease_until"}
 #: How long "nothing is delivered" is watched for.
 QUIET = 0.3
 
@@ -168,7 +172,7 @@ async def test_every_stream_keeps_the_same_contract(dispatcher, ports, frontend)
     await until(lambda: len(stream.messages) == 3)
     assert [shape(m) for m in stream.messages] == [
         (f"{queue}:2", {"two": [2]}, 0, 0), (f"{queue}:1", "one", 5, 0), (f"{queue}:3", "three", 5, 0)]
-    assert all(m["queue"] == queue and "receipt" not in m for m in stream.messages)
+    assert all(set(m) == TAKEN_FIELDS and m["queue"] == queue for m in stream.messages)
     await dispatcher.execute("add", {"queue": queue, "value": "live"})
     await until(lambda: len(stream.messages) == 4)
     assert shape(stream.messages[3]) == (f"{queue}:4", "live", 5, 0)
@@ -197,7 +201,7 @@ async def test_every_reserve_stream_hands_out_receipts_acked_over_http(dispatche
     await dispatcher.execute("add", {"queue": queue, "value": "job"})
     await until(lambda: len(stream.messages) == 1)
     (message,) = stream.messages
-    assert shape(message) == (f"{queue}:1", "job", 5, 1) and message["receipt"]
+    assert shape(message) == (f"{queue}:1", "job", 5, 1) and set(message) == RESERVED_FIELDS
     length = await dispatcher.execute("len", {"queue": queue})
     assert (length["ready"], length["reserved"]) == (0, 1)
     response = await treq.post(
