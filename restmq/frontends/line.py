@@ -48,14 +48,10 @@ from zope.interface import implementer
 
 from restmq.dispatch import Subscription
 from restmq.frontends.flow import ProducerSink
-from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge
+from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge, internal
 from restmq.wire import line as wire
 
 log = Logger()
-
-#: The answer to a failure nobody planned for; the details go to the log, never to the client.
-INTERNAL = RestMQError("internal error")
-
 
 def describe_peer(address: IAddress) -> tuple[str, str]:
     """``(host, label)`` of a peer address: host for naming things (``127.0.0.1``), label for logs
@@ -283,15 +279,13 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
     def _encode_answer(self, answer: Any, reply: bool) -> bytes:
         try:
             return wire.encode({"reply": answer} if reply else answer)
-        except (TypeError, ValueError):
-            log.failure("line answer is not JSON peer={peer}", peer=self.peer)
-            return wire.encode_error(INTERNAL)
+        except (TypeError, ValueError, RecursionError):
+            return wire.encode_error(internal(None, "line answer is not JSON peer={peer}", peer=self.peer))
 
     def _encode_failure(self, failure: Failure, name: str) -> bytes:
         if isinstance(failure.value, RestMQError):
             return wire.encode_error(failure.value)
-        log.failure("line command {cmd} failed peer={peer}", failure, cmd=name, peer=self.peer)
-        return wire.encode_error(INTERNAL)
+        return wire.encode_error(internal(failure, "line command {cmd} failed peer={peer}", cmd=name, peer=self.peer))
 
     def _answer_now(self, data: bytes) -> None:
         """An answer (or stream line) known now, written in order after those still pending."""
@@ -349,8 +343,7 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
             ack.fill(wire.encode_error(e))
         except Exception:
             sink.open = False
-            log.failure("line subscribe failed peer={peer}", peer=self.peer)
-            ack.fill(wire.encode_error(INTERNAL))
+            ack.fill(wire.encode_error(internal(None, "line subscribe failed peer={peer}", peer=self.peer)))
         else:
             self._sink, self._subscription, self._stream_queue = sink, subscription, request.queue
             sink.subscription = subscription

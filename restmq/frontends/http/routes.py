@@ -44,7 +44,7 @@ from restmq.errors import BadRequest, TooLarge
 from restmq.frontends.http.channel import RestMQChannel, canned
 from restmq.frontends.http.admin import Control, Dashboard, Health, Jobs, Policies, Stats
 from restmq.frontends.http.collectd import Collectd
-from restmq.frontends.http.common import NOT_FOUND, Front, describe, send_error, send_internal, send_nothing
+from restmq.frontends.http.common import NOT_FOUND, Front, send_error, send_internal, send_nothing
 from restmq.frontends.http.metrics import Metrics
 from restmq.frontends.http.openapi import OpenAPI
 from restmq.frontends.http.rest import JsonProtocol, Queues, Root
@@ -117,8 +117,7 @@ class RestMQRequest(server.Request):
         super().process()
 
     def processingFailed(self, reason: Failure) -> Failure:
-        log.failure("HTTP {request} failed", reason, request=describe(self))
-        send_internal(self)
+        send_internal(self, reason, "failed")
         return reason
 
 
