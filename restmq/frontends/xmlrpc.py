@@ -84,19 +84,17 @@ class CallReader(xmlrpclib.Unmarshaller):
         if len(self._marks) > values.MAX_DOCUMENT_DEPTH:  # type: ignore[attr-defined]
             raise values.too_deep("the call")
 
-    def end_int(self, data: str) -> None:
-        number = values.parse_int(data.strip())
+    def _number(self, number: float | None, data: str, what: str) -> None:
         if number is None:
-            raise BadRequest(f"not an XML-RPC integer: {values.shown(data)}")
+            raise BadRequest(f"not {what}: {values.shown(data)}")
         self.append(number)  # type: ignore[attr-defined]
         self._value = 0
 
+    def end_int(self, data: str) -> None:
+        self._number(values.parse_int(data.strip()), data, "an XML-RPC integer (ASCII digits)")
+
     def end_double(self, data: str) -> None:
-        number = values.parse_float(data.strip())
-        if number is None:
-            raise BadRequest(f"not a finite XML-RPC double: {values.shown(data)}; {values.NON_FINITE}")
-        self.append(number)  # type: ignore[attr-defined]
-        self._value = 0
+        self._number(values.parse_float(data.strip()), data, f"an XML-RPC double ({values.NON_FINITE})")
 
     for _tag in ("i1", "i2", "i4", "i8", "int", "biginteger"):
         dispatch[_tag] = end_int
