@@ -132,6 +132,10 @@ HTTP_CASES = [
     ("GET", "/q/h?count=%D9%A3", None, 400, "count in Arabic-Indic digits"),
     ("GET", "/q/h?count=1_0", None, 400, "count with an underscore"),
     ("GET", "/q/h/1" + "0" * 30, None, 400, "a 31-digit message number"),
+    ("POST", "/collectd/data", deep_json(REPORTED_DEPTH), 400, "collectd JSON 960 deep"),
+    ("POST", "/collectd/data", '[{"values": [NaN]}]', 400, "collectd NaN"),
+    ("POST", "/collectd/data", "PUTVAL h/cpu/cpu N:\u0663", 400, "collectd Arabic-Indic value"),
+    ("POST", "/collectd/data", "PUTVAL h/cpu/cpu interval=1e999 N:1", 400, "collectd interval overflows"),
 ]
 
 

@@ -53,6 +53,7 @@ from restmq.wire import line as wire
 
 log = Logger()
 
+
 def describe_peer(address: IAddress) -> tuple[str, str]:
     """``(host, label)`` of a peer address: host for naming things (``127.0.0.1``), label for logs
     (``127.0.0.1:5000``, ``[::1]:5000``). Non-IP transports (unix sockets) have host ``local``."""
@@ -279,7 +280,7 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
     def _encode_answer(self, answer: Any, reply: bool) -> bytes:
         try:
             return wire.encode({"reply": answer} if reply else answer)
-        except (TypeError, ValueError, RecursionError):
+        except Exception:
             return wire.encode_error(internal(None, "line answer is not JSON peer={peer}", peer=self.peer))
 
     def _encode_failure(self, failure: Failure, name: str) -> bytes:

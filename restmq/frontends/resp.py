@@ -552,7 +552,7 @@ class RespProtocol(LineProtocol):
     def _encode_answer(self, answer: Any, *_: Any) -> bytes:
         try:
             return wire.encode(answer, self.session.resp3)
-        except (TypeError, ValueError, RecursionError):
+        except Exception:
             return wire.encode(error_reply(internal(None, "resp answer is not a reply peer={peer}", peer=self.peer)))
 
     def _encode_failure(self, failure: Failure, name: str) -> bytes:

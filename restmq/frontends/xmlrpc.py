@@ -31,7 +31,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import IResource
@@ -44,8 +43,6 @@ with warnings.catch_warnings():
 from restmq import commands, values
 from restmq.errors import BadRequest, RestMQError, UnknownCommand, internal
 from restmq.frontends.http.common import caller_of
-
-log = Logger()
 
 #: faultCode for each error code; stable, part of the contract.
 FAULT_CODES: dict[str, int] = {

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -23,8 +22,6 @@ from restmq.errors import BadRequest, RestMQError, internal
 from restmq.errors import NotFound as NotFoundError
 from restmq.wire import form
 from restmq.wire.chunked import CRLF, json_line, jsonp_line
-
-log = Logger()
 
 #: Error code -> HTTP status, the one table of this front end. ``empty`` is 404 where an error
 #: body is wanted (``GET /?queue=``); REST reads answer 204 instead (see :class:`Answer`).

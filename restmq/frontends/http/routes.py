@@ -34,7 +34,6 @@ import io
 from importlib import resources
 from typing import Any
 
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.server import NOT_DONE_YET
@@ -52,8 +51,6 @@ from restmq.frontends.http.sse import ServerSentEvents
 from restmq.frontends.http.stream import Comet
 from restmq.frontends.http.ws import WebSockets
 from restmq.frontends.xmlrpc import build_xmlrpc
-
-log = Logger()
 
 
 CORS_METHODS = b"GET, POST, PUT, DELETE, HEAD"
