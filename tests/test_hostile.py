@@ -472,3 +472,48 @@ async def test_a_bug_in_a_command_is_logged_and_answered_internal_everywhere(ser
     failures = [e for e in logged if isinstance(getattr(e.get("log_failure"), "value", None), ZeroDivisionError)]
     assert len(failures) == 7  # one log entry with the traceback per front end
     assert (await http.post("/q/h", json_body={"value": 1})).status == 201
+
+
+# -- the rules themselves (pure) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "as_int", "as_float"),
+    [
+        ("42", 42, 42.0), ("-7", -7, -7.0), ("+5", 5, 5.0), ("0.5", None, 0.5), ("1e3", None, 1000.0),
+        ("\u00b2", None, None), ("\u0663", None, None), ("\uff11", None, None), ("1_000", None, None),
+        ("0x10", None, None), (" 7", None, None), ("", None, None), ("NaN", None, None),
+        ("inf", None, None), ("-Infinity", None, None), ("1e999999", None, None), ("9" * 5000, None, None),
+    ],
+)
+def test_numbers_are_ascii_decimal_and_finite(text, as_int, as_float):
+    """Only ASCII decimal spellings of finite numbers are numbers (``int()`` would take ``٣``)."""
+    from restmq.values import parse_float, parse_int
+
+    assert parse_int(text) == as_int
+    assert parse_float(text) == as_float
+
+
+def test_depth_is_checked_without_recursion():
+    """A value 200,000 deep is refused by a loop (no RecursionError); 64 deep is accepted."""
+    from restmq.errors import BadRequest
+    from restmq.values import check
+
+    assert check(nested(MAX_DEPTH)) == nested(MAX_DEPTH)
+    for depth in (MAX_DEPTH + 1, 200_000):
+        with pytest.raises(BadRequest, match=LIMIT):
+            check(nested(depth))
+    with pytest.raises(BadRequest, match="finite"):
+        check({"a": [1, float("nan")]})
+
+
+@pytest.mark.parametrize("word", ["\u0663", "1_0", "inf", "nan", "1e999"])
+def test_server_options_take_ascii_numbers_only(word):
+    """``restmq serve --redis-pool ٣`` (or inf, 1_0…) is a usage error, not a number."""
+    from twisted.python import usage
+
+    from restmq.tap import Options
+
+    for option in ("--redis-pool", "--redis-timeout"):
+        with pytest.raises(usage.UsageError):
+            Options().parseOptions([option, word])
