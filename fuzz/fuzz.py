@@ -1,9 +1,11 @@
 """Coverage-guided fuzzing of RestMQ's parsers with atheris (libFuzzer).
 
-    .venv/bin/python fuzz/fuzz.py                      # every target, 200,000 inputs each (1.2M)
+    .venv/bin/python fuzz/fuzz.py                      # every target, 200,000 inputs each
     .venv/bin/python fuzz/fuzz.py resp --runs 1000000  # one target
     .venv/bin/python fuzz/fuzz.py --runs 5000 --no-save  # a quick pass (CI): the kept corpus is read, not grown
     .venv/bin/python fuzz/fuzz.py --minimize           # shrink the kept corpus to what adds coverage
+    nice -n 19 .venv/bin/python fuzz/fuzz.py --runs 2000000 --max-time 1200 --jobs 2 --log fuzz.log
+                                                       # the long run: two at a time, counts logged
 
 Each target runs in its own process over its corpus (``fuzz/corpus/<target>/``, kept in the repo;
 new inputs that reach new code are added there unless ``--no-save``). A crash (an exception the
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +42,7 @@ def child(target: str) -> None:
     atheris.Fuzz()
 
 
-def run(target: str, runs: int, save: bool, max_len: int) -> tuple[bool, int, float]:
+def run(target: str, runs: int, save: bool, max_len: int, max_time: int = 0) -> tuple[bool, int, float]:
     corpus = HERE / "corpus" / target
     corpus.mkdir(parents=True, exist_ok=True)
     crashes = HERE / "crashes"
@@ -50,7 +53,8 @@ def run(target: str, runs: int, save: bool, max_len: int) -> tuple[bool, int, fl
         scratch = tempfile.mkdtemp(prefix=f"fuzz-{target}-")
         dirs = [scratch, str(corpus)]  # libFuzzer writes new inputs into the first directory only
     argv = [sys.executable, __file__, "--child", target, f"-runs={runs}", f"-max_len={max_len}",
-            f"-artifact_prefix={crashes}/{target}-", "-print_final_stats=1", *dirs]
+            f"-artifact_prefix={crashes}/{target}-", "-print_final_stats=1",
+            *([f"-max_total_time={max_time}"] if max_time else []), *dirs]
     started = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
     seconds = time.monotonic() - started
@@ -92,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-len", type=int, default=4096, help="longest input in bytes (default 4096)")
     p.add_argument("--no-save", action="store_true", help="do not add new inputs to the kept corpus")
     p.add_argument("--minimize", action="store_true", help="shrink the kept corpus to what adds coverage, then stop")
+    p.add_argument("--max-time", type=int, default=0, help="seconds per target at most (default: no limit)")
+    p.add_argument("--jobs", type=int, default=1, help="targets fuzzed at the same time (default 1)")
+    p.add_argument("--log", help="also append each target's line and the total to this file")
     args = p.parse_args(argv)
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
@@ -102,15 +109,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{target:12} corpus {before} -> {after} inputs")
         return 0
     total, failed = 0, []
-    print(f"{'target':12} {'inputs':>10} {'seconds':>8} {'inputs/s':>9}  result")
-    for target in args.targets or list(TARGETS):
-        ok, executed, seconds = run(target, args.runs, not args.no_save, args.max_len)
-        total += executed
-        print(f"{target:12} {executed:10d} {seconds:8.1f} {executed / seconds if seconds else 0:9.0f}  "
-              f"{'ok' if ok else 'CRASH (see fuzz/crashes/)'}", flush=True)
-        if not ok:
-            failed.append(target)
-    print(f"{'all':12} {total:10d}")
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+        if args.log:
+            with open(args.log, "a") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+
+    say(f"{'target':12} {'inputs':>10} {'seconds':>8} {'inputs/s':>9}  result")
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        futures = {
+            pool.submit(run, target, args.runs, not args.no_save, args.max_len, args.max_time): target
+            for target in args.targets or list(TARGETS)
+        }
+        for future in as_completed(futures):
+            target = futures[future]
+            ok, executed, seconds = future.result()
+            total += executed
+            say(f"{target:12} {executed:10d} {seconds:8.1f} {executed / seconds if seconds else 0:9.0f}  "
+                f"{'ok' if ok else 'CRASH (see fuzz/crashes/)'}")
+            if not ok:
+                failed.append(target)
+    say(f"{'all':12} {total:10d}")
     return 1 if failed else 0
 
 

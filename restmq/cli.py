@@ -31,14 +31,14 @@ EXIT_OK, EXIT_EMPTY, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
 
 
 def _count(value: str) -> int:
-    number = int(value)
+    number: int = tap.number_of(int, value)
     if number < 1:
         raise ValueError("count must be at least 1")
     return number
 
 
 def _seconds(value: str) -> float:
-    number = float(value)
+    number: float = tap.number_of(float, value)
     if not number >= 0:
         raise ValueError("seconds must be a number >= 0")
     return number

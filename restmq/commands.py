@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from restmq.errors import BadQueueName, BadRequest, UnknownCommand
+from restmq.values import check, parse_float, parse_int, shown
 
 #: Characters a queue name may not hold: control characters (Unicode Cc), whitespace (Unicode
 #: White_Space, which is also what ``str.split()`` splits text commands on), ``/`` (a path
@@ -230,44 +231,51 @@ def check_queue(name: Any) -> str:
 
 
 def _int(arg: Arg, raw: Any) -> int:
+    """An integer: a JSON/XML-RPC integer (or a float without a fraction), or text in ASCII digits."""
     if isinstance(raw, bool):
         raise BadRequest(f"{arg.name} must be an integer")
+    value: int | None = None
     if isinstance(raw, int):
         value = raw
-    elif isinstance(raw, float) and raw.is_integer():
-        value = int(raw)
+    elif isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise BadRequest(f"{arg.name} must be a finite integer")
+        value = int(raw) if raw.is_integer() else None
     elif isinstance(raw, (str, bytes)):
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise BadRequest(f"{arg.name} must be an integer, not {raw!r:.40}") from None
-    else:
-        raise BadRequest(f"{arg.name} must be an integer")
+        value = parse_int(raw.strip())
+    if value is None:
+        raise BadRequest(f"{arg.name} must be an integer, not {shown(raw)}")
     _bounds(arg, value)
     return value
 
 
 def _seconds(arg: Arg, raw: Any) -> float:
-    if isinstance(raw, bool):
-        raise BadRequest(f"{arg.name} must be a number of seconds")
-    try:
-        value = float(raw.strip() if isinstance(raw, (str, bytes)) else raw)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{arg.name} must be a number of seconds, not {raw!r:.40}") from None
-    if not math.isfinite(value):
-        raise BadRequest(f"{arg.name} must be a finite number of seconds")
+    """Seconds: a finite JSON/XML-RPC number, or text in ASCII (``1.5``, ``2e1``)."""
+    value: float | None = None
+    if isinstance(raw, (str, bytes)):
+        value = parse_float(raw.strip())
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        _bounds(arg, raw)  # before float(): a huge integer would overflow it
+        value = float(raw)
+    elif isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise BadRequest(f"{arg.name} must be a finite number of seconds")
+        value = raw
+    if value is None:
+        raise BadRequest(f"{arg.name} must be a finite number of seconds, not {shown(raw)}")
     _bounds(arg, value)
     return value
 
 
 def _bounds(arg: Arg, value: float) -> None:
     if arg.low is not None and value < arg.low:
-        raise BadRequest(f"{arg.name} must be at least {arg.low:g}, not {value:g}")
+        raise BadRequest(f"{arg.name} must be at least {arg.low:g}, not {shown(value)}")
     if arg.high is not None and value > arg.high:
-        raise BadRequest(f"{arg.name} must be at most {arg.high:g}, not {value:g}")
+        raise BadRequest(f"{arg.name} must be at most {arg.high:g}, not {shown(value)}")
 
 
 def _value(arg: Arg, raw: Any) -> Any:
+    """Any JSON value (nesting and numbers checked by :func:`restmq.values.check`)."""
     if raw is None:
         raise BadRequest(f"missing {arg.name}")
     if isinstance(raw, bytes):
@@ -275,7 +283,7 @@ def _value(arg: Arg, raw: Any) -> Any:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest(f"{arg.name} must be UTF-8 text") from None
-    return raw
+    return check(raw, arg.name)
 
 
 MESSAGE_FIELDS = (VALUE, PRIORITY, TTL, DELAY, DEDUP, UNIQUE)
@@ -347,19 +355,19 @@ def _bool(arg: Arg, raw: Any) -> bool:
             return True
         if word in FALSE_WORDS:
             return False
-    raise BadRequest(f"{arg.name} must be true or false (or 1/0, yes/no), not {raw!r:.40}")
+    raise BadRequest(f"{arg.name} must be true or false (or 1/0, yes/no), not {shown(raw)}")
 
 
 def _choice(arg: Arg, raw: Any) -> str:
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
     if not isinstance(raw, str) or raw.lower() not in arg.choices:
-        raise BadRequest(f"{arg.name} must be one of {', '.join(arg.choices)}, not {raw!r:.40}")
+        raise BadRequest(f"{arg.name} must be one of {', '.join(arg.choices)}, not {shown(raw)}")
     return raw.lower()
 
 
 _COERCE = {
-    "queue": lambda arg, raw: check_queue(raw.decode() if isinstance(raw, bytes) else raw),
+    "queue": lambda arg, raw: check_queue(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw),
     "int": _int,
     "seconds": _seconds,
     "value": _value,
@@ -376,7 +384,7 @@ def lookup(name: Any) -> Command:
     """The command called ``name``, or ``unknown_command``."""
     command = COMMANDS.get(name) if isinstance(name, str) else None
     if command is None:
-        raise UnknownCommand(f"unknown command {name!r:.60}; known: {', '.join(COMMANDS)}")
+        raise UnknownCommand(f"unknown command {shown(name, 60)}; known: {', '.join(COMMANDS)}")
     return command
 
 

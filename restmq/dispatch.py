@@ -27,12 +27,15 @@ from restmq.latency import Latency
 from restmq.parallel import gather
 from restmq.ports import TRUSTED, Principal
 from restmq.model import Message, QueueLength, QueueState, encode_value
+from restmq.values import parse_int, shown
 
 log = Logger()
 
 
 #: A broadcast replay id (a Redis stream id).
-REPLAY_ID = re.compile(r"^\d{1,20}-\d{1,20}\Z")
+REPLAY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
+#: The largest message number: Redis counts them in a signed 64-bit integer.
+MAX_NUMBER = 2**63 - 1
 
 #: Per-queue counters that stats always shows (zero until something happens).
 COUNTERS = ("added", "taken", "reserved", "acked", "nacked", "returned", "expired", "dead", "redriven")
@@ -156,10 +159,10 @@ class Dispatcher:
         the broadcast messages after it that the replay stream still holds come first.
         """
         if since is not None and not (isinstance(since, str) and REPLAY_ID.match(since)):
-            raise BadRequest(f"since must be a broadcast event id like 1700000000000-0, not {since!r:.40}")
+            raise BadRequest(f"since must be a broadcast event id like 1700000000000-0, not {shown(since)}")
         commands.check_queue(queue)
         if mode not in ("take", "reserve"):
-            raise BadRequest(f"stream mode must be take or reserve, not {mode!r:.40}")
+            raise BadRequest(f"stream mode must be take or reserve, not {shown(mode)}")
         if lease is not None:
             lease = commands.parse(commands.COMMANDS["reserve"], {"queue": queue, "lease": lease})["lease"]
         if self.authorize is not None and principal is not TRUSTED:
@@ -284,13 +287,14 @@ class Dispatcher:
 
     @staticmethod
     def _number(queue: str, key: str) -> int:
-        """The ``n`` of key ``<queue>:<n>`` (a bare ``n`` is accepted too)."""
+        """The ``n`` of key ``<queue>:<n>`` (a bare ``n`` is accepted too), in ASCII digits."""
         prefix, _, n = key.rpartition(":")
         if prefix and prefix != queue:
-            raise NotFound(f"key {key!r} does not belong to queue {queue!r}")
-        if not n.isdigit():
-            raise BadRequest(f"bad message key {key!r}: expected '{queue}:<number>'")
-        return int(n)
+            raise NotFound(f"key {shown(key, 200)} does not belong to queue {queue!r}")
+        number = parse_int(n, signed=False, digits=19)
+        if number is None or number > MAX_NUMBER:
+            raise BadRequest(f"bad message key {shown(key, 200)}: expected '{queue}:<number>'")
+        return number
 
     async def _cmd_get(self, queue: str, key: str | None) -> dict[str, Any]:
         if key is None:

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
 
 class RestMQError(Exception):
     """A failure with a stable ``code`` that clients can match on, and extra ``fields`` for context."""
@@ -102,6 +107,18 @@ ERRORS: dict[str, type[RestMQError]] = {
         LimitExceeded,
     )
 }
+
+
+#: What a client is told of a failure nobody planned for: no traceback, no exception text.
+INTERNAL_MESSAGE = "internal error"
+
+
+def internal(failure: Failure | None, why: str, **fields: Any) -> RestMQError:
+    """The one answer to an unexpected exception: it is a bug, so it is logged here with its
+    traceback (``failure``, or the exception being handled when None) under ``why`` (a log format
+    with named ``fields``), and the client gets only ``internal error`` (code ``internal``)."""
+    log.failure(why, failure, **fields)
+    return RestMQError(INTERNAL_MESSAGE)
 
 
 def from_code(code: str, message: str, **fields: Any) -> RestMQError:

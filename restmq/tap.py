@@ -19,6 +19,7 @@ from twisted.python import usage
 from restmq import __version__
 from restmq.commands import POLICIES
 from restmq.config import Config, is_loopback
+from restmq.values import parse_float, parse_int
 
 DEFAULTS = Config()
 MAX_MESSAGE_CEILING = 64 << 20
@@ -34,9 +35,17 @@ def _choice(name: str, choices: tuple[str, ...]) -> Any:
     return coerce
 
 
+def number_of(kind: type, value: str) -> Any:
+    """An option's number in ASCII decimal (``int``: digits only), finite; else ValueError."""
+    number = parse_int(value.strip()) if kind is int else parse_float(value.strip())
+    if number is None:
+        raise ValueError(f"not {'an integer' if kind is int else 'a number'}: {value[:40]!r}")
+    return number
+
+
 def _positive(kind: type, name: str, ceiling: float | None = None) -> Any:
     def coerce(value: str) -> Any:
-        number = kind(value)
+        number = number_of(kind, value)
         if number <= 0 or (ceiling is not None and number > ceiling):
             raise ValueError(f"{name} must be positive" + (f" and at most {ceiling}" if ceiling else ""))
         return number
@@ -46,7 +55,7 @@ def _positive(kind: type, name: str, ceiling: float | None = None) -> Any:
 
 def _count(name: str, ceiling: int) -> Any:
     def coerce(value: str) -> int:
-        number = int(value)
+        number: int = number_of(int, value)
         if not 0 <= number <= ceiling:
             raise ValueError(f"{name} must be from 0 to {ceiling}")
         return number
@@ -56,7 +65,7 @@ def _count(name: str, ceiling: int) -> Any:
 
 def _seconds(name: str) -> Any:
     def coerce(value: str) -> float:
-        number = float(value)
+        number: float = number_of(float, value)
         if not 0 <= number <= 86400:
             raise ValueError(f"{name} must be from 0 to 86400 seconds")
         return number

@@ -14,6 +14,7 @@ from typing import Literal
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from restmq.errors import BadRequest
+from restmq.values import parse_int
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
@@ -71,16 +72,18 @@ def _bad(url: str, why: str) -> BadRequest:
 
 def _parse_db(url: str, text: str) -> int:
     """A database number: a non-negative integer."""
-    if not text.isdigit():
+    number = parse_int(text, signed=False, digits=9)
+    if number is None:
         raise _bad(url, f"database must be a non-negative integer, not {text!r}")
-    return int(text)
+    return number
 
 
 def _parse_port(url: str, text: str) -> int:
     """A TCP port number in 1..65535."""
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    number = parse_int(text, signed=False, digits=5)
+    if number is None or not 0 < number < 65536:
         raise _bad(url, f"port must be a number from 1 to 65535, not {text!r}")
-    return int(text)
+    return number
 
 
 def _split_userinfo(url: str, netloc: str) -> tuple[str | None, str | None, str]:
@@ -287,7 +290,7 @@ def server_config(data_dir: str, socket_path: str, durability: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-_VERSION = re.compile(r"\bv=(\d+)\.(\d+)(?:\.(\d+))?")
+_VERSION = re.compile(r"\bv=([0-9]+)\.([0-9]+)(?:\.([0-9]+))?")
 
 
 def parse_version(text: str) -> tuple[int, int, int]:

@@ -53,13 +53,10 @@ from zope.interface import implementer
 
 from restmq.streams import Subscription
 from restmq.frontends.flow import ProducerSink
-from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge, Unauthorized
+from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge, Unauthorized, internal
 from restmq.wire import line as wire
 
 log = Logger()
-
-#: The answer to a failure nobody planned for; the details go to the log, never to the client.
-INTERNAL = RestMQError("internal error")
 
 
 def describe_peer(address: IAddress) -> tuple[str, str]:
@@ -338,15 +335,13 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
     def _encode_answer(self, answer: Any, reply: bool) -> bytes:
         try:
             return wire.encode({"reply": answer} if reply else answer)
-        except (TypeError, ValueError):
-            log.failure("line answer is not JSON peer={peer}", peer=self.peer)
-            return wire.encode_error(INTERNAL)
+        except Exception:
+            return wire.encode_error(internal(None, "line answer is not JSON peer={peer}", peer=self.peer))
 
     def _encode_failure(self, failure: Failure, name: str) -> bytes:
         if isinstance(failure.value, RestMQError):
             return self._encode_error(failure.value)
-        log.failure("line command {cmd} failed peer={peer}", failure, cmd=name, peer=self.peer)
-        return self._encode_error(INTERNAL)
+        return self._encode_error(internal(failure, "line command {cmd} failed peer={peer}", cmd=name, peer=self.peer))
 
     def _encode_error(self, error: RestMQError) -> bytes:
         return wire.encode_error(error)
@@ -407,8 +402,7 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
             ack.fill(wire.encode_error(e))
         except Exception:
             sink.open = False
-            log.failure("line subscribe failed peer={peer}", peer=self.peer)
-            ack.fill(wire.encode_error(INTERNAL))
+            ack.fill(wire.encode_error(internal(None, "line subscribe failed peer={peer}", peer=self.peer)))
         else:
             self._sink, self._subscription, self._stream_queue = sink, subscription, request.queue
             sink.subscription = subscription

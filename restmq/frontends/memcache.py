@@ -39,8 +39,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from restmq import __version__
-from restmq.errors import BadRequest, Empty, RestMQError
-from restmq.frontends.line import INTERNAL, describe_peer
+from restmq.errors import BadRequest, Empty, RestMQError, internal
+from restmq.frontends.line import describe_peer
 from restmq.wire import memcache as wire
 
 log = Logger()
@@ -177,8 +177,7 @@ class MemcacheProtocol(protocol.Protocol):
         except RestMQError as e:
             reply = wire.error_reply(e)
         except Exception:
-            log.failure("memcache request failed peer={peer}", peer=self.peer)
-            reply = wire.error_reply(INTERNAL)
+            reply = wire.error_reply(internal(None, "memcache request failed peer={peer}", peer=self.peer))
         return self._quiet(reply) if getattr(request, "noreply", False) else reply
 
     def _quiet(self, reply: bytes) -> bytes:
@@ -232,8 +231,9 @@ class MemcacheProtocol(protocol.Protocol):
             except defer.CancelledError:
                 return b""
             except Exception:
-                log.failure("memcache get failed peer={peer}", peer=self.peer)
-                return b"".join(blocks) + wire.error_reply(INTERNAL)
+                return b"".join(blocks) + wire.error_reply(
+                    internal(None, "memcache get failed peer={peer}", peer=self.peer)
+                )
             if block:
                 blocks.append(block)
         return wire.encode_get(blocks)

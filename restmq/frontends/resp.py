@@ -59,7 +59,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from restmq import __version__, commands
-from restmq.errors import BadQueueName, BadRequest, LimitExceeded, RestMQError, Unauthorized
+from restmq.errors import BadQueueName, BadRequest, LimitExceeded, RestMQError, Unauthorized, internal
 from restmq.frontends.line import LineProtocol, describe_peer
 from restmq.wire import resp as wire
 from restmq.wire.line import Call
@@ -574,9 +574,8 @@ class RespProtocol(LineProtocol):
     def _encode_answer(self, answer: Any, *_: Any) -> bytes:
         try:
             return wire.encode(answer, self.session.resp3)
-        except (TypeError, ValueError):
-            log.failure("resp answer is not a reply peer={peer}", peer=self.peer)
-            return wire.encode(error_reply(RestMQError("internal error")))
+        except Exception:
+            return wire.encode(error_reply(internal(None, "resp answer is not a reply peer={peer}", peer=self.peer)))
 
     def _encode_failure(self, failure: Failure, name: str) -> bytes:
         error = failure.value
@@ -585,8 +584,7 @@ class RespProtocol(LineProtocol):
             error = Unauthorized("a token is required: send AUTH TOKEN (redis-cli -a, redis-py password=)")
         if isinstance(error, RestMQError):
             return self._encode_error(error)
-        log.failure("resp command {cmd} failed peer={peer}", failure, cmd=name, peer=self.peer)
-        return self._encode_error(RestMQError("internal error"))
+        return self._encode_error(internal(failure, "resp command {cmd} failed peer={peer}", cmd=name, peer=self.peer))
 
     def _encode_error(self, error: RestMQError) -> bytes:
         return wire.encode(error_reply(error))

@@ -15,7 +15,10 @@ XML-RPC cannot carry everything JSON can, so answers are adapted: ``None`` is ``
 (allowNone), integers outside 32 bits are sent as decimal strings, and a string holding characters
 XML 1.0 forbids (control characters, lone surrogates) is sent as base64 of its UTF-8 bytes. On the
 way in, base64 parameters must be UTF-8 text (they become strings) and ``dateTime.iso8601`` values
-become their ISO 8601 text.
+become their ISO 8601 text. Calls are read under the rules of :mod:`restmq.values`: arrays and
+structs nest at most as deep as JSON values may, ``int`` and ``double`` are ASCII decimal numbers
+and finite (``nan``, ``inf``, ``1e999``, ``٣`` are ``bad_request``), ``bigdecimal`` is read as a
+double.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import IResource
@@ -38,11 +40,9 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"twisted\.web\.http\.HTTPClient", DeprecationWarning)
     from twisted.web.xmlrpc import XMLRPC, Fault, NoSuchFunction, addIntrospection
 
-from restmq import commands
-from restmq.errors import BadRequest, RestMQError, UnknownCommand
+from restmq import commands, values
+from restmq.errors import BadRequest, RestMQError, UnknownCommand, internal
 from restmq.frontends.http.common import caller_of
-
-log = Logger()
 
 #: faultCode for each error code; stable, part of the contract.
 FAULT_CODES: dict[str, int] = {
@@ -70,7 +70,48 @@ def fault(error: RestMQError) -> Fault:
     return Fault(FAULT_CODES.get(error.code, FAULT_CODES["internal"]), f"{error.code}: {error.message}")
 
 
-INTERNAL_FAULT = fault(RestMQError("internal error"))
+class CallReader(xmlrpclib.Unmarshaller):
+    """xmlrpc.client's reader with RestMQ's rules for what clients send (see the module docstring):
+    the depth is checked as each array or struct opens, before anything is built from it."""
+
+    dispatch = dict(xmlrpclib.Unmarshaller.dispatch)
+
+    def start(self, tag: str, attrs: Any) -> None:
+        super().start(tag, attrs)
+        if len(self._marks) > values.MAX_DOCUMENT_DEPTH:  # type: ignore[attr-defined]
+            raise values.too_deep("the call")
+
+    def _number(self, number: float | None, data: str, what: str) -> None:
+        if number is None:
+            raise BadRequest(f"not {what}: {values.shown(data)}")
+        self.append(number)  # type: ignore[attr-defined]
+        self._value = 0
+
+    def end_int(self, data: str) -> None:
+        self._number(values.parse_int(data.strip()), data, "an XML-RPC integer (ASCII digits)")
+
+    def end_double(self, data: str) -> None:
+        self._number(values.parse_float(data.strip()), data, f"an XML-RPC double ({values.NON_FINITE})")
+
+    for _tag in ("i1", "i2", "i4", "i8", "int", "biginteger"):
+        dispatch[_tag] = end_int
+    for _tag in ("double", "float", "bigdecimal"):
+        dispatch[_tag] = end_double
+    del _tag
+
+
+def read_call(body: bytes) -> tuple[tuple[Any, ...], str | None]:
+    """``(params, methodName)`` of an XML-RPC call: ``bad_request`` when it is not one."""
+    reader = CallReader(use_builtin_types=True)
+    parser = xmlrpclib.ExpatParser(reader)
+    try:
+        parser.feed(body)
+        parser.close()
+        return reader.close(), reader.getmethodname()
+    except RestMQError:
+        raise
+    except Exception as e:  # expat and the reader raise many things on garbage
+        raise BadRequest(f"not an XML-RPC call: {e}"[:300]) from None
 
 
 def from_xmlrpc(value: Any) -> Any:
@@ -194,9 +235,9 @@ class RestMQXMLRPC(XMLRPC):
             request.content.seek(0, 0)
             body = request.content.read()
         try:
-            params, method = xmlrpclib.loads(body, use_builtin_types=True)
-        except Exception as e:
-            return self._body(fault(BadRequest(f"not an XML-RPC call: {e}"[:300])))
+            params, method = read_call(body)
+        except RestMQError as e:
+            return self._body(fault(e))
         if not isinstance(method, str):
             return self._body(fault(BadRequest("not an XML-RPC call: no methodName")))
         try:
@@ -218,15 +259,14 @@ class RestMQXMLRPC(XMLRPC):
             return failure.value
         if isinstance(failure.value, RestMQError):
             return fault(failure.value)
-        log.failure("XML-RPC method {method} failed", failure, method=method)
-        return INTERNAL_FAULT
+        return fault(internal(failure, "XML-RPC method {method} failed", method=method))
 
     def _body(self, result: tuple[Any] | Fault) -> bytes:
         try:
             content = xmlrpclib.dumps(result, methodresponse=True, allow_none=self.allowNone)
         except Exception:
-            log.failure("XML-RPC answer cannot be serialized")
-            content = xmlrpclib.dumps(INTERNAL_FAULT, methodresponse=True)
+            error = fault(internal(None, "XML-RPC answer cannot be serialized"))
+            content = xmlrpclib.dumps(error, methodresponse=True)
         return content.encode("utf-8")
 
     def _respond(self, result: tuple[Any] | Fault, request: server.Request, gone: list[Failure]) -> None:

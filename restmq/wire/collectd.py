@@ -49,6 +49,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from restmq import values
 from restmq.errors import BadRequest
 
 #: Queues the records go to.
@@ -59,7 +60,6 @@ MAX_NAME = 128
 SEVERITIES = ("failure", "warning", "okay")
 
 _OPTION = re.compile(r"([A-Za-z0-9_:]+)=")
-_INT = re.compile(r"[+-]?\d+\Z")
 Field = tuple[str | None, str]  # (option key or None for a bare field, text)
 
 
@@ -127,11 +127,10 @@ def _lines(body: str) -> list[tuple[str, str]]:
 
 
 def _number(text: str, what: str, where: str, *, positive: bool = False) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadRequest(f"{where}: {what} must be a number, not {text[:40]!r}") from None
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+    value = values.parse_float(text)
+    if value is None:
+        raise BadRequest(f"{where}: {what} must be a number, not {text[:40]!r}")
+    if value < 0 or (positive and value == 0):
         raise BadRequest(f"{where}: {what} must be a {'positive' if positive else 'non-negative'} number")
     return value
 
@@ -164,14 +163,14 @@ def identifier(text: str, where: str) -> dict[str, str]:
 def _value(text: str, where: str) -> int | float | None:
     if text in ("U", "u", "nan", "NaN"):
         return None
-    if _INT.match(text):
-        return int(text)
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadRequest(f"{where}: value {text[:40]!r} is not a number or U") from None
-    if not math.isfinite(value):
-        raise BadRequest(f"{where}: value {text[:40]!r} is not finite")
+    number = values.parse_int(text)
+    if number is not None:
+        return number
+    value = values.parse_float(text)
+    if value is None:
+        if values.is_non_finite(text):
+            raise BadRequest(f"{where}: value {text[:40]!r} is not finite")
+        raise BadRequest(f"{where}: value {text[:40]!r} is not a number or U")
     return value
 
 
@@ -300,20 +299,13 @@ def exec_notification(body: str) -> dict[str, Any]:
 # -- JSON (write_http) ------------------------------------------------------------------------------
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _is_number(value: Any) -> bool:
     """A finite JSON number (not a bool, not 1e400's infinity)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _json_items(body: str) -> list[Any]:
-    try:
-        data = json.loads(body, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as e:
-        raise BadRequest(f"body is not valid JSON: {e}") from None
+    data = values.loads(body, "body")
     items = data if isinstance(data, list) else [data]
     if not items:
         raise BadRequest("the JSON array is empty")

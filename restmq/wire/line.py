@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from restmq import commands
+from restmq import commands, values
 from restmq.errors import BadRequest, RestMQError
 
 
@@ -81,11 +81,7 @@ def json_command(obj: Any) -> Call:
 
 def _json_line(text: str) -> Request:
     try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as e:
-        return Invalid(BadRequest(f"line is not valid JSON: {e}"))
-    try:
-        return json_command(obj)
+        return json_command(values.loads(text, "line"))
     except RestMQError as e:
         return Invalid(e)
 

@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Union
 
+from restmq import values
+
 #: Longest inline request or ``*``/``$`` length line (Redis's PROTO_INLINE_MAX_SIZE).
 MAX_INLINE = 64 * 1024
 #: Most arguments in one multibulk request (Redis's limit).
@@ -313,9 +315,5 @@ def parse_int(raw: bytes) -> int | None:
 
 
 def parse_float(raw: bytes) -> float | None:
-    """A timeout argument (``0.5``, ``3``), or None when it is not a finite number."""
-    try:
-        value = float(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    return value if value == value and abs(value) != float("inf") else None
+    """A timeout argument (``0.5``, ``3``), or None when it is not a finite number in ASCII."""
+    return values.parse_float(raw)

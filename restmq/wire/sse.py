@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from restmq.wire.chunked import dumps
+from restmq.values import parse_int
 
 CONTENT_TYPE = b"text/event-stream; charset=utf-8"
 
@@ -123,5 +124,5 @@ def parse(stream: bytes) -> Iterator[Event]:
         elif name == "id":
             if "\0" not in value:
                 last_id = value
-        elif name == "retry" and value.isdigit():
-            retry = int(value)
+        elif name == "retry" and (ms := parse_int(value, signed=False)) is not None:
+            retry = ms

@@ -25,7 +25,7 @@ FACILITIES = (
 SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 
 MAX_PRI = len(FACILITIES) * 8 - 1
-_PRI = re.compile(r"<(\d{1,3})>")
+_PRI = re.compile(r"<([0-9]{1,3})>")
 _NOT_IN_QUEUE_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
 
 

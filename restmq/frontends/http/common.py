@@ -13,18 +13,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from restmq.auth import Caller, basic_credentials, split_credentials, token_from_authorization
-from restmq.errors import BadRequest, RestMQError
+from restmq.errors import BadRequest, RestMQError, internal
 from restmq.errors import NotFound as NotFoundError
 from restmq.wire import form
 from restmq.wire.chunked import CRLF, json_line, jsonp_line
-
-log = Logger()
 
 #: Error code -> HTTP status, the one table of this front end. ``empty`` is 404 where an error
 #: body is wanted (``GET /?queue=``); REST reads answer 204 instead (see :class:`Answer`).
@@ -44,8 +41,6 @@ STATUS: dict[str, int] = {
     "backend_unavailable": 503,
 }
 INTERNAL_STATUS = 500
-#: What a client sees of a failure nobody planned for; the details go to the log.
-INTERNAL = RestMQError("internal error")
 
 JSON = b"application/json; charset=utf-8"
 JAVASCRIPT = b"application/javascript; charset=utf-8"
@@ -117,14 +112,16 @@ def send_nothing(request: Request, status: int = 204) -> None:
     request.finish()
 
 
-def send_internal(request: Request) -> None:
-    """The generic 500, if the answer has not started yet; else just end it."""
+def send_internal(request: Request, failure: Failure | None, why: str) -> None:
+    """Log an unexpected ``failure`` (see :func:`restmq.errors.internal`) and answer the generic
+    500, if the answer has not started yet; else just end it."""
+    error = internal(failure, "HTTP {request} " + why, request=describe(request))
     if getattr(request, "finished", False) or getattr(request, "_disconnected", False):
         return
     if request.startedWriting:
         request.finish()
     else:
-        send_error(request, INTERNAL, status=INTERNAL_STATUS)
+        send_error(request, error, status=INTERNAL_STATUS)
 
 
 def query(request: Request) -> Mapping[bytes, list[bytes]]:
@@ -272,14 +269,10 @@ class _Pending:
             return
         if self.gone and isinstance(error, defer.CancelledError):
             return
-        log.failure("HTTP {request} failed", failure, request=describe(self.request))
-        if not self.gone:
-            send_internal(self.request)
+        send_internal(self.request, failure, "failed")
 
     def _broken(self, failure: Failure) -> None:
-        log.failure("HTTP {request}: answer not written", failure, request=describe(self.request))
-        if not self.gone:
-            send_internal(self.request)
+        send_internal(self.request, failure, "failed: answer not written")
 
 
 class Front:

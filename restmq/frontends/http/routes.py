@@ -37,7 +37,6 @@ import io
 from importlib import resources
 from typing import Any
 
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.server import NOT_DONE_YET
@@ -47,7 +46,7 @@ from restmq.errors import BadRequest, TooLarge
 from restmq.frontends.http.channel import RestMQChannel, canned
 from restmq.frontends.http.admin import Control, Dashboard, Health, Jobs, Policies, Stats
 from restmq.frontends.http.collectd import Collectd
-from restmq.frontends.http.common import NOT_FOUND, Front, describe, send_error, send_internal, send_nothing
+from restmq.frontends.http.common import NOT_FOUND, Front, send_error, send_internal, send_nothing
 from restmq.frontends.http.metrics import Metrics
 from restmq.frontends.http.openapi import OpenAPI
 from restmq.frontends.http.origins import cors_allows, refusal
@@ -56,8 +55,6 @@ from restmq.frontends.http.sse import ServerSentEvents
 from restmq.frontends.http.stream import Comet
 from restmq.frontends.http.ws import WebSockets
 from restmq.frontends.xmlrpc import build_xmlrpc
-
-log = Logger()
 
 
 CORS_METHODS = b"GET, POST, PUT, DELETE, HEAD"
@@ -122,8 +119,7 @@ class RestMQRequest(server.Request):
         super().process()
 
     def processingFailed(self, reason: Failure) -> Failure:
-        log.failure("HTTP {request} failed", reason, request=describe(self))
-        send_internal(self)
+        send_internal(self, reason, "failed")
         return reason
 
 

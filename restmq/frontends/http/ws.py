@@ -13,7 +13,13 @@ Frames, all text, all JSON:
   with code 1000.
 - client → server: a JSON command as ``POST /queue`` takes it, ``{"cmd": …, …}``; ``queue``
   defaults to the stream's, so ``{"cmd": "ack", "receipt": "…"}`` acks a streamed message. Replies
-  come in the order the commands finish. A frame that is not a JSON command gets an error frame.
+  come in the order the commands finish. A frame that is JSON but not a good command (not an
+  object, unknown, nested too deep, NaN…) gets an error frame and the stream goes on.
+
+Protocol errors end the connection with a close frame carrying the RFC 6455 code, never a bare TCP
+reset: 1002 (protocol error: an unmasked or malformed frame), 1007 (invalid payload: a text frame
+that is not UTF-8, or a frame that is not JSON at all, after its ``bad_request`` error frame), 1009
+(a message over the body limit, ``--max-message-size`` x 3 + 64 KiB).
 
 A disconnect (clean or not) cancels the subscription at once; autobahn's ping (every
 :data:`AUTO_PING` seconds) finds peers that vanished without closing their socket.
@@ -25,7 +31,6 @@ reserve mode, and ends a broadcast stream after a bound, see :class:`restmq.stre
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -35,9 +40,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from restmq import commands, compat
-from restmq.errors import BadRequest, NotFound, RestMQError
-from restmq.frontends.http.common import INTERNAL, Endpoint, Front, queue_name, send_error
+from restmq import commands, compat, values
+from restmq.errors import BadRequest, NotFound, RestMQError, internal
+from restmq.frontends.http.common import Endpoint, Front, queue_name, send_error
 from restmq.frontends.flow import ProducerSink
 from restmq.frontends.http.stream import stream_options
 from restmq.wire.chunked import dumps
@@ -49,6 +54,8 @@ log = Logger()
 AUTO_PING = 15.0
 #: WebSocket close code for a normal end (the queue was purged, the server stops).
 NORMAL_CLOSE = 1000
+#: Close code for a frame whose payload is not what this endpoint reads (RFC 6455 7.4.1).
+INVALID_PAYLOAD = 1007
 
 
 class WSSink(ProducerSink):
@@ -141,6 +148,11 @@ class RestMQWebSocket(WebSocketServerProtocol):
         sink = self.sink
         try:
             name, args = command_of(payload, sink.queue)
+        except values.NotJSON as e:
+            self.send(e.to_dict())  # why, then the close code that says the same
+            # sendClose() takes only 1000 and 3000-4999; protocol codes go through the frame itself.
+            self.sendCloseFrame(code=INVALID_PAYLOAD, reasonUtf8=b"frames must be JSON commands")
+            return
         except RestMQError as e:
             self.send(e.to_dict())
             return
@@ -151,18 +163,13 @@ class RestMQWebSocket(WebSocketServerProtocol):
         if isinstance(failure.value, RestMQError):
             self.send(failure.value.to_dict())
             return
-        log.failure("WebSocket command failed queue={queue}", failure, queue=self.sink.queue)
-        self.send(INTERNAL.to_dict())
+        self.send(internal(failure, "WebSocket command failed queue={queue}", queue=self.sink.queue).to_dict())
 
 
 def command_of(payload: bytes, queue: str) -> tuple[str, dict[str, Any]]:
     """A client frame as (command, arguments), ``queue`` filled in where the command takes one and
     the frame names none. Raises ``bad_request`` for a frame that is not a JSON command."""
-    try:
-        obj = json.loads(payload)
-    except (ValueError, RecursionError) as e:
-        raise BadRequest(f'a frame must be a JSON command like {{"cmd": "ack", "receipt": …}}: {e}') from None
-    call = json_command(obj)
+    call = json_command(values.loads(payload, "frame"))
     args = dict(compat.json_command_args(call.name, call.args))
     command = commands.COMMANDS.get(call.name)
     if command is not None and "queue" not in args and any(a.name == "queue" for a in command.args):
@@ -188,6 +195,7 @@ def make_factory(max_frame: int, auto_ping: float = AUTO_PING) -> WebSocketServe
     factory = WebSocketServerFactory()
     factory.protocol = RestMQWebSocket
     factory.setProtocolOptions(
+        failByDrop=False,  # a protocol error is answered with its close code (1002, 1007, 1009)
         maxMessagePayloadSize=max_frame,
         maxFramePayloadSize=max_frame,
         autoPingInterval=auto_ping,
