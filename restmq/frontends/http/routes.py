@@ -37,6 +37,7 @@ import io
 from importlib import resources
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.server import NOT_DONE_YET
@@ -46,7 +47,7 @@ from restmq.errors import BadRequest, TooLarge
 from restmq.frontends.http.channel import RestMQChannel, canned
 from restmq.frontends.http.admin import Control, Dashboard, Health, Jobs, Policies, Stats
 from restmq.frontends.http.collectd import Collectd
-from restmq.frontends.http.common import NOT_FOUND, Front, send_error, send_internal, send_nothing
+from restmq.frontends.http.common import NOT_FOUND, Front, describe, send_error, send_internal, send_nothing
 from restmq.frontends.http.metrics import Metrics
 from restmq.frontends.http.openapi import OpenAPI
 from restmq.frontends.http.origins import cors_allows, refusal
@@ -54,6 +55,8 @@ from restmq.frontends.http.rest import JsonProtocol, Queues, Root
 from restmq.frontends.http.sse import ServerSentEvents
 from restmq.frontends.http.stream import Comet
 from restmq.frontends.http.ws import WebSockets
+
+log = Logger()
 from restmq.frontends.xmlrpc import build_xmlrpc
 
 
