@@ -5,9 +5,8 @@
     RestMQService        starts children in order, stops them in reverse, one after the other
       RedisBackend       embedded redis-server (AOF) or an external pool
       EngineService      attaches the engine once Redis is ready; ends streams on stop
-      Listener http      twisted.web Site (XML-RPC at /RPC2 and /xmlrpc)
-      Listener line      line protocol
-      Listener syslog    the original syslog receiver (when --syslog is given)
+      Listener <name>    one per front end whose endpoint is set, in the registry's order
+                         (restmq/frontends/registry.py): http, line, syslog, resp, memcache
 
 Listeners bind in ``privilegedStartService`` so ``twistd --uid/--gid`` can drop privileges after
 binding; until Redis is ready they answer ``backend_unavailable``. The embedded Redis's data dir is
@@ -19,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from dataclasses import fields
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -36,6 +36,8 @@ from restmq.backend import RedisBackend
 from restmq.backend.connect import endpoint_for
 from restmq.backend.redisconf import RedisTarget
 from restmq.config import Config
+from restmq.frontends.base import Context
+from restmq.frontends.registry import frontends
 from restmq.limits import LimitedFactory, Limits
 from restmq.dispatch import Dispatcher
 from restmq.errors import RestMQError
@@ -218,18 +220,9 @@ class RestMQService(MultiService):
         return found
 
 
-def _resp_factory(dispatcher: Dispatcher, max_message_size: int, limits: Limits, auth_timeout: float) -> Any:
-    """The Redis-protocol front end (imported only when ``--resp`` is given)."""
-    from restmq.frontends.resp import RespFactory
-
-    return RespFactory(dispatcher, max_bulk=max_message_size, limits=limits, auth_timeout=auth_timeout)
-
-
-def _memcache_factory(dispatcher: Dispatcher, max_message_size: int) -> Any:
-    """The memcached front end (imported only when ``--memcache`` is given)."""
-    from restmq.frontends.memcache import MemcacheFactory
-
-    return MemcacheFactory(dispatcher, max_value=max_message_size)
+def asdict_shallow(config: Config) -> dict[str, Any]:
+    """The core options of ``config`` by attribute name (no deep copy, unlike ``asdict``)."""
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.name != "frontend"}
 
 
 def build(
@@ -249,10 +242,7 @@ def build(
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    from restmq.frontends.http.routes import build_site
-    from restmq.frontends.line import LineFactory
     from restmq.frontends.nothttp import NotHttpFactory
-    from restmq.frontends.syslog import SyslogFactory
 
     backend = RedisBackend(
         config.redis,
@@ -290,32 +280,14 @@ def build(
     engine_service.setName("engine")
     engine_service.setServiceParent(root)
     limits = Limits(config.max_connections, config.max_connections_per_address)
-    # With tokens, a TCP connection that has not authenticated within --header-timeout is closed.
-    auth_timeout = config.header_timeout if config.auth_file else 0.0
-    factories = {
-        "http": lambda: build_site(
-            dispatcher,
-            max_message_size=config.max_message_size,
-            reactor=reactor,
-            header_timeout=config.header_timeout,
-            body_timeout=config.body_timeout,
-            idle_timeout=config.idle_timeout,
-            limits=limits,
-            cors=config.cors,
-            check_host=not config.auth_file,
-            allowed_hosts=config.allowed_hosts,
-        ),
-        "line": lambda: LineFactory(
-            dispatcher, max_line=config.max_message_size, idle_timeout=config.idle_timeout, limits=limits,
-            auth_timeout=auth_timeout,
-        ),
-        "syslog": lambda: SyslogFactory(dispatcher, max_line=config.max_message_size),
-        "resp": lambda: _resp_factory(dispatcher, config.max_message_size, limits, auth_timeout),
-        "memcache": lambda: _memcache_factory(dispatcher, config.max_message_size),
-    }
-    for name, description in config.endpoints.items():
+    context = Context(dispatcher, reactor, limits, {**asdict_shallow(config), **config.frontend})
+    for frontend in frontends():
+        endpoint = config.endpoints.get(frontend.name)
+        if endpoint is None:
+            continue
+        factory = frontend.build(context)
         # Listeners that do not speak HTTP refuse it: a web page could post commands to them.
-        counted = LimitedFactory(factories[name](), limits) if name == "http" else NotHttpFactory(
-            factories[name](), limits, name)
-        Listener(name, description, counted, reactor).setServiceParent(root)
+        counted = LimitedFactory(factory, limits) if frontend.speaks_http else NotHttpFactory(
+            factory, limits, frontend.name)
+        Listener(frontend.name, endpoint, counted, reactor).setServiceParent(root)
     return root

@@ -6,9 +6,7 @@ RestMQ daemon's options (``--port``, ``--listen``, ``--redis-host`` …) are acc
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -17,97 +15,29 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from restmq import __version__
-from restmq.commands import POLICIES
-from restmq.config import Config, is_loopback
-from restmq.values import parse_float, parse_int
+from restmq.config import Config, core_options, is_loopback
+from restmq.frontends.registry import frontend_options, frontends
+from restmq.options import Option, endpoint_or_off, number_of
 
-DEFAULTS = Config()
-MAX_MESSAGE_CEILING = 64 << 20
-
-
-def _choice(name: str, choices: tuple[str, ...]) -> Any:
-    def coerce(value: str) -> str:
-        if value not in choices:
-            raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-        return value
-
-    coerce.coerceDoc = f"One of {', '.join(choices)}."  # type: ignore[attr-defined]
-    return coerce
+#: The original RestMQ daemon's options, kept as aliases (see :meth:`Options.postOptions`).
+ALIASES = (
+    Option("port", None, "Original option: HTTP port (with --listen).", lambda v: number_of(int, v)),
+    Option("listen", None, "Original option: HTTP interface (with --port)."),
+    Option("redis-host", None, "Original option: Redis host (builds --redis)."),
+    Option("redis-port", None, "Original option: Redis port (builds --redis).", lambda v: number_of(int, v)),
+    Option("redis-db", None, "Original option: Redis database number (builds --redis).",
+           lambda v: number_of(int, v)),
+)
 
 
-def number_of(kind: type, value: str) -> Any:
-    """An option's number in ASCII decimal (``int``: digits only), finite; else ValueError."""
-    number = parse_int(value.strip()) if kind is int else parse_float(value.strip())
-    if number is None:
-        raise ValueError(f"not {'an integer' if kind is int else 'a number'}: {value[:40]!r}")
-    return number
-
-
-def _positive(kind: type, name: str, ceiling: float | None = None) -> Any:
-    def coerce(value: str) -> Any:
-        number = number_of(kind, value)
-        if number <= 0 or (ceiling is not None and number > ceiling):
-            raise ValueError(f"{name} must be positive" + (f" and at most {ceiling}" if ceiling else ""))
-        return number
-
-    return coerce
-
-
-def _count(name: str, ceiling: int) -> Any:
-    def coerce(value: str) -> int:
-        number: int = number_of(int, value)
-        if not 0 <= number <= ceiling:
-            raise ValueError(f"{name} must be from 0 to {ceiling}")
-        return number
-
-    return coerce
-
-
-def _seconds(name: str) -> Any:
-    def coerce(value: str) -> float:
-        number: float = number_of(float, value)
-        if not 0 <= number <= 86400:
-            raise ValueError(f"{name} must be from 0 to 86400 seconds")
-        return number
-
-    return coerce
-
-
-def _origins(value: str) -> tuple[str, ...]:
-    """``--cors``: ``*`` or a comma list of origins like ``https://app.example.org``."""
-    origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
-    for origin in origins:
-        if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
-            raise ValueError(f"--cors takes origins like https://app.example.org (or *), not {origin!r}")
-    return origins
-
-
-def _hosts(value: str) -> tuple[str, ...]:
-    """``--allowed-hosts``: a comma list of host names (or addresses), without ports."""
-    hosts = tuple(h.strip().lower().rstrip(".") for h in value.split(",") if h.strip())
-    for host in hosts:
-        if not re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*", host) and not _is_address(host.strip("[]")):
-            raise ValueError(f"--allowed-hosts takes host names like queue.internal (no port), not {host!r}")
-    return tuple(h.strip("[]") for h in hosts)
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _endpoint_or_off(value: str) -> str | None:
-    return None if value.lower() in ("", "none", "off", "no") else value
-
-
-LINE_HELP = "Line-protocol endpoint, or 'none'. Off when the original --port/--listen are given without it."
+def declared_options() -> tuple[Option, ...]:
+    """Every option, as declared: the front ends' (registry order), the core's, the aliases."""
+    return (*frontend_options(), *core_options(), *ALIASES)
 
 
 class Options(usage.Options):
-    """``restmq serve`` / ``twistd restmq`` options (also read from RESTMQ_* by the tac)."""
+    """``restmq serve`` / ``twistd restmq`` options (also read from RESTMQ_* by the tac), built from
+    the declarations: the front ends' in their modules, the core's as :class:`Config` fields."""
 
     synopsis = "[options]"
     longdesc = (
@@ -116,71 +46,10 @@ class Options(usage.Options):
         "Without --redis it starts its own redis-server (append-only file on) under --data."
     )
     optParameters = [
-        ["http", None, DEFAULTS.http, "HTTP endpoint (Twisted endpoint string)."],
-        ["line", None, DEFAULTS.line, LINE_HELP, _endpoint_or_off],
-        ["syslog", None, None, "Syslog line receiver endpoint (off unless given), e.g. tcp:25000."],
-        ["resp", None, None, "Redis-protocol (RESP2/RESP3) endpoint (off unless given), e.g. tcp:6380:interface=127.0.0.1."],
-        ["memcache", None, None, "memcached text-protocol endpoint (off unless given), e.g. tcp:22133:interface=127.0.0.1."],
-        ["redis", None, None, "Redis URL: redis://host:port/db, rediss://…, unix:///path, "
-         "redis+sentinel://host:port/master. Default: a private embedded server."],
-        ["redis-server", None, None, "redis-server/valkey-server binary for the embedded server."],
-        ["data", None, DEFAULTS.data, "Directory of the embedded server's files."],
-        ["durability", None, DEFAULTS.durability, "Embedded AOF fsync: everysec or always.",
-         _choice("durability", ("everysec", "always"))],
-        ["redis-pool", None, DEFAULTS.redis_pool, "Redis connections in the pool.",
-         _positive(int, "redis-pool", 256)],
-        ["redis-timeout", None, DEFAULTS.redis_timeout,
-         "Seconds before an unanswered Redis call fails with backend_unavailable.",
-         _positive(float, "redis-timeout", 60)],
-        ["max-message-size", None, DEFAULTS.max_message_size, "Largest message/line in bytes.",
-         _positive(int, "max-message-size", MAX_MESSAGE_CEILING)],
-        ["default-policy", None, DEFAULTS.default_policy, "Stream policy of queues that set none.",
-         _choice("default-policy", POLICIES)],
-        ["replay", None, DEFAULTS.replay,
-         "Broadcast messages kept per queue for subscribers that reconnect (0: none).",
-         _count("replay", 1_000_000)],
-        ["log-format", None, DEFAULTS.log_format, "text, or json (one object per line, on standard output).",
-         _choice("log-format", ("text", "json"))],
-        ["auth-file", None, None, "Tokens file: TOKEN RIGHTS PATTERN… per line (reloaded on SIGHUP)."],
-        ["acl", None, None, "The original RestMQ's ACL file (INI: address allow/deny lists and Basic "
-         "users per category, for HTTP; reloaded when it changes)."],
-        ["max-connections", None, DEFAULTS.max_connections,
-         "Most connections at once, all listeners together (0: no limit).", _count("max-connections", 10**7)],
-        ["max-connections-per-address", None, DEFAULTS.max_connections_per_address,
-         "Most connections at once from one client address (0: no limit).",
-         _count("max-connections-per-address", 10**7)],
-        ["idle-timeout", None, DEFAULTS.idle_timeout,
-         "Seconds an HTTP or line connection may wait between requests (streams never idle; 0: forever).",
-         _seconds("idle-timeout")],
-        ["header-timeout", None, DEFAULTS.header_timeout,
-         "Seconds an HTTP request's headers may take to arrive, from the accept for a connection's first "
-         "request; with --auth-file also the seconds a line or RESP connection has to authenticate "
-         "(0: forever).", _seconds("header-timeout")],
-        ["body-timeout", None, DEFAULTS.body_timeout,
-         "Seconds an HTTP request's body may take to arrive after its headers (0: forever).",
-         _seconds("body-timeout")],
-        ["max-subscribers", None, DEFAULTS.max_subscribers,
-         "Most stream subscribers of one queue in this process (0: no limit).", _count("max-subscribers", 10**7)],
-        ["max-queues", None, DEFAULTS.max_queues,
-         "Most queues; an add that would create one more is refused (0: no limit).", _count("max-queues", 10**9)],
-        ["replicas", None, DEFAULTS.replicas,
-         "Answer writes only once this many Redis replicas have them (WAIT); 0: when the master has.",
-         _count("replicas", 100)],
-        ["cors", None, None, "Origins whose web pages may call this server (comma list, or *); "
-         "CORS is off without it and other sites' pages are refused (403).", _origins],
-        ["allowed-hosts", None, None, "Host names (comma list) HTTP clients may use besides localhost, "
-         "loopback and the listener's address; without --auth-file other Host headers get 421 "
-         "(DNS rebinding).", _hosts],
-        # The original RestMQ daemon's options, kept as aliases.
-        ["port", None, None, "Original option: HTTP port (with --listen).", int],
-        ["listen", None, None, "Original option: HTTP interface (with --port)."],
-        ["redis-host", None, None, "Original option: Redis host (builds --redis)."],
-        ["redis-port", None, None, "Original option: Redis port (builds --redis).", int],
-        ["redis-db", None, None, "Original option: Redis database number (builds --redis).", int],
+        [o.name, None, o.default, o.help, *([o.coerce] if o.coerce else [])]
+        for o in declared_options() if not o.flag
     ]
-    optFlags = [
-        ["insecure", None, "Allow listening on a non-loopback address without authentication."],
-    ]
+    optFlags = [[o.name, None, o.help] for o in declared_options() if o.flag]
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -191,9 +60,9 @@ class Options(usage.Options):
 
     def opt_line(self, value: str) -> None:
         self.line_given = True
-        self["line"] = _endpoint_or_off(value)
+        self["line"] = endpoint_or_off(value)
 
-    opt_line.__doc__ = LINE_HELP
+    opt_line.__doc__ = next(o.help for o in frontend_options() if o.name == "line")
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Under twistd, a bad option is one line on stderr and exit code 2 (twistd would print its
@@ -223,44 +92,19 @@ class Options(usage.Options):
                 f"redis://{self['redis-host'] or '127.0.0.1'}:{self['redis-port'] or 6379}"
                 f"/{self['redis-db'] or 0}"
             )
-        config = Config(
-            http=self["http"],
-            line=self["line"],
-            syslog=self["syslog"],
-            resp=self["resp"],
-            memcache=self["memcache"],
-            redis=self["redis"],
-            redis_server=self["redis-server"],
-            redis_pool=self["redis-pool"],
-            redis_timeout=self["redis-timeout"],
-            data=self["data"],
-            durability=self["durability"],
-            max_message_size=self["max-message-size"],
-            default_policy=self["default-policy"],
-            replay=self["replay"],
-            log_format=self["log-format"],
-            insecure=bool(self["insecure"]),
-            auth_file=self["auth-file"],
-            acl=self["acl"],
-            max_connections=self["max-connections"],
-            max_connections_per_address=self["max-connections-per-address"],
-            idle_timeout=self["idle-timeout"],
-            header_timeout=self["header-timeout"],
-            body_timeout=self["body-timeout"],
-            max_subscribers=self["max-subscribers"],
-            max_queues=self["max-queues"],
-            cors=self["cors"] or (),
-            allowed_hosts=self["allowed-hosts"] or (),
-            replicas=self["replicas"],
-        )
+        values = {o.attr: self[o.name] for o in (*frontend_options(), *core_options())}
+        values.update((o.attr, bool(self[o.name])) for o in core_options() if o.flag)
+        config = Config(**values)
         check_files(config)
         check_endpoints(config)
         if not config.insecure:
+            protection = {fe.name: fe for fe in frontends()}
             for name, endpoint in config.endpoints.items():
-                # The syslog receiver cannot authenticate: tokens do not protect it. The ACL file
-                # covers HTTP only.
-                protected = bool(config.auth_file) or (bool(config.acl) and name == "http")
-                if not is_loopback(endpoint) and (not protected or name == "syslog"):
+                # A front end whose clients cannot present a token (syslog) is not protected by
+                # one; the ACL file protects only the front ends it covers (HTTP).
+                fe = protection[name]
+                protected = fe.authenticates and (bool(config.auth_file) or (bool(config.acl) and fe.acl))
+                if not is_loopback(endpoint) and not protected:
                     raise usage.UsageError(
                         f"--{name} {endpoint} listens beyond this machine and RestMQ has no "
                         "authentication configured; give --auth-file, bind a loopback interface "

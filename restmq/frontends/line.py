@@ -55,6 +55,8 @@ from restmq.streams import Subscription
 from restmq.frontends.flow import ProducerSink
 from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge, Unauthorized, internal
 from restmq.wire import line as wire
+from restmq.frontends.base import Context, FrontEnd
+from restmq.options import Option, endpoint_or_off
 
 log = Logger()
 
@@ -506,3 +508,20 @@ class LineFactory(protocol.Factory):
         proto.factory = self
         proto.callLater = self.clock.callLater  # type: ignore[method-assign]  (TimeoutMixin's clock)
         return proto
+
+
+def build(context: Context) -> LineFactory:
+    """The line protocol's listener factory (see restmq/frontends/registry.py)."""
+    return LineFactory(
+        context.dispatcher, max_line=context.max_message_size, clock=context.reactor,
+        idle_timeout=context.idle_timeout, auth_timeout=context.auth_timeout, limits=context.limits,
+    )
+
+
+FRONTEND = FrontEnd(
+    "line",
+    (Option("line", "tcp:8889:interface=127.0.0.1",
+            "Line-protocol endpoint, or 'none'. Off when the original --port/--listen are given without it.",
+            endpoint_or_off),),
+    build,
+)

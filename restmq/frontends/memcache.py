@@ -42,6 +42,8 @@ from restmq import __version__
 from restmq.errors import BadRequest, Empty, RestMQError, internal
 from restmq.frontends.line import describe_peer
 from restmq.wire import memcache as wire
+from restmq.frontends.base import Context, FrontEnd
+from restmq.options import Option
 
 log = Logger()
 
@@ -408,3 +410,16 @@ class MemcacheFactory(protocol.Factory["MemcacheProtocol"]):
 
     def buildProtocol(self, addr: IAddress | None) -> MemcacheProtocol:
         return MemcacheProtocol(self)
+
+
+def build(context: Context) -> MemcacheFactory:
+    """The memcached listener factory (see restmq/frontends/registry.py)."""
+    return MemcacheFactory(context.dispatcher, max_value=context.max_message_size, clock=context.reactor)
+
+
+FRONTEND = FrontEnd(
+    "memcache",
+    (Option("memcache", None, "memcached text-protocol endpoint (off unless given), "
+            "e.g. tcp:22133:interface=127.0.0.1."),),
+    build,
+)

@@ -64,6 +64,8 @@ from restmq.frontends.line import LineProtocol, describe_peer
 from restmq.wire import resp as wire
 from restmq.wire.line import Call
 from restmq.wire.resp import NIL_ARRAY, OK, Error, Map, Reply, Simple, value_bytes
+from restmq.frontends.base import Context, FrontEnd
+from restmq.options import Option
 
 log = Logger()
 
@@ -645,3 +647,19 @@ class RespFactory(protocol.Factory):
         # TimeoutMixin (LineProtocol's idle timer) schedules on this clock (the auth deadline too).
         proto.callLater = self.clock.callLater  # type: ignore[method-assign]
         return proto
+
+
+def build(context: Context) -> RespFactory:
+    """The Redis-protocol listener factory (see restmq/frontends/registry.py)."""
+    return RespFactory(
+        context.dispatcher, max_bulk=context.max_message_size, clock=context.reactor, limits=context.limits,
+        auth_timeout=context.auth_timeout,
+    )
+
+
+FRONTEND = FrontEnd(
+    "resp",
+    (Option("resp", None, "Redis-protocol (RESP2/RESP3) endpoint (off unless given), "
+            "e.g. tcp:6380:interface=127.0.0.1."),),
+    build,
+)

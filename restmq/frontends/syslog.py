@@ -28,6 +28,8 @@ from restmq.dispatch import TRUSTED
 from restmq.errors import RestMQError
 from restmq.frontends.line import NewlineReceiver
 from restmq.wire import syslog as wire
+from restmq.frontends.base import Context, FrontEnd
+from restmq.options import Option
 
 log = Logger()
 
@@ -162,3 +164,16 @@ class SyslogFactory(protocol.Factory):
         proto = SyslogProtocol(self.dispatcher, self.max_line, self.clock)
         proto.factory = self
         return proto
+
+
+def build(context: Context) -> SyslogFactory:
+    """The syslog receiver's listener factory (see restmq/frontends/registry.py)."""
+    return SyslogFactory(context.dispatcher, max_line=context.max_message_size, clock=context.reactor)
+
+
+FRONTEND = FrontEnd(
+    "syslog",
+    (Option("syslog", None, "Syslog line receiver endpoint (off unless given), e.g. tcp:25000."),),
+    build,
+    authenticates=False,
+)
