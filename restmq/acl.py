@@ -1,6 +1,6 @@
 """The original RestMQ's ``--acl`` file: who may produce and consume over HTTP, by address and Basic.
 
-An INI file with one section per category of caller (ORIGINAL.md "Security")::
+An INI file with one section per category of caller (docs/security.md, the original ACL file)::
 
     [rest:producer]            # POST /q, add commands … (every write or admin command over HTTP)
     hosts_allow = 127.0.0.1, 10.0.0.0/8

@@ -1,4 +1,4 @@
-"""Tokens with rights (SPEC §8): the ``--auth-file`` format and the dispatcher's authorization.
+"""Tokens with rights (docs/security.md): the ``--auth-file`` format and the dispatcher's authorization.
 
 One line per token: ``TOKEN RIGHTS PATTERN [PATTERN…]``. RIGHTS is a comma list of ``read``,
 ``write`` and ``admin`` (admin includes read and write); PATTERNs are shell-style queue globs

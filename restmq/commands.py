@@ -49,7 +49,7 @@ class Arg:
 
 @dataclass(frozen=True)
 class Command:
-    """One command of SPEC §2: its arguments in positional order and the right it needs.
+    """One command of docs/commands.md: its arguments in positional order and the right it needs.
 
     ``text`` names the arguments that the line protocol's ``CMD QUEUE REST`` form fills, in order;
     the last one takes the rest of the line.
@@ -90,7 +90,7 @@ WAIT = Arg("wait", "seconds", default=0.0, low=0, high=MAX_WAIT, doc="long-poll 
 #: Leases from a millisecond (tests, fast retries) to 12 hours.
 LEASE = Arg("lease", "seconds", low=0.001, high=12 * 3600.0, doc="seconds the message stays hidden")
 RECEIPT = Arg("receipt", "text", required=True, high=200, doc="the receipt a reserve answered")
-#: A queue's settings and their defaults (SPEC §2 ``config``); times in seconds.
+#: A queue's settings and their defaults (docs/commands.md ``config``); times in seconds.
 SETTINGS = (
     Arg("max_attempts", "int", default=5, low=1, high=1000, doc="deliveries before the dead-letter queue"),
     Arg("lease", "seconds", default=30.0, low=0.001, high=12 * 3600.0, doc="default reserve lease"),

@@ -1,4 +1,4 @@
-"""The original RestMQ's names and answer shapes, mapped to ours (ORIGINAL.md). Pure.
+"""The original RestMQ's names and answer shapes, mapped to ours (docs/compatibility.md). Pure.
 
 Front ends call these so an original client keeps working unchanged: ``msg`` is another name for
 ``value``; ``/control`` speaks ``status=start|stop`` and answers ``{"stat": …}``; and so on. New

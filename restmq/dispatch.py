@@ -1,7 +1,7 @@
 """The dispatcher: the one door to the queue engine for every front end.
 
 ``execute(name, args, principal)`` validates the arguments against the command table, checks the
-caller's right, runs the command on the engine and answers the command's JSON shape (SPEC §2), or
+caller's right, runs the command on the engine and answers the command's JSON shape (docs/commands.md), or
 fails with a :class:`~restmq.errors.RestMQError`. Front ends only translate framing.
 """
 

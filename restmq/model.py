@@ -36,7 +36,7 @@ class Message:
         return json.loads(self.value_json)
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC §1 message shape plus ``count``; ``receipt`` and ``lease_until`` when reserved,
+        """The message shape of docs/commands.md plus ``count``; ``receipt`` and ``lease_until`` when reserved,
         ``error`` when a nack said why it failed, ``event_id`` (its replay id) when it was broadcast."""
         shape = {
             "key": self.key,

@@ -1,4 +1,4 @@
-"""Tokens with rights (SPEC §8): the file format, and the same answers through every front end."""
+"""Tokens with rights (docs/security.md): the file format, and the same answers through every front end."""
 
 from __future__ import annotations
 

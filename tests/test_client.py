@@ -54,7 +54,7 @@ def test_request_body_omits_none_and_result_of_maps_errors():
 
 @pytest_twisted.ensureDeferred
 async def test_every_blocking_method_answers_the_command_json(url):
-    """Each command method of RestMQ answers the JSON shape of SPEC §2 over one kept-alive connection."""
+    """Each command method of RestMQ answers the JSON shape of docs/commands.md over one kept-alive connection."""
 
     def work(mq: RestMQ) -> dict[str, Any]:
         out: dict[str, Any] = {}

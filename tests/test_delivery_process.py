@@ -4,8 +4,8 @@
 reserve 10 at a time with a 0.5 s lease and ack half of each batch (the other half comes back when the
 lease runs out), and RestMQ is killed with SIGKILL in the middle of that. A second `restmq serve` on
 the same data directory then drains the queue (reserve + ack until nothing is ready, reserved or
-delayed). Invariants (SPEC §1: "a crash of the server at any instant leaves each message in exactly one
-place"):
+delayed). Invariants (docs/guarantees.md: "a crash of the server at any instant leaves each message in
+exactly one place"):
 
 * no message is lost: every added key was acked (200) before the kill, or is drained after it, or was
   in an ack whose answer the kill swallowed (then the ack may or may not have happened);

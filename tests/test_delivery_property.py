@@ -1,4 +1,4 @@
-"""Property test of at-least-once delivery (SPEC §1–§2: reserve, ack, nack, touch, take, dead letters).
+"""Property test of at-least-once delivery (docs/guarantees.md: reserve, ack, nack, touch, take, dead letters).
 
 Hypothesis draws a ``max_attempts`` (1–4, set with ``config``) and a sequence of operations on one
 queue — add (some delayed, some with a dedup string), add_many, reserve with short leases, ack (single

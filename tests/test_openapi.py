@@ -17,7 +17,7 @@ from restmq.commands import COMMANDS
 from restmq.errors import ERRORS
 from restmq.frontends.http.openapi import ROUTES, build_document
 
-#: The README "HTTP routes" table, operation by operation.
+#: The "Routes" table of docs/http.md, operation by operation.
 README_ROUTES = {
     ("post", "/q/{queue}"), ("get", "/q/{queue}"), ("delete", "/q/{queue}"), ("get", "/q"),
     ("post", "/q/{queue}/ack"), ("post", "/q/{queue}/nack"), ("post", "/q/{queue}/touch"),
@@ -62,11 +62,11 @@ def test_document_is_valid_openapi_31():
 
 
 def test_document_covers_every_route_and_command():
-    """Every README route is an operation, and POST /queue offers one body per command."""
+    """Every route of docs/http.md is an operation, and POST /queue offers one body per command."""
     doc = build_document()
     operations = {(method, path) for path, item in doc["paths"].items() for method in item}
     assert README_ROUTES <= operations, README_ROUTES - operations
-    # Served (SPEC §3) but not rows of the README table:
+    # Served (docs/http.md) but not rows of its Routes table:
     assert operations - README_ROUTES == {("get", "/control"), ("get", "/sse/{queue}"), ("get", "/ws/{queue}")}
     assert {(r.method, r.path) for r in ROUTES} == operations
     bodies = doc["paths"]["/queue"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]

@@ -190,7 +190,7 @@ def uid_of(pid: int) -> int:
 
 
 def production_line(data: Path) -> list[str]:
-    """The README's production twistd line, on a loopback port 0."""
+    """The production twistd line of docs/operations.md, on a loopback port 0."""
     return [str(BIN / "twistd"), "--reactor=epoll", "--uid=nobody", "--gid=nogroup", "-n", "--pidfile=",
             "restmq", "--data", str(data), *LISTEN]
 

@@ -16,7 +16,7 @@ behave the same::
         ...
 
 Arguments given as ``None`` are not sent (the server's defaults apply). Answers are the JSON
-shapes of SPEC §2, as dicts and lists.
+shapes of docs/commands.md, as dicts and lists.
 
 Two more APIs for code written against other queues: :class:`Queue`, the standard library's
 ``queue.Queue`` interface over one RestMQ queue with at-least-once delivery (works across

@@ -1,4 +1,4 @@
-"""The line protocol front end (SPEC §5): UTF-8 lines over TCP, one JSON answer line per request.
+"""The line protocol front end (docs/line.md): UTF-8 lines over TCP, one JSON answer line per request.
 
 Framing only: :mod:`restmq.wire.line` says what a line means, the dispatcher runs it. What this
 module owns is the connection:

@@ -2,7 +2,7 @@
 
 Framing only: :mod:`restmq.wire.memcache` says what the bytes mean, the dispatcher runs commands.
 ``set q`` adds, ``get q`` takes, ``get q/open`` / ``/close`` / ``/abort`` reserve / ack / nack,
-``get q/peek`` peeks, ``get q/t=MS`` waits, ``delete q`` purges (see the README for the table).
+``get q/peek`` peeks, ``get q/t=MS`` waits, ``delete q`` purges (see docs/memcached.md for the table).
 
 What this module owns is the connection:
 

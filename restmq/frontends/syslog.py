@@ -1,4 +1,4 @@
-"""The syslog receiver (ORIGINAL.md, "Raw line protocol"): log lines over TCP become messages.
+"""The syslog receiver (docs/syslog-collectd.md): log lines over TCP become messages.
 
 Each line becomes an ``add`` on queue ``syslogd:<peer host>`` whose value is the JSON text built by
 :mod:`restmq.wire.syslog`. Nothing is written back: it is a receiver. A line that cannot be stored

@@ -1,4 +1,4 @@
-"""The XML-RPC front end (SPEC §4): ``restmq.<cmd>`` for every command, plus the original methods.
+"""The XML-RPC front end (docs/xmlrpc.md): ``restmq.<cmd>`` for every command, plus the original methods.
 
 Methods are generated from the command table, so a new command is served with no change here:
 ``restmq.<name>(args…)`` passes its parameters positionally in the table's order

@@ -1,5 +1,5 @@
-"""collectd's formats (ORIGINAL.md's ``/collectd/data`` and ``/collectd/event``), parsed into plain
-JSON records, one per value list or notification. Pure: no Twisted, no I/O.
+"""collectd's formats (the original's ``/collectd/data`` and ``/collectd/event``, docs/syslog-collectd.md),
+parsed into plain JSON records, one per value list or notification. Pure: no Twisted, no I/O.
 
 What collectd sends, and what each becomes:
 

@@ -1,4 +1,4 @@
-"""The line protocol's codec (SPEC §5): one line in, one request out; answers out as JSON lines.
+"""The line protocol's codec (docs/line.md): one line in, one request out; answers out as JSON lines.
 
 Pure: no Twisted, no I/O. The front end owns the transport, ordering and streams; this module only
 says what a line means and how an answer is spelled, so both can be tested without a reactor.
@@ -50,7 +50,7 @@ class Subscribe:
 
 @dataclass(frozen=True)
 class Auth:
-    """``auth TOKEN``: present a token (SPEC §8)."""
+    """``auth TOKEN``: present a token (docs/security.md)."""
 
     token: str
 
@@ -138,5 +138,5 @@ def encode(answer: Any) -> bytes:
 
 
 def encode_error(error: RestMQError) -> bytes:
-    """An error as its ``{"error", "code"}`` line (SPEC §2)."""
+    """An error as its ``{"error", "code"}`` line (docs/commands.md)."""
     return encode(error.to_dict())

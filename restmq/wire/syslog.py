@@ -1,4 +1,4 @@
-"""The syslog receiver's codec (ORIGINAL.md, "Raw line protocol"): a log line in, a message value out.
+"""The syslog receiver's codec (docs/syslog-collectd.md): a log line in, a message value out.
 
 Pure: no Twisted. Each received line becomes the JSON *text* of
 ``{"line", "host", "tstamp", "facility", "severity"}`` on queue ``syslogd:<peer host>``, as the

@@ -1,6 +1,6 @@
 """Operator routes: ``/stats``, ``/control``, ``/p`` (policy), ``/health``, ``/dashboard``, ``/j/<q>``.
 
-Each answers the original RestMQ's shape (ORIGINAL.md) with our fields beside it; the shapes live in
+Each answers the original RestMQ's shape (docs/compatibility.md) with our fields beside it; the shapes live in
 :mod:`restmq.compat`, the commands in the dispatcher, so this module is framing only.
 
 Decisions where the contract is silent:

@@ -1,4 +1,4 @@
-"""``GET /metrics``: the server's numbers in the Prometheus text format (SPEC §3).
+"""``GET /metrics``: the server's numbers in the Prometheus text format (docs/operations.md).
 
 Framing only, like every route: the numbers come from the dispatcher (the ``stats`` command for the
 server and for each queue it lists, fetched concurrently, plus its ``calls``/``errors`` counters),

@@ -141,7 +141,7 @@ def _obj(*required: str, **properties: Any) -> dict[str, Any]:
 
 STRING, INTEGER, NUMBER = {"type": "string"}, {"type": "integer"}, {"type": "number"}
 
-#: Each command's JSON answer (SPEC §2), loosely: the fields every answer has.
+#: Each command's JSON answer (docs/commands.md), loosely: the fields every answer has.
 RESULTS: dict[str, dict[str, Any]] = {
     "add": _obj("queue", "key", "value", queue=STRING, key=STRING,
                 duplicate={"type": "boolean", "description": "only when nothing was added (dedup or unique)"}),
@@ -224,7 +224,7 @@ COLLECTD_FORM = Arg("form", "choice", default="original", choices=("original", "
                     doc="original: one text message per POST (the original RestMQ's); records: one JSON "
                         "record per value list or notification")
 
-#: Every route of the README's "HTTP routes" table (and SPEC §3).
+#: Every route of the "Routes" table in docs/http.md.
 ROUTES: tuple[Route, ...] = (
     Route("post", "/q/{queue}", "add", "Add a message (form, JSON object or text body); JSON "
           "{\"messages\": [...]} adds many", source="body", path_args=Q, text_field="value", answer="key"),

@@ -1,4 +1,4 @@
-"""The REST routes (SPEC §3, ORIGINAL.md): ``/``, ``/q``, ``/q/<queue>[/…]`` and ``/queue``.
+"""The REST routes (docs/http.md, docs/compatibility.md): ``/``, ``/q``, ``/q/<queue>[/…]`` and ``/queue``.
 
 Framing only: each route picks a command and its arguments and hands them to :meth:`Front.run`.
 Query and form arguments are passed to the command as the raw strings they are (the command table

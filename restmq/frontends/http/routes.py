@@ -236,7 +236,7 @@ def build_tree(front: Front) -> Root:
 def build_site(
     dispatcher: Any, *, max_message_size: int = 1 << 20, reactor: Any = None, **limits: Any
 ) -> server.Site:
-    """The twisted.web Site serving every HTTP route of SPEC §3 over ``dispatcher``; ``limits``:
+    """The twisted.web Site serving every HTTP route of docs/http.md over ``dispatcher``; ``limits``:
     :class:`RestMQSite`'s timeouts and ``limits`` counter."""
     front = Front(dispatcher, max_message_size=max_message_size, reactor=reactor)
     return RestMQSite(build_tree(front), body_limit=front.body_limit, **limits)
