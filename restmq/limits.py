@@ -134,7 +134,7 @@ class LimitedFactory(WrappingFactory):
             self.limits.release(address)
             return None
         proto.address = address  # type: ignore[attr-defined]
-        return proto  # type: ignore[no-any-return]
+        return proto
 
     # WrappingFactory keeps every live protocol in a dict; the count is all that is needed here.
     def registerProtocol(self, p: Any) -> None:

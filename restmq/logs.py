@@ -51,7 +51,7 @@ def json_observer(stream: IO[str]) -> ILogObserver:
         stream.write(as_json(event) + "\n")
         stream.flush()
 
-    return observe  # type: ignore[return-value]
+    return observe
 
 
 def observer(log_format: str, stream: IO[str]) -> ILogObserver:

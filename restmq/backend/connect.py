@@ -128,7 +128,7 @@ def _sentinel_class() -> type:
 
             from twisted.internet import reactor
 
-            timer = reactor.callLater(self.discovery_timeout, settle)  # type: ignore[attr-defined]
+            timer = reactor.callLater(self.discovery_timeout, settle)
             for sentinel in self.sentinels:
                 d = sentinel.sentinel_masters()
                 d.addCallbacks(answered, lambda _: None)

@@ -78,13 +78,13 @@ class CallReader(xmlrpclib.Unmarshaller):
 
     def start(self, tag: str, attrs: Any) -> None:
         super().start(tag, attrs)
-        if len(self._marks) > values.MAX_DOCUMENT_DEPTH:  # type: ignore[attr-defined]
+        if len(self._marks) > values.MAX_DOCUMENT_DEPTH:
             raise values.too_deep("the call")
 
     def _number(self, number: float | None, data: str, what: str) -> None:
         if number is None:
             raise BadRequest(f"not {what}: {values.shown(data)}")
-        self.append(number)  # type: ignore[attr-defined]
+        self.append(number)
         self._value = 0
 
     def end_int(self, data: str) -> None:

@@ -126,14 +126,14 @@ def send_internal(request: Request, failure: Failure | None, why: str) -> None:
 
 def query(request: Request) -> Mapping[bytes, list[bytes]]:
     """The query string's arguments (twisted.web's ``request.args``: bodies are not merged in)."""
-    return request.args or {}  # type: ignore[unreachable]
+    return request.args or {}
 
 
 def body_bytes(request: Request) -> bytes:
     """The whole request body (kept in memory by :class:`routes.RestMQRequest`, at most the cap)."""
     content: Any = request.content
     content.seek(0)
-    return content.read()  # type: ignore[no-any-return]
+    return content.read()
 
 
 #: jQuery's JSONP placeholder: it replaces ``callback=?`` only in JSONP GETs, so a ``$.post(url +
@@ -372,7 +372,7 @@ class Endpoint(Resource):
             send_error(request, error, status=405)
             return NOT_DONE_YET
         try:
-            return getattr(self, "render_" + method.decode("ascii"))(request)  # type: ignore[no-any-return]
+            return getattr(self, "render_" + method.decode("ascii"))(request)
         except RestMQError as e:
             send_error(request, e)
             return NOT_DONE_YET

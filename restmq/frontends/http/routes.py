@@ -98,7 +98,7 @@ class RestMQRequest(server.Request):
         refused = refusal(self, site.cors, site.allowed_hosts) if site is not None else None
         if refused is not None:
             log.info("HTTP {request} refused: {reason}", request=describe(self), reason=refused.message)
-            self.site = site  # type: ignore[assignment]
+            self.site = site
             send_error(self, refused)
             return
         origin = self.getHeader(b"origin")
@@ -115,7 +115,7 @@ class RestMQRequest(server.Request):
                 send_nothing(self)
                 return
         if self.too_large:
-            self.site = site  # type: ignore[assignment]
+            self.site = site
             limit = self._limit()
             send_error(self, TooLarge(f"request body is over {limit} bytes", limit=limit))
             return

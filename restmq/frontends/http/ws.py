@@ -247,4 +247,4 @@ class WebSocketQueue(Endpoint):
             send_error(request, e)
             return NOT_DONE_YET
         log.debug("WebSocket client joined queue={queue}", queue=self.queue)
-        return WebSocketResource(_ForOneRequest(self.parent.factory, sink)).render(request)  # type: ignore[no-any-return]
+        return WebSocketResource(_ForOneRequest(self.parent.factory, sink)).render(request)
