@@ -6,8 +6,12 @@ from __future__ import annotations
 import time
 
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+import redis
+import treq
+from twisted.internet import defer, reactor, task, threads
 
+from restmq.frontends.http.routes import build_site
+from restmq.frontends.resp import RespFactory
 from tests.conftest import fails, run
 
 
@@ -133,3 +137,84 @@ async def test_stats_detail_costs_one_script_for_many_queues(dispatcher):
     assert scripts(dispatcher, "stats") - before == 1
     assert stats["queues"]["q7"]["length"]["ready"] == 1
     assert stats["queues"]["q7"]["counters"]["added"] == 1
+
+
+# -- the front ends on top of them --------------------------------------------------------------
+
+
+@pytest_twisted.async_yield_fixture
+async def resp_port(dispatcher):
+    """A RESP listener on the test dispatcher, on a free loopback port."""
+    factory = RespFactory(dispatcher, max_bulk=4096)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    yield port.getHost().port
+    await port.stopListening()
+
+
+def client(port: int) -> redis.Redis:
+    return redis.Redis(port=port, socket_timeout=10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_lpush_costs_one_script_and_answers_the_length(resp_port, dispatcher):
+    """LPUSH answers the queue's ready length from its one add script (no len script)."""
+    c = client(resp_port)
+    assert await threads.deferToThread(c.lpush, "q", "a") == 1
+    before = scripts(dispatcher, "add"), scripts(dispatcher, "len")
+    assert await threads.deferToThread(c.rpush, "q", "b", "c") == 3
+    assert (scripts(dispatcher, "add"), scripts(dispatcher, "len")) == (before[0] + 1, before[1])
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_srem_of_one_value_removes_it_once(resp_port, dispatcher):
+    """Eight clients SREM the same value at once: it is removed once, so the answers sum to 1."""
+    await run(dispatcher, "add", queue="s", value="v", unique=True)
+    answers = await defer.gatherResults(
+        [threads.deferToThread(client(resp_port).srem, "s", "v") for _ in range(8)]
+    )
+    assert sum(answers) == 1
+    assert (await run(dispatcher, "len", queue="s"))["ready"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_blpop_over_several_queues_is_woken_at_once_by_an_add_to_the_second(resp_port, dispatcher):
+    """BLPOP a b waiting on both answers an add to b well under 100 ms after it (no polling)."""
+    popped = threads.deferToThread(client(resp_port).blpop, ["a", "b"], 20)
+    await task.deferLater(reactor, 0.3, lambda: None)
+    added = time.monotonic()
+    await run(dispatcher, "add", queue="b", value="now")
+    got = await popped
+    elapsed = time.monotonic() - added
+    assert got == (b"b", b"now")
+    assert elapsed < 0.06, elapsed
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_metrics_scrape_costs_one_stats_script_for_many_queues(dispatcher):
+    """A /metrics scrape of 40 queues runs one stats script (and no per-queue ones), still showing each queue."""
+    for i in range(40):
+        await run(dispatcher, "add", queue=f"m{i}", value="v")
+    port = reactor.listenTCP(0, build_site(dispatcher, reactor=reactor), interface="127.0.0.1")
+    try:
+        before = scripts(dispatcher, "stats")
+        response = await treq.get(f"http://127.0.0.1:{port.getHost().port}/metrics", persistent=False)
+        body = (await response.content()).decode()
+    finally:
+        await port.stopListening()
+    assert response.code == 200
+    assert scripts(dispatcher, "stats") - before == 1
+    assert 'restmq_queue_messages{queue="m39",state="ready"} 1.0' in body
+    assert 'restmq_queue_events_total{event="added",queue="m12"} 1.0' in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_resp_info_costs_one_stats_script_for_many_queues(resp_port, dispatcher):
+    """INFO queues lists every queue's lengths and counters from one stats script."""
+    for i in range(12):
+        await run(dispatcher, "add", queue=f"i{i}", value="v")
+    before = scripts(dispatcher, "stats")
+    info = await threads.deferToThread(client(resp_port).info, "queues")
+    assert scripts(dispatcher, "stats") - before == 1
+    shown = {q["name"]: q for q in info.values() if isinstance(q, dict)}
+    assert len(shown) == 12
+    assert (shown["i3"]["ready"], shown["i3"]["added_total"], shown["i3"]["state"]) == (1, 1, "running")

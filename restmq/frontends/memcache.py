@@ -336,11 +336,9 @@ class MemcacheProtocol(protocol.Protocol):
 
     async def _stats(self) -> bytes:
         """memcached's general lines plus Kestrel-style ``queue_<name>_<stat>`` lines."""
-        server = await self._call("stats")
+        server = await self._call("stats", detail=True)
         names = sorted(server["queues"])
-        found = await defer.gatherResults(
-            [self._call("stats", queue=name) for name in names], consumeErrors=True
-        ).addErrback(lambda f: f.value.subFailure.raiseException())
+        found = [server["queues"][name] for name in names]
         f = self.factory
         pairs: list[tuple[str, Any]] = [
             ("pid", os.getpid()),

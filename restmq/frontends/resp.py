@@ -9,12 +9,12 @@ Queue-shaped Redis commands map onto RestMQ commands (:mod:`restmq.wire.resp` is
   queue (with priorities), not a list, so whichever push and pop a client uses, the oldest message
   comes first. ``BLPOP``/``BRPOP q [q …] timeout`` take from the first listed queue that has a
   message, waiting up to ``timeout`` seconds (``0``: until one comes, in rounds of the command
-  table's longest wait); one queue is woken by adds at once, with several the first is woken at
-  once and the others are looked at every :data:`MULTI_POLL` seconds. ``LLEN q`` is the ready
+  table's longest wait): one ``take`` with ``queues``, woken at once by an add to any of them.
+  ``LPUSH`` is one ``add_many`` with ``len``. ``LLEN q`` is the ready
   count, ``DEL q [q …]`` purges and answers how many queues had messages.
 - The set flavour keeps each value at most once in the queue: ``SADD`` adds with ``unique``
   (answers how many were new), ``SPOP`` takes, ``SCARD`` counts, ``SISMEMBER`` asks ``find``,
-  ``SREM`` finds and deletes.
+  ``SREM`` is ``del`` with ``value`` per value (found and deleted in one step).
 - Values: a bulk string is stored as UTF-8 text (binary that is not UTF-8 is refused with
   ``bad_request``, nothing is queued); a taken text value comes back as its bytes, any other JSON
   value (added over HTTP) as its compact JSON text.
@@ -70,8 +70,6 @@ log = Logger()
 #: The Redis version whose commands we follow (``INFO``'s ``redis_version``, ``HELLO``'s version):
 #: clients compare it to decide which command forms they may send.
 REDIS_VERSION = "7.0.0"
-#: While a blocking pop on several queues waits on the first, the others are looked at this often.
-MULTI_POLL = 0.1
 #: RestMQ error codes whose Redis prefix is not ``ERR``: the ones clients map to their own errors.
 PREFIXES = {"unauthorized": "NOAUTH", "forbidden": "NOPERM"}
 #: Commands that may change the connection's token: what follows them is read once they have run.
@@ -117,6 +115,24 @@ def _timeout(raw: bytes) -> float:
     if timeout < 0:
         raise BadRequest("timeout is negative")
     return timeout
+
+
+def _queue_lines(queues: dict[str, Any]) -> list[str]:
+    """``queueN:name=…,ready=…,…,added_total=…`` per queue (``stats`` with ``detail``): lengths
+    now, then counters since the queue was created (names may hold ':', so they are not the key)."""
+    lines = []
+    for i, name in enumerate(sorted(queues)):
+        stats = queues[name]
+        fields = {
+            "name": name,
+            **stats["length"],
+            **{f"{k}_total": v for k, v in stats["counters"].items()},
+            "state": stats["state"],
+            "policy": stats["policy_name"],
+            "subscribers": stats["subscribers"],
+        }
+        lines.append(f"queue{i}:" + ",".join(f"{k}={v}" for k, v in fields.items()))
+    return lines
 
 
 @dataclass(frozen=True)
@@ -280,9 +296,8 @@ class RespSession:
     # -- queue commands -----------------------------------------------------------------------
 
     async def _push(self, args: list[bytes]) -> Reply:
-        queue = _queue(args[0])
-        await self._run("add_many", queue=queue, messages=[_text(v) for v in args[1:]])
-        return await self._ready(queue)
+        answer = await self._run("add_many", queue=_queue(args[0]), messages=[_text(v) for v in args[1:]], len=True)
+        return int(answer["len"])
 
     _cmd_lpush = _cmd_rpush = _push
 
@@ -312,21 +327,19 @@ class RespSession:
             return NIL_ARRAY  # the client closed its side or left (see RespProtocol.readConnectionLost)
 
     async def _wait_and_take(self, queues: list[str], timeout: float) -> Reply:
+        """One ``take`` over every queue (the first listed with a message wins), woken by an add
+        to any of them; ``0`` waits in rounds of the command table's longest wait."""
         forever = timeout == 0
         deadline = time.monotonic() + timeout
-        while True:
-            if len(queues) > 1:
-                for queue in queues:
-                    taken = await self._take(queue, 1)
-                    if taken:
-                        return [queue, value_bytes(taken[0]["value"])]
+        while not self.proto.gone:
             left = commands.MAX_WAIT if forever else deadline - time.monotonic()
-            if left <= 0 or self.proto.gone:
-                return NIL_ARRAY
-            wait = min(left, commands.MAX_WAIT if len(queues) == 1 else MULTI_POLL)
-            taken = await self._take(queues[0], 1, wait)
+            wait = min(max(left, 0.0), commands.MAX_WAIT)
+            taken = await self._run("take", queues=queues, count=1, wait=wait)
             if taken:
-                return [queues[0], value_bytes(taken[0]["value"])]
+                return [taken[0]["queue"], value_bytes(taken[0]["value"])]
+            if not forever and deadline - time.monotonic() <= 0:
+                break
+        return NIL_ARRAY
 
     _cmd_blpop = _cmd_brpop = _blocking_pop
 
@@ -355,9 +368,7 @@ class RespSession:
         queue = _queue(args[0])
         removed = 0
         for value in dict.fromkeys(_text(v) for v in args[1:]):
-            key = (await self._run("find", queue=queue, value=value)).get("key")
-            if key:
-                removed += bool((await self._run("del", queue=queue, key=key))["deleted"])
+            removed += int((await self._run("del", queue=queue, value=value))["deleted"])
         return removed
 
     # -- connection and server commands -------------------------------------------------------
@@ -459,7 +470,7 @@ class RespSession:
         wanted = {a.lower() for a in args} or {b"default"}
         every = bool(wanted & {b"default", b"all", b"everything"})
         lines: list[str] = []
-        stats = await self._run("stats") if every or wanted & {b"server", b"queues"} else {}
+        stats = await self._run("stats", detail=True) if every or wanted & {b"server", b"queues"} else {}
         if every or b"server" in wanted:
             lines += [
                 "# Server",
@@ -475,27 +486,8 @@ class RespSession:
         if every or b"clients" in wanted:
             lines += ["# Clients", f"connected_clients:{len(self.factory.clients)}", ""]
         if every or b"queues" in wanted:
-            lines += ["# Queues", *await self._queue_lines(sorted(stats["queues"])), ""]
+            lines += ["# Queues", *_queue_lines(stats["queues"]), ""]
         return "\r\n".join(lines)
-
-    async def _queue_lines(self, names: list[str]) -> list[str]:
-        """``queueN:name=…,ready=…,…,added_total=…`` per queue: lengths now, then counters since
-        the queue was created (names may hold ':', so they are not the key)."""
-        found = await defer.gatherResults(
-            [self._run("stats", queue=q) for q in names], consumeErrors=True
-        ).addErrback(lambda f: f.value.subFailure.raiseException())
-        lines = []
-        for i, stats in enumerate(found):
-            fields = {
-                "name": stats["queue"],
-                **stats["length"],
-                **{f"{k}_total": v for k, v in stats["counters"].items()},
-                "state": stats["state"],
-                "policy": stats["policy"],
-                "subscribers": stats["subscribers"],
-            }
-            lines.append(f"queue{i}:" + ",".join(f"{k}={v}" for k, v in fields.items()))
-        return lines
 
     async def _cmd_command(self, args: list[bytes]) -> Reply:
         if not args:
