@@ -31,15 +31,16 @@ authentication and permission errors. Unknown commands, wrong arity and bad argu
 connection open; a malformed stream (bad lengths, a bulk longer than ``--max-message-size``,
 junk) gets ``-ERR Protocol error: …`` and the connection closes, as Redis does.
 
-The connection itself is :class:`~restmq.frontends.line.LineProtocol`'s: requests are read ahead,
+The connection's order is :class:`~restmq.frontends.pipeline.Pipeline`'s: requests are read ahead,
 run one at a time in order, answered in order, reading pauses when too many answers are pending,
 and a half-closed client still gets its answers. Each command runs under the token of the last
 ``AUTH`` (or ``HELLO … AUTH``) before it, never one sent after it: a request is queued with the
 principal in force where it stands, and reading waits until a pipelined ``AUTH``/``HELLO`` has run.
 With an auth file, a connection that has not authenticated within ``--header-timeout`` gets
-``-NOAUTH unauthorized not authenticated within N s`` and is closed. Only the framing (this parser instead of lines)
-and the commands (a per-connection :class:`RespSession` standing where the dispatcher stands for
-the line protocol) differ. A client that disconnects during a blocking pop has its wait cancelled,
+``-NOAUTH unauthorized not authenticated within N s`` and is closed. This module owns only the
+framing (:class:`RespProtocol`) and the Redis commands (a per-connection :class:`RespSession`,
+each a call or two of the dispatcher's commands). Connections never time out for being idle (Redis's
+default ``timeout 0``): client libraries keep pooled connections idle for long. A client that disconnects during a blocking pop has its wait cancelled,
 and pops read after a client is gone are not run, so no message is taken for nobody (except one
 taken in the instant the connection drops, as with an HTTP long poll).
 """
@@ -51,18 +52,20 @@ import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from restmq import __version__, commands
 from restmq.errors import BadQueueName, BadRequest, LimitExceeded, RestMQError, Unauthorized
-from restmq.frontends.line import LineProtocol, describe_peer
+from restmq.frontends.connection import INTERNAL, close_gracefully, describe_peer
+from restmq.frontends.pipeline import Pipeline
 from restmq.wire import resp as wire
-from restmq.wire.line import Call
 from restmq.wire.resp import NIL_ARRAY, OK, Error, Map, Reply, Simple, value_bytes
 
 log = Logger()
@@ -200,8 +203,8 @@ SPECS: dict[str, Spec] = {
 
 
 class RespSession:
-    """One connection's commands and what it knows (id, name, library); stands where the
-    dispatcher stands for the line protocol, and calls the real one."""
+    """One connection's Redis commands and what it knows (id, name, library); each command is a
+    call or two of the dispatcher's."""
 
     def __init__(self, proto: RespProtocol, dispatcher: Any, factory: RespFactory, client_id: int) -> None:
         self.proto = proto
@@ -222,12 +225,11 @@ class RespSession:
         #: The token the running command was queued with (commands run one at a time).
         self.principal: Any = None
 
-    # -- LineProtocol's side: run one request ---------------------------------------------------
+    # -- the protocol's side: run one request -------------------------------------------------
 
-    def execute(self, name: str, args: dict[str, Any], principal: Any = None, *, frontend: str = "") -> Any:
-        """Run one request (``args["argv"]``, name first); a Deferred of its reply."""
-        argv: list[bytes] = args["argv"]
-        spec = SPECS.get(name)
+    def execute(self, argv: list[bytes], principal: Any = None) -> defer.Deferred[Reply]:
+        """Run one request (``argv``, name first) under ``principal``; a Deferred of its reply."""
+        spec = SPECS.get(argv[0].upper().decode("utf-8", "replace"))
         if spec is None:
             beginning = "".join(f"'{_show(a)}' " for a in argv[1:])
             return defer.succeed(
@@ -504,41 +506,86 @@ class RespSession:
         return Error(f"ERR unknown subcommand '{_show(args[0])}'. Try COMMAND HELP.")
 
 
-class RespProtocol(LineProtocol):
-    """One RESP connection: :class:`LineProtocol`'s ordering, back-pressure and half-close with
-    RESP framing; its "dispatcher" is the connection's :class:`RespSession`."""
+@implementer(IHalfCloseableProtocol)
+class RespProtocol(protocol.Protocol):
+    """One RESP connection: RESP framing around a :class:`~restmq.frontends.pipeline.Pipeline`
+    (order, back-pressure, per-request principal); its commands are its :class:`RespSession`'s."""
 
-    kind = "resp"
-    factory: RespFactory  # type: ignore[assignment]
+    transport: Any
+    factory: RespFactory
+    peer = "unknown"
+    _abort_later: Any = None
+    _paused = False
+    _reading = False
 
     def __init__(self, factory: RespFactory, client_id: int) -> None:
-        self.session = RespSession(self, factory.dispatcher, factory, client_id)
-        super().__init__(self.session, factory.max_bulk)
         self.factory = factory
+        self.session = RespSession(self, factory.dispatcher, factory, client_id)
         self.parser = wire.RequestParser(max_bulk=factory.max_bulk)
+        self.pipeline = Pipeline(self, internal=wire.encode(error_reply(INTERNAL)))
 
     @property
     def gone(self) -> bool:
         """The client can no longer be answered."""
-        return self._gone
+        return self.pipeline.gone
+
+    @property
+    def principal(self) -> Any:
+        """The token of the last accepted AUTH (what requests read from now on run under)."""
+        return self.pipeline.principal
+
+    def authenticated(self, token: Any) -> None:
+        self.pipeline.authenticated(token)
+
+    # -- the pipeline's host ------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def reading(self, pause: bool) -> None:
+        """Pause the socket, or resume it and go on with what the parser already holds."""
+        if self.transport.disconnecting:
+            return
+        if pause and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        elif not pause and self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+            self._read_requests()
+
+    def close(self) -> None:
+        self._abort_later = close_gracefully(self.transport, self.factory.clock)
+
+    # -- reading ------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        super().connectionMade()
+        self.peer = describe_peer(self.transport.getPeer())[1]
+        log.debug("resp client connected peer={peer}", peer=self.peer)
         self.factory.clients[self.session.id] = self
+        self.pipeline.require_auth(self.factory.clock, self.factory.auth_timeout, self._auth_expired)
+
+    def _auth_expired(self) -> None:
+        """No accepted AUTH within ``auth_timeout`` (an auth file is in force): say why and close."""
+        limits = self.factory.limits
+        if limits is not None:
+            limits.rejected["auth_timeout"] += 1
+        log.info("resp client did not authenticate peer={peer}", peer=self.peer)
+        self.pipeline.quit(
+            self._encode_error(Unauthorized(f"not authenticated within {self.factory.auth_timeout:g} s"))
+        )
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self.pipeline.closing:
             return
         self.parser.feed(data)
         self._read_requests()
 
-    _reading = False
-
     def _read_requests(self) -> None:
-        """Hand complete requests to the ordered pipeline until the buffer is empty, reading is
-        paused (too many answers pending or a credential waiting for its turn: the rest waits in
-        the parser) or the stream is broken. Not re-entered: a resume from inside the loop (an
-        AUTH that ran at once) just lets the loop go on."""
+        """Hand complete requests to the pipeline until the buffer is empty, reading is paused
+        (too many answers pending or a credential waiting for its turn: the rest waits in the
+        parser) or the stream is broken. Not re-entered: a resume from inside the loop (an AUTH
+        that ran at once) just lets the loop go on."""
         if self._reading:
             return
         self._reading = True
@@ -548,27 +595,32 @@ class RespProtocol(LineProtocol):
             self._reading = False
 
     def _read_loop(self) -> None:
-        while not self._paused and not self._closing:
+        while not self._paused and not self.pipeline.closing:
             try:
                 argv = self.parser.next()
             except wire.ProtocolError as e:
                 log.info("resp protocol error peer={peer}: {error}", peer=self.peer, error=e.message)
-                self._quit(wire.encode(e.reply))
+                self.pipeline.quit(wire.encode(e.reply))
                 return
             if argv is None:
                 return
             name = argv[0].upper().decode("utf-8", "replace")
             if name == "QUIT":
-                self._quit(wire.encode(OK))  # after every earlier answer; what follows is ignored
+                self.pipeline.quit(wire.encode(OK))  # after every earlier answer; what follows is ignored
                 return
-            self._call(Call(name, {"argv": argv}), credential=name in CREDENTIALS)
+            self.pipeline.call(partial(self._run, argv, name), credential=name in CREDENTIALS)
 
-    def _encode_answer(self, answer: Any, *_: Any) -> bytes:
+    def _run(self, argv: list[bytes], name: str, principal: Any) -> defer.Deferred[bytes]:
+        return self.session.execute(argv, principal).addCallbacks(
+            self._encode_answer, self._encode_failure, errbackArgs=(name,)
+        )
+
+    def _encode_answer(self, answer: Any) -> bytes:
         try:
             return wire.encode(answer, self.session.resp3)
         except (TypeError, ValueError):
             log.failure("resp answer is not a reply peer={peer}", peer=self.peer)
-            return wire.encode(error_reply(RestMQError("internal error")))
+            return wire.encode(error_reply(INTERNAL))
 
     def _encode_failure(self, failure: Failure, name: str) -> bytes:
         error = failure.value
@@ -578,10 +630,12 @@ class RespProtocol(LineProtocol):
         if isinstance(error, RestMQError):
             return self._encode_error(error)
         log.failure("resp command {cmd} failed peer={peer}", failure, cmd=name, peer=self.peer)
-        return self._encode_error(RestMQError("internal error"))
+        return self._encode_error(INTERNAL)
 
     def _encode_error(self, error: RestMQError) -> bytes:
         return wire.encode(error_reply(error))
+
+    # -- the end ------------------------------------------------------------------------------
 
     def _stop_waiting(self) -> None:
         """Cancel a blocking pop in flight: a message it took later would be taken for nobody."""
@@ -592,12 +646,19 @@ class RespProtocol(LineProtocol):
         """The client closed its side: like Redis, a blocking pop it sent ends now (nil) rather than
         hold the connection open; everything else read is still answered, then it closes."""
         self._stop_waiting()
-        super().readConnectionLost()
+        self.pipeline.finish()
+
+    def writeConnectionLost(self) -> None:
+        self.pipeline.gone = True
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.factory.clients.pop(self.session.id, None)
-        super().connectionLost(reason)
+        self.pipeline.lost()
+        if self._abort_later is not None and self._abort_later.active():
+            self._abort_later.cancel()
         self._stop_waiting()
+        log.debug("resp client disconnected peer={peer}: {why}", peer=self.peer, why=reason.getErrorMessage())
 
 
 class RespFactory(protocol.Factory):
@@ -605,9 +666,6 @@ class RespFactory(protocol.Factory):
     (``--max-message-size``), a longer one is a protocol error."""
 
     noisy = False
-    #: Connections never time out for being idle (Redis's default ``timeout 0``): client libraries
-    #: keep pooled connections idle for long and do not expect the server to drop them.
-    idle_timeout = 0.0
 
     def __init__(
         self,
@@ -635,7 +693,4 @@ class RespFactory(protocol.Factory):
         return wire.encode(error_reply(LimitExceeded(message)))
 
     def buildProtocol(self, addr: IAddress | None) -> RespProtocol:  # type: ignore[override]
-        proto = RespProtocol(self, next(self._ids))
-        # TimeoutMixin (LineProtocol's idle timer) schedules on this clock (the auth deadline too).
-        proto.callLater = self.clock.callLater  # type: ignore[method-assign]
-        return proto
+        return RespProtocol(self, next(self._ids))
