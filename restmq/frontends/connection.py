@@ -4,6 +4,7 @@ stopped reading."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol
@@ -83,3 +84,39 @@ class NewlineReceiver(LineReceiver):
         elif not want_pause and self._paused:
             self._paused = False
             self.resumeProducing()
+
+
+class BufferedReading:
+    """Reading control for a protocol whose parser holds what was read (RESP, memcached): pause
+    and resume the socket, and on resume hand on the requests already buffered, since no new data
+    may ever come to trigger it. ``loop`` hands requests on until the buffer is empty or
+    :attr:`paused`; it is never re-entered (a resume from inside it just lets it go on)."""
+
+    def __init__(self, proto: Any, loop: Callable[[], None]) -> None:
+        self._proto = proto
+        self._loop = loop
+        self._looping = False
+        #: Reading is paused: the loop must stop handing requests on.
+        self.paused = False
+
+    def read(self) -> None:
+        if self._looping:
+            return
+        self._looping = True
+        try:
+            self._loop()
+        finally:
+            self._looping = False
+
+    def pause(self, pause: bool) -> None:
+        """The pipeline's wish (see :meth:`restmq.frontends.pipeline.Host.reading`)."""
+        transport = self._proto.transport
+        if transport.disconnecting:
+            return
+        if pause and not self.paused:
+            self.paused = True
+            transport.pauseProducing()
+        elif not pause and self.paused:
+            self.paused = False
+            transport.resumeProducing()
+            self.read()

@@ -40,7 +40,7 @@ from zope.interface import implementer
 
 from restmq import __version__
 from restmq.errors import BadRequest, Empty, RestMQError
-from restmq.frontends.connection import INTERNAL, describe_peer
+from restmq.frontends.connection import INTERNAL, BufferedReading, describe_peer
 from restmq.frontends.pipeline import Pipeline
 from restmq.wire import memcache as wire
 
@@ -72,8 +72,7 @@ class MemcacheProtocol(protocol.Protocol):
         self.peer = "unknown"
         self.pipeline = Pipeline(self, max_bytes=factory.high_water, internal=wire.error_reply(INTERNAL))
         self._open: dict[str, _Open] = {}
-        self._paused = False
-        self._reading = False
+        self.input = BufferedReading(self, self._read_requests)
         self._eof = False  # the client closed its side: answer what was read, then close
         self._waiting: defer.Deferred[Any] | None = None  # a get with t= in flight
         self._toucher: task.LoopingCall | None = None
@@ -95,7 +94,7 @@ class MemcacheProtocol(protocol.Protocol):
         if self.pipeline.closing:
             return
         self.parser.feed(data)
-        self._read_requests()
+        self.input.read()
 
     def readConnectionLost(self) -> None:
         """The client closed its side: answer what it sent, then close. A get still waiting (t=)
@@ -129,25 +128,19 @@ class MemcacheProtocol(protocol.Protocol):
 
     def _read_requests(self) -> None:
         """Hand complete requests to the pipeline until none is left or reading is paused (the
-        rest waits in the parser). Not re-entered: a resume from inside the loop lets it go on."""
-        if self._reading:
-            return
-        self._reading = True
-        try:
-            while not self._paused and not self.pipeline.closing:
-                request = self.parser.next()
-                if request is None:
-                    return
-                if request == wire.QUIT:
-                    self.pipeline.quit(b"")
-                elif isinstance(request, wire.Invalid):
-                    reply = self._quiet(request.reply) if request.noreply else request.reply
-                    (self.pipeline.quit if request.close else self.pipeline.answer)(reply)
-                else:
-                    size = len(request.value) if isinstance(request, wire.Store) else 0
-                    self.pipeline.call(partial(self._run, request), size=size)
-        finally:
-            self._reading = False
+        rest waits in the parser)."""
+        while not self.input.paused and not self.pipeline.closing:
+            request = self.parser.next()
+            if request is None:
+                return
+            if request == wire.QUIT:
+                self.pipeline.quit(b"")
+            elif isinstance(request, wire.Invalid):
+                reply = self._quiet(request.reply) if request.noreply else request.reply
+                (self.pipeline.quit if request.close else self.pipeline.answer)(reply)
+            else:
+                size = len(request.value) if isinstance(request, wire.Store) else 0
+                self.pipeline.call(partial(self._run, request), size=size)
 
     def _run(self, request: wire.Request, principal: Any) -> defer.Deferred[bytes]:
         return defer.ensureDeferred(self._serve(request))
@@ -159,13 +152,7 @@ class MemcacheProtocol(protocol.Protocol):
 
     def reading(self, pause: bool) -> None:
         """Back-pressure: stop reading while requests pile up behind a busy one."""
-        if pause and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
-        elif not pause and self._paused:
-            self._paused = False
-            self.transport.resumeProducing()
-            self._read_requests()
+        self.input.pause(pause)
 
     def close(self) -> None:
         if not self._gone:

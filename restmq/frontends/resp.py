@@ -63,7 +63,7 @@ from zope.interface import implementer
 
 from restmq import __version__, commands
 from restmq.errors import BadQueueName, BadRequest, LimitExceeded, RestMQError, Unauthorized
-from restmq.frontends.connection import INTERNAL, close_gracefully, describe_peer
+from restmq.frontends.connection import INTERNAL, BufferedReading, close_gracefully, describe_peer
 from restmq.frontends.pipeline import Pipeline
 from restmq.wire import resp as wire
 from restmq.wire.resp import NIL_ARRAY, OK, Error, Map, Reply, Simple, value_bytes
@@ -515,14 +515,13 @@ class RespProtocol(protocol.Protocol):
     factory: RespFactory
     peer = "unknown"
     _abort_later: Any = None
-    _paused = False
-    _reading = False
 
     def __init__(self, factory: RespFactory, client_id: int) -> None:
         self.factory = factory
         self.session = RespSession(self, factory.dispatcher, factory, client_id)
         self.parser = wire.RequestParser(max_bulk=factory.max_bulk)
         self.pipeline = Pipeline(self, internal=wire.encode(error_reply(INTERNAL)))
+        self.input = BufferedReading(self, self._read_loop)
 
     @property
     def gone(self) -> bool:
@@ -543,16 +542,7 @@ class RespProtocol(protocol.Protocol):
         self.transport.write(data)
 
     def reading(self, pause: bool) -> None:
-        """Pause the socket, or resume it and go on with what the parser already holds."""
-        if self.transport.disconnecting:
-            return
-        if pause and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
-        elif not pause and self._paused:
-            self._paused = False
-            self.transport.resumeProducing()
-            self._read_requests()
+        self.input.pause(pause)
 
     def close(self) -> None:
         self._abort_later = close_gracefully(self.transport, self.factory.clock)
@@ -579,23 +569,13 @@ class RespProtocol(protocol.Protocol):
         if self.pipeline.closing:
             return
         self.parser.feed(data)
-        self._read_requests()
-
-    def _read_requests(self) -> None:
-        """Hand complete requests to the pipeline until the buffer is empty, reading is paused
-        (too many answers pending or a credential waiting for its turn: the rest waits in the
-        parser) or the stream is broken. Not re-entered: a resume from inside the loop (an AUTH
-        that ran at once) just lets the loop go on."""
-        if self._reading:
-            return
-        self._reading = True
-        try:
-            self._read_loop()
-        finally:
-            self._reading = False
+        self.input.read()
 
     def _read_loop(self) -> None:
-        while not self._paused and not self.pipeline.closing:
+        """Hand complete requests to the pipeline until the buffer is empty, reading is paused
+        (too many answers pending or a credential waiting for its turn: the rest waits in the
+        parser) or the stream is broken."""
+        while not self.input.paused and not self.pipeline.closing:
             try:
                 argv = self.parser.next()
             except wire.ProtocolError as e:
