@@ -218,3 +218,26 @@ async def test_resp_info_costs_one_stats_script_for_many_queues(resp_port, dispa
     shown = {q["name"]: q for q in info.values() if isinstance(q, dict)}
     assert len(shown) == 12
     assert (shown["i3"]["ready"], shown["i3"]["added_total"], shown["i3"]["state"]) == (1, 1, "running")
+
+
+@pytest_twisted.ensureDeferred
+async def test_memcached_stats_costs_one_stats_script_for_many_queues(dispatcher):
+    """memcached's stats lists every queue's Kestrel lines from one stats script."""
+    from twisted.internet.testing import StringTransport
+
+    from restmq.frontends.memcache import MemcacheFactory
+
+    for i in range(25):
+        await run(dispatcher, "add", queue=f"k{i}", value="v")
+    proto = MemcacheFactory(dispatcher).buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    before = scripts(dispatcher, "stats")
+    proto.dataReceived(b"stats\r\n")
+    deadline = time.monotonic() + 5
+    while not transport.value().endswith(b"END\r\n"):
+        assert time.monotonic() < deadline
+        await task.deferLater(reactor, 0.01, lambda: None)
+    assert scripts(dispatcher, "stats") - before == 1
+    assert b"STAT queue_k24_items 1\r\n" in transport.value()
+    assert b"STAT queue_k3_total_items 1\r\n" in transport.value()
