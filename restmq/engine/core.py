@@ -441,7 +441,7 @@ class QueueEngine:
     async def _delete(self, queue: str, args: list[Any]) -> int | None:
         def late(reply: list[Any]) -> None:
             # The caller was told nothing was deleted: put the message back (ready).
-            self._late(queue, "del", "del", list(reply[3:6]) if len(reply) >= 6 and int(reply[1]) else [])
+            self._late(queue, "del", "del", list(reply[2:5]) if len(reply) >= 5 and int(reply[1]) else [])
 
         reply = await self._script("del", queue, args, late)
         return int(reply[1]) if int(reply[0]) else None
