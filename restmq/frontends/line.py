@@ -1,13 +1,14 @@
 """The line protocol front end (SPEC §5): UTF-8 lines over TCP, one JSON answer line per request.
 
-Framing only: :mod:`restmq.wire.line` says what a line means, the dispatcher runs it. What this
-module owns is the connection:
+Framing only: :mod:`restmq.wire.line` says what a line means, the dispatcher runs it, and the
+shared :class:`~restmq.frontends.pipeline.Pipeline` keeps the order. What this module owns is the
+connection:
 
 - Pipelining: requests are read ahead, but commands run one at a time in request order (so
   ``add q x`` then ``take q`` sees that x, as in a Redis pipeline) and answers are written in
-  request order (a queue of slots; ``ping`` and errors are answered in their turn too). At most
-  ``MAX_PENDING`` answers may be outstanding; beyond that the connection stops reading until some
-  are written, so one fast writer cannot make the server buffer without bound.
+  request order (``ping`` and errors are answered in their turn too). At most ``MAX_PENDING``
+  answers may be outstanding; beyond that the connection stops reading until some are written, so
+  one fast writer cannot make the server buffer without bound.
 - ``quit`` (and an over-long line, which answers ``too_large``) close the connection once every
   earlier answer has been written; lines after it are ignored.
 - ``subscribe QUEUE [MODE]`` takes effect in order: after every earlier request has been answered
