@@ -87,6 +87,9 @@ UNIQUE = Arg(
     doc="add only if no unique message with this same value is still held (a set); findable with find",
 )
 WAIT = Arg("wait", "seconds", default=0.0, low=0, high=MAX_WAIT, doc="long-poll up to this long")
+#: Most queues one take may watch at once.
+MAX_QUEUES = 100
+LEN = Arg("len", "bool", default=False, doc="answer the queue's ready length after the add too (len)")
 #: Leases from a millisecond (tests, fast retries) to 12 hours.
 LEASE = Arg("lease", "seconds", low=0.001, high=12 * 3600.0, doc="seconds the message stays hidden")
 RECEIPT = Arg("receipt", "text", required=True, high=200, doc="the receipt a reserve answered")
@@ -101,10 +104,11 @@ SETTINGS = (
 _TABLE = (
     Command(
         "add",
-        (QUEUE, VALUE, PRIORITY, TTL, DELAY, DEDUP, UNIQUE),
+        (QUEUE, VALUE, PRIORITY, TTL, DELAY, DEDUP, UNIQUE, LEN),
         "write",
         "Add one message; answers its key. A dedup hit, or a unique value still held, adds nothing and "
-        "answers the existing key with duplicate: true.",
+        "answers the existing key with duplicate: true. With len: true the answer has len, the "
+        "queue's ready length after the add.",
         text=("queue", "value"),
     ),
     Command(
@@ -113,10 +117,11 @@ _TABLE = (
             QUEUE,
             Arg("messages", "messages", required=True,
                 doc="values or {value, priority, ttl, delay, dedup, unique}"),
+            LEN,
         ),
         "write",
         "Add up to 1000 messages in one round trip; answers their keys, and duplicates: the indexes "
-        "of the items that added nothing (only when there were some).",
+        "of the items that added nothing (only when there were some); len as add's.",
     ),
     Command(
         "find",
@@ -127,9 +132,16 @@ _TABLE = (
     ),
     Command(
         "take",
-        (QUEUE, COUNT, WAIT),
+        (
+            Arg("queue", "queue", doc="queue name (or queues)"),
+            COUNT,
+            WAIT,
+            Arg("queues", "queues", doc=f"instead of queue: 1 to {MAX_QUEUES} queues, taken from the "
+                "first listed that has a message, waiting on all of them"),
+        ),
         "read",
-        "Remove and return the next message (at-most-once).",
+        "Remove and return the next message (at-most-once); with queues, from the first listed queue "
+        "that has one (the message's queue field says which).",
         text=("queue", "count", "wait"),
     ),
     Command(
@@ -191,9 +203,14 @@ _TABLE = (
     ),
     Command(
         "del",
-        (QUEUE, Arg("key", "key", required=True)),
+        (
+            QUEUE,
+            Arg("key", "key", doc="the message's key"),
+            Arg("value", "value", doc="instead of key: the value of a held unique message (any JSON value)"),
+        ),
         "write",
-        "Delete one message by key.",
+        "Delete one message by key, or the held unique message with this value (found and deleted "
+        "in one step); deleted says how many were removed.",
         text=("queue", "key"),
     ),
     Command("purge", (QUEUE,), "admin", "Empty the queue and end its streams.", text=("queue",)),
@@ -325,6 +342,13 @@ def _receipts(arg: Arg, raw: Any) -> list[str]:
     return list(dict.fromkeys(_text(RECEIPT, item) for item in items))
 
 
+def _queues(arg: Arg, raw: Any) -> list[str]:
+    """A list of queue names (order kept, repeats dropped)."""
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_QUEUES:
+        raise BadRequest(f"{arg.name} must be a list of 1 to {MAX_QUEUES} queue names")
+    return list(dict.fromkeys(check_queue(q.decode("utf-8", "replace") if isinstance(q, bytes) else q) for q in raw))
+
+
 def _key(arg: Arg, raw: Any) -> str:
     if isinstance(raw, int) and not isinstance(raw, bool):
         return str(raw)
@@ -377,6 +401,7 @@ _COERCE = {
     "bool": _bool,
     "text": _text,
     "receipts": _receipts,
+    "queues": _queues,
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from restmq import commands
 from restmq.auth import permits
@@ -59,6 +60,25 @@ def changes_settings(name: str, parsed: Mapping[str, Any]) -> bool:
 def _state_dict(state: QueueState) -> dict[str, Any]:
     """State in both spellings: ours (``state``) and the original's (``status`` 1 running / 0 paused)."""
     return {"queue": state.queue, "state": state.state, "status": 0 if state.paused else 1}
+
+
+async def _first_of(waits: list[defer.Deferred[bool]]) -> None:
+    """Wait until one of ``waits`` fires, then drop the others (their timers and waiter slots).
+    Cancelling it (the client left) cancels them all and raises, so nothing is taken after."""
+    first: defer.Deferred[None] = defer.Deferred(lambda _: [d.cancel() for d in waits if not d.called])
+
+    def fired(result: Any) -> None:
+        if not first.called and not (isinstance(result, Failure) and result.check(defer.CancelledError)):
+            first.callback(None)
+
+    for d in waits:
+        d.addBoth(fired)
+    try:
+        await first
+    finally:
+        for d in waits:
+            if not d.called:
+                d.cancel()
 
 
 def _length_dict(queue: str, length: QueueLength) -> dict[str, Any]:
@@ -118,7 +138,8 @@ class Dispatcher:
             parsed = commands.parse(command, args)
             if self.authorize is not None and principal is not TRUSTED:
                 right = "admin" if changes_settings(name, parsed) else command.right
-                self.authorize(principal, right, parsed.get("queue"))
+                for target in parsed.get("queues") or [parsed.get("queue")]:  # take over several
+                    self.authorize(principal, right, target)
             self.calls[name] += 1
             handler = getattr(self, "_cmd_" + name)
             if name in LISTINGS:
@@ -190,40 +211,87 @@ class Dispatcher:
         return encoded
 
     async def _cmd_add(
-        self, queue: str, value: Any, priority: int, ttl: float, delay: float, dedup: str | None, unique: bool
+        self,
+        queue: str,
+        value: Any,
+        priority: int,
+        ttl: float,
+        delay: float,
+        dedup: str | None,
+        unique: bool,
+        len: bool,  # noqa: A002 - the argument's name in the command table
     ) -> dict[str, Any]:
         """The answer's shape stays ``{queue, value, key}`` when something was added (old clients
-        compare it); ``duplicate: true`` only says that nothing was."""
-        numbers = await self.engine.add(queue, [(self._encode(value), priority, ttl, delay, dedup, unique)])
-        answer = {"queue": queue, "value": value, "key": f"{queue}:{abs(numbers[0])}"}
+        compare it); ``duplicate: true`` only says that nothing was; ``len`` only when asked."""
+        items = [(self._encode(value), priority, ttl, delay, dedup, unique)]
+        numbers, ready = await self.engine.add_counted(queue, items)
+        answer: dict[str, Any] = {"queue": queue, "value": value, "key": f"{queue}:{abs(numbers[0])}"}
         if numbers[0] < 0:
             answer["duplicate"] = True
+        if len:
+            answer["len"] = ready
         return answer
 
-    async def _cmd_add_many(self, queue: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        """``duplicates`` (indexes of the items that added nothing) appears only when there are some."""
+    async def _cmd_add_many(
+        self, queue: str, messages: list[dict[str, Any]], len: bool  # noqa: A002 - as in the table
+    ) -> dict[str, Any]:
+        """``duplicates`` (indexes of the items that added nothing) appears only when there are
+        some, ``len`` (the ready length after the add, same script) only when asked."""
         items = [
             (self._encode(m["value"]), m["priority"], m["ttl"], m["delay"], m["dedup"], m["unique"])
             for m in messages
         ]
-        numbers = await self.engine.add(queue, items)
-        if min(numbers) > 0:  # the common case: everything was added
-            return {"queue": queue, "keys": [f"{queue}:{n}" for n in numbers]}
-        return {
-            "queue": queue,
-            "keys": [f"{queue}:{abs(n)}" for n in numbers],
-            "duplicates": [i for i, n in enumerate(numbers) if n < 0],
-        }
+        numbers, ready = await self.engine.add_counted(queue, items)
+        answer: dict[str, Any] = {"queue": queue, "keys": [f"{queue}:{abs(n)}" for n in numbers]}
+        if min(numbers) < 0:
+            answer["duplicates"] = [i for i, n in enumerate(numbers) if n < 0]
+        if len:
+            answer["len"] = ready
+        return answer
 
     async def _cmd_find(self, queue: str, value: Any) -> dict[str, Any]:
         """Encoded exactly as add stores it, so "the same value" means the same JSON text."""
         n = await self.engine.find(queue, self._encode(value))
         return {"queue": queue, "key": None if n is None else f"{queue}:{n}"}
 
-    async def _cmd_take(self, queue: str, count: int | None, wait: float) -> Any:
-        """A take answers ``count`` 0, as the original's did (only its soft get counts looks)."""
-        taken = [replace(m, count=0) for m in await self._deliver(queue, count or 1, wait, None)]
-        return self._one_or_list(taken, count)
+    async def _cmd_take(self, queue: str | None, count: int | None, wait: float, queues: list[str] | None) -> Any:
+        """A take answers ``count`` 0, as the original's did (only its soft get counts looks).
+        With ``queues``, from the first listed queue that has messages (each message names it)."""
+        if (queue is None) == (queues is None):
+            raise BadRequest("take needs queue or queues (not both)")
+        if queues is not None:
+            delivered = await self._deliver_first(queues, count or 1, wait)
+        else:
+            delivered = await self._deliver(queue or "", count or 1, wait, None)
+        return self._one_or_list([replace(m, count=0) for m in delivered], count)
+
+    async def _deliver_first(self, queues: list[str], count: int, wait: float) -> list[Message]:
+        """Take up to ``count`` from the first of ``queues`` that has any, long-polling up to
+        ``wait`` seconds on all of them, woken by an add to any (no polling)."""
+
+        async def once() -> list[Message]:
+            for queue in queues:
+                messages = await self.engine.take(queue, count)
+                if messages:
+                    return messages
+            return []
+
+        messages = await once()
+        if messages or wait <= 0:
+            return messages
+        deadline = time.monotonic() + wait
+        watches = [self.engine.watch(queue) for queue in queues]
+        try:
+            await gather(w.ready(wait) for w in watches)
+            while True:
+                messages = await once()
+                remaining = deadline - time.monotonic()
+                if messages or remaining <= 0:
+                    return messages
+                await _first_of([w.wait(remaining) for w in watches])
+        finally:
+            for w in watches:
+                w.close()
 
     async def _cmd_reserve(self, queue: str, count: int | None, lease: float | None, wait: float) -> Any:
         return self._one_or_list(await self._deliver(queue, count or 1, wait, lease or 0.0), count)
@@ -307,7 +375,14 @@ class Dispatcher:
                 raise NotFound(f"no message {key!r} in queue {queue!r}")
         return message.to_dict()
 
-    async def _cmd_del(self, queue: str, key: str) -> dict[str, Any]:
+    async def _cmd_del(self, queue: str, key: str | None, value: Any) -> dict[str, Any]:
+        """By ``key`` (``deleted`` true/false, as the original answered), or by ``value``: the held
+        unique message with that value, found and deleted in one script (``deleted`` 0 or 1)."""
+        if (key is None) == (value is None):
+            raise BadRequest("del needs key or value (not both)")
+        if key is None:
+            found = await self.engine.delete_value(queue, self._encode(value))
+            return {"queue": queue, "deleted": int(found is not None), "key": None if found is None else f"{queue}:{found}"}
         n = self._number(queue, key)
         deleted = await self.engine.delete(queue, n)
         return {"queue": queue, "deleted": deleted, "key": f"{queue}:{n}"}

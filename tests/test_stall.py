@@ -220,6 +220,27 @@ async def test_late_answers_are_undone(delayed: tuple[Dispatcher, DelayingProxy,
 
 
 @pytest_twisted.ensureDeferred
+async def test_late_delete_by_value_is_undone(delayed: tuple[Dispatcher, DelayingProxy, Dispatcher]) -> None:
+    """A del by value (and one by key) that Redis ran after its caller gave up is undone: the
+    message is held again, findable by its value."""
+    dispatcher, proxy, _ = delayed
+    await dispatcher.execute("add", {"queue": "v", "value": "keep-me", "unique": True})
+    await dispatcher.execute("add", {"queue": "v", "value": "me-too"})
+    proxy.holding = True
+    by_value = dispatcher.execute("del", {"queue": "v", "value": "keep-me"})
+    by_key = dispatcher.execute("del", {"queue": "v", "key": "v:2"})
+    for d in (by_value, by_key):
+        failure = await outcome(d)
+        assert failure.code == "backend_unavailable" and failure.fields["applied"] is False
+    proxy.release()
+    await sleep(0.3)
+    assert dispatcher.engine.late_calls["del"] == 2
+    assert (await dispatcher.execute("find", {"queue": "v", "value": "keep-me"}))["key"] == "v:1"
+    peeked = await dispatcher.execute("peek", {"queue": "v", "count": 10})
+    assert sorted(m["value"] for m in peeked) == ["keep-me", "me-too"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_long_poll_of_a_client_gone_takes_nothing(
     delayed: tuple[Dispatcher, DelayingProxy, Dispatcher],
 ) -> None:

@@ -275,6 +275,12 @@ class QueueEngine:
         """Store messages (value JSON, priority, ttl s, delay s, dedup or None, unique); answer
         their numbers. An item that added nothing (a dedup hit, a unique value still held, a repeat
         earlier in the batch) answers the existing message's number negated."""
+        return (await self.add_counted(queue, items))[0]
+
+    async def add_counted(
+        self, queue: str, items: Sequence[tuple[bytes, int, float, float, str | None, bool]]
+    ) -> tuple[list[int], int]:
+        """:meth:`add`, and the queue's ready length just after it, from the same script."""
         args: list[Any] = []
         for value_json, priority, ttl, delay, dedup, unique in items:
             stored = K.UNIQUE_MARK + value_json if unique else value_json
@@ -297,7 +303,7 @@ class QueueEngine:
         reply = await self._script("add", queue, args, late)
         if register is not None:
             await register
-        return [int(n) for n in reply[1:]]
+        return [int(n) for n in reply[1:-1]], int(reply[-1])
 
     async def _check_new_queue(self, queue: str) -> None:
         """``--max-queues``: refuse an add that would create a queue past the limit. Looked at once
@@ -425,7 +431,20 @@ class QueueEngine:
 
     async def delete(self, queue: str, n: int) -> bool:
         """Delete message ``n`` wherever it is; False when it was not there."""
-        return bool((await self._script("del", queue, [n]))[0])
+        return (await self._delete(queue, [n, ""])) is not None
+
+    async def delete_value(self, queue: str, value_json: bytes) -> int | None:
+        """Delete the held unique message whose value JSON is ``value_json`` (found and deleted in
+        one script, so two deletes of one value remove it once); its number, or None."""
+        return await self._delete(queue, ["", value_json])
+
+    async def _delete(self, queue: str, args: list[Any]) -> int | None:
+        def late(reply: list[Any]) -> None:
+            # The caller was told nothing was deleted: put the message back (ready).
+            self._late(queue, "del", "del", list(reply[2:5]) if len(reply) >= 5 and int(reply[1]) else [])
+
+        reply = await self._script("del", queue, args, late)
+        return int(reply[1]) if int(reply[0]) else None
 
     async def purge(self, queue: str) -> int:
         """Remove every message and end the queue's streams everywhere; answer how many went."""

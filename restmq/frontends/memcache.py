@@ -2,15 +2,14 @@
 
 Framing only: :mod:`restmq.wire.memcache` says what the bytes mean, the dispatcher runs commands.
 ``set q`` adds, ``get q`` takes, ``get q/open`` / ``/close`` / ``/abort`` reserve / ack / nack,
-``get q/peek`` peeks, ``get q/t=MS`` waits, ``delete q`` purges (see docs/memcached.md for the table).
+``get q/peek`` peeks, ``get q/t=MS`` waits, ``delete q`` purges (see the README for the table).
 
 What this module owns is the connection:
 
-- Order: requests are parsed lazily and served one at a time, so effects and answers follow request
-  order (a ``set`` then a ``get`` pipelined on one connection sees that value) and a connection's open
-  messages change only between requests. Reading pauses while more than ``high_water`` bytes wait
-  behind a busy request. Unlike :mod:`restmq.frontends.line`, nothing is answered out of turn (no
-  ping, no streams), so one serial worker replaces the line protocol's slot queue.
+- Order: the shared :class:`~restmq.frontends.pipeline.Pipeline` serves requests one at a time,
+  so effects and answers follow request order (a ``set`` then a ``get`` pipelined on one connection
+  sees that value) and a connection's open messages change only between requests. Reading pauses
+  while more than ``high_water`` bytes of values, or too many answers, wait behind a busy request.
 - Reliable reads: ``/open`` reserves with the factory's ``lease`` and the connection touches each
   open message every third of it, so an open message never comes back while the connection lives,
   however slow the client; if the server process dies, it comes back within one lease. At most one
@@ -30,6 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from twisted.internet import defer, protocol, task
@@ -40,7 +40,8 @@ from zope.interface import implementer
 
 from restmq import __version__
 from restmq.errors import BadRequest, Empty, RestMQError, internal
-from restmq.frontends.line import describe_peer
+from restmq.frontends.connection import INTERNAL, BufferedReading, describe_peer
+from restmq.frontends.pipeline import Pipeline
 from restmq.wire import memcache as wire
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
@@ -71,12 +72,10 @@ class MemcacheProtocol(protocol.Protocol):
         self.dispatcher = factory.dispatcher
         self.parser = wire.Parser(factory.max_value)
         self.peer = "unknown"
+        self.pipeline = Pipeline(self, max_bytes=factory.high_water, internal=wire.error_reply(INTERNAL))
         self._open: dict[str, _Open] = {}
-        self._working = False
-        self._paused = False
+        self.input = BufferedReading(self, self._read_requests)
         self._eof = False  # the client closed its side: answer what was read, then close
-        self._gone = False  # the connection is lost: write nothing more
-        self._closing = False  # quit (or unframeable input) seen: read nothing more
         self._waiting: defer.Deferred[Any] | None = None  # a get with t= in flight
         self._toucher: task.LoopingCall | None = None
 
@@ -88,14 +87,16 @@ class MemcacheProtocol(protocol.Protocol):
         self.factory.total_connections += 1
         log.debug("memcache client connected peer={peer}", peer=self.peer)
 
+    @property
+    def _gone(self) -> bool:
+        """The connection is lost: write nothing more."""
+        return self.pipeline.gone
+
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self.pipeline.closing:
             return
         self.parser.feed(data)
-        if self._working:
-            self._update_reading(busy=True)
-        else:
-            self._start()
+        self.input.read()
 
     def readConnectionLost(self) -> None:
         """The client closed its side: answer what it sent, then close. A get still waiting (t=)
@@ -104,13 +105,13 @@ class MemcacheProtocol(protocol.Protocol):
         self._eof = True
         if self._waiting is not None:
             self._waiting.cancel()
-        self._start()
+        self.pipeline.finish()
 
     def writeConnectionLost(self) -> None:
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        self._gone = True
+        self.pipeline.lost()
         self.factory.connections -= 1
         if self._waiting is not None:
             self._waiting.cancel()
@@ -127,53 +128,44 @@ class MemcacheProtocol(protocol.Protocol):
 
     # -- serving in order ---------------------------------------------------------------------
 
-    def _start(self) -> None:
-        if not self._working:
-            self._working = True
-            defer.ensureDeferred(self._work()).addErrback(
-                lambda f: log.failure("memcache worker failed peer={peer}", f, peer=self.peer)
-            )
+    def _read_requests(self) -> None:
+        """Hand complete requests to the pipeline until none is left or reading is paused (the
+        rest waits in the parser)."""
+        while not self.input.paused and not self.pipeline.closing:
+            request = self.parser.next()
+            if request is None:
+                return
+            if request == wire.QUIT:
+                self.pipeline.quit(b"")
+            elif isinstance(request, wire.Invalid):
+                reply = self._quiet(request.reply) if request.noreply else request.reply
+                (self.pipeline.quit if request.close else self.pipeline.answer)(reply)
+            else:
+                size = len(request.value) if isinstance(request, wire.Store) else 0
+                self.pipeline.call(partial(self._run, request), size=size)
 
-    async def _work(self) -> None:
-        """Serve every complete request in the buffer, one at a time."""
-        try:
-            while not self._closing and (request := self.parser.next()) is not None:
-                reply = await self._serve(request)
-                if reply and not self._gone:
-                    self.transport.write(reply)
-                if request == wire.QUIT or (isinstance(request, wire.Invalid) and request.close):
-                    self._close()
-                self._update_reading(busy=True)
-        finally:
-            self._working = False
-        if self._eof and not self._closing:
-            self._close()
-        self._update_reading(busy=False)
+    def _run(self, request: wire.Request, principal: Any) -> defer.Deferred[bytes]:
+        return defer.ensureDeferred(self._serve(request))
 
-    def _close(self) -> None:
-        self._closing = True
+    # -- the pipeline's host ------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def reading(self, pause: bool) -> None:
+        """Back-pressure: stop reading while requests pile up behind a busy one."""
+        self.input.pause(pause)
+
+    def close(self) -> None:
         if not self._gone:
             self.transport.loseConnection()
 
-    def _update_reading(self, busy: bool) -> None:
-        """Back-pressure: stop reading while requests pile up behind a busy one."""
-        if self._gone or self._closing:
-            return
-        pause = busy and self.parser.buffered > self.factory.high_water
-        if pause != self._paused:
-            self._paused = pause
-            (self.transport.pauseProducing if pause else self.transport.resumeProducing)()
-
     async def _serve(self, request: wire.Request) -> bytes:
         """The reply bytes for one request (empty when there is nothing to say)."""
-        if isinstance(request, wire.Invalid):
-            return self._quiet(request.reply) if request.noreply else request.reply
         if self._gone and not isinstance(request, (wire.Store, wire.Delete, wire.Flush)):
             return b""  # only writes still matter once the client has left
         if isinstance(request, wire.Get):
             return await self._get(request)
-        if request == wire.QUIT:
-            return b""
         try:
             reply = await self._serve_other(request)
         except RestMQError as e:
@@ -338,11 +330,9 @@ class MemcacheProtocol(protocol.Protocol):
 
     async def _stats(self) -> bytes:
         """memcached's general lines plus Kestrel-style ``queue_<name>_<stat>`` lines."""
-        server = await self._call("stats")
+        server = await self._call("stats", detail=True)
         names = sorted(server["queues"])
-        found = await defer.gatherResults(
-            [self._call("stats", queue=name) for name in names], consumeErrors=True
-        ).addErrback(lambda f: f.value.subFailure.raiseException())
+        found = [server["queues"][name] for name in names]
         f = self.factory
         pairs: list[tuple[str, Any]] = [
             ("pid", os.getpid()),

@@ -9,12 +9,12 @@ Queue-shaped Redis commands map onto RestMQ commands (:mod:`restmq.wire.resp` is
   queue (with priorities), not a list, so whichever push and pop a client uses, the oldest message
   comes first. ``BLPOP``/``BRPOP q [q …] timeout`` take from the first listed queue that has a
   message, waiting up to ``timeout`` seconds (``0``: until one comes, in rounds of the command
-  table's longest wait); one queue is woken by adds at once, with several the first is woken at
-  once and the others are looked at every :data:`MULTI_POLL` seconds. ``LLEN q`` is the ready
+  table's longest wait): one ``take`` with ``queues``, woken at once by an add to any of them.
+  ``LPUSH`` is one ``add_many`` with ``len``. ``LLEN q`` is the ready
   count, ``DEL q [q …]`` purges and answers how many queues had messages.
 - The set flavour keeps each value at most once in the queue: ``SADD`` adds with ``unique``
   (answers how many were new), ``SPOP`` takes, ``SCARD`` counts, ``SISMEMBER`` asks ``find``,
-  ``SREM`` finds and deletes.
+  ``SREM`` is ``del`` with ``value`` per value (found and deleted in one step).
 - Values: a bulk string is stored as UTF-8 text (binary that is not UTF-8 is refused with
   ``bad_request``, nothing is queued); a taken text value comes back as its bytes, any other JSON
   value (added over HTTP) as its compact JSON text.
@@ -31,15 +31,16 @@ authentication and permission errors. Unknown commands, wrong arity and bad argu
 connection open; a malformed stream (bad lengths, a bulk longer than ``--max-message-size``,
 junk) gets ``-ERR Protocol error: …`` and the connection closes, as Redis does.
 
-The connection itself is :class:`~restmq.frontends.line.LineProtocol`'s: requests are read ahead,
+The connection's order is :class:`~restmq.frontends.pipeline.Pipeline`'s: requests are read ahead,
 run one at a time in order, answered in order, reading pauses when too many answers are pending,
 and a half-closed client still gets its answers. Each command runs under the token of the last
 ``AUTH`` (or ``HELLO … AUTH``) before it, never one sent after it: a request is queued with the
 principal in force where it stands, and reading waits until a pipelined ``AUTH``/``HELLO`` has run.
 With an auth file, a connection that has not authenticated within ``--header-timeout`` gets
-``-NOAUTH unauthorized not authenticated within N s`` and is closed. Only the framing (this parser instead of lines)
-and the commands (a per-connection :class:`RespSession` standing where the dispatcher stands for
-the line protocol) differ. A client that disconnects during a blocking pop has its wait cancelled,
+``-NOAUTH unauthorized not authenticated within N s`` and is closed. This module owns only the
+framing (:class:`RespProtocol`) and the Redis commands (a per-connection :class:`RespSession`,
+each a call or two of the dispatcher's commands). Connections never time out for being idle (Redis's
+default ``timeout 0``): client libraries keep pooled connections idle for long. A client that disconnects during a blocking pop has its wait cancelled,
 and pops read after a client is gone are not run, so no message is taken for nobody (except one
 taken in the instant the connection drops, as with an HTTP long poll).
 """
@@ -51,18 +52,20 @@ import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from restmq import __version__, commands
 from restmq.errors import BadQueueName, BadRequest, LimitExceeded, RestMQError, Unauthorized, internal
-from restmq.frontends.line import LineProtocol, describe_peer
+from restmq.frontends.connection import INTERNAL, BufferedReading, close_gracefully, describe_peer
+from restmq.frontends.pipeline import Pipeline
 from restmq.wire import resp as wire
-from restmq.wire.line import Call
 from restmq.wire.resp import NIL_ARRAY, OK, Error, Map, Reply, Simple, value_bytes
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
@@ -72,8 +75,6 @@ log = Logger()
 #: The Redis version whose commands we follow (``INFO``'s ``redis_version``, ``HELLO``'s version):
 #: clients compare it to decide which command forms they may send.
 REDIS_VERSION = "7.0.0"
-#: While a blocking pop on several queues waits on the first, the others are looked at this often.
-MULTI_POLL = 0.1
 #: RestMQ error codes whose Redis prefix is not ``ERR``: the ones clients map to their own errors.
 PREFIXES = {"unauthorized": "NOAUTH", "forbidden": "NOPERM"}
 #: Commands that may change the connection's token: what follows them is read once they have run.
@@ -119,6 +120,24 @@ def _timeout(raw: bytes) -> float:
     if timeout < 0:
         raise BadRequest("timeout is negative")
     return timeout
+
+
+def _queue_lines(queues: dict[str, Any]) -> list[str]:
+    """``queueN:name=…,ready=…,…,added_total=…`` per queue (``stats`` with ``detail``): lengths
+    now, then counters since the queue was created (names may hold ':', so they are not the key)."""
+    lines = []
+    for i, name in enumerate(sorted(queues)):
+        stats = queues[name]
+        fields = {
+            "name": name,
+            **stats["length"],
+            **{f"{k}_total": v for k, v in stats["counters"].items()},
+            "state": stats["state"],
+            "policy": stats["policy_name"],
+            "subscribers": stats["subscribers"],
+        }
+        lines.append(f"queue{i}:" + ",".join(f"{k}={v}" for k, v in fields.items()))
+    return lines
 
 
 @dataclass(frozen=True)
@@ -186,8 +205,8 @@ SPECS: dict[str, Spec] = {
 
 
 class RespSession:
-    """One connection's commands and what it knows (id, name, library); stands where the
-    dispatcher stands for the line protocol, and calls the real one."""
+    """One connection's Redis commands and what it knows (id, name, library); each command is a
+    call or two of the dispatcher's."""
 
     def __init__(self, proto: RespProtocol, dispatcher: Any, factory: RespFactory, client_id: int) -> None:
         self.proto = proto
@@ -208,12 +227,11 @@ class RespSession:
         #: The token the running command was queued with (commands run one at a time).
         self.principal: Any = None
 
-    # -- LineProtocol's side: run one request ---------------------------------------------------
+    # -- the protocol's side: run one request -------------------------------------------------
 
-    def execute(self, name: str, args: dict[str, Any], principal: Any = None, *, frontend: str = "") -> Any:
-        """Run one request (``args["argv"]``, name first); a Deferred of its reply."""
-        argv: list[bytes] = args["argv"]
-        spec = SPECS.get(name)
+    def execute(self, argv: list[bytes], principal: Any = None) -> defer.Deferred[Reply]:
+        """Run one request (``argv``, name first) under ``principal``; a Deferred of its reply."""
+        spec = SPECS.get(argv[0].upper().decode("utf-8", "replace"))
         if spec is None:
             beginning = "".join(f"'{_show(a)}' " for a in argv[1:])
             return defer.succeed(
@@ -282,9 +300,8 @@ class RespSession:
     # -- queue commands -----------------------------------------------------------------------
 
     async def _push(self, args: list[bytes]) -> Reply:
-        queue = _queue(args[0])
-        await self._run("add_many", queue=queue, messages=[_text(v) for v in args[1:]])
-        return await self._ready(queue)
+        answer = await self._run("add_many", queue=_queue(args[0]), messages=[_text(v) for v in args[1:]], len=True)
+        return int(answer["len"])
 
     _cmd_lpush = _cmd_rpush = _push
 
@@ -314,21 +331,19 @@ class RespSession:
             return NIL_ARRAY  # the client closed its side or left (see RespProtocol.readConnectionLost)
 
     async def _wait_and_take(self, queues: list[str], timeout: float) -> Reply:
+        """One ``take`` over every queue (the first listed with a message wins), woken by an add
+        to any of them; ``0`` waits in rounds of the command table's longest wait."""
         forever = timeout == 0
         deadline = time.monotonic() + timeout
-        while True:
-            if len(queues) > 1:
-                for queue in queues:
-                    taken = await self._take(queue, 1)
-                    if taken:
-                        return [queue, value_bytes(taken[0]["value"])]
+        while not self.proto.gone:
             left = commands.MAX_WAIT if forever else deadline - time.monotonic()
-            if left <= 0 or self.proto.gone:
-                return NIL_ARRAY
-            wait = min(left, commands.MAX_WAIT if len(queues) == 1 else MULTI_POLL)
-            taken = await self._take(queues[0], 1, wait)
+            wait = min(max(left, 0.0), commands.MAX_WAIT)
+            taken = await self._run("take", queues=queues, count=1, wait=wait)
             if taken:
-                return [queues[0], value_bytes(taken[0]["value"])]
+                return [taken[0]["queue"], value_bytes(taken[0]["value"])]
+            if not forever and deadline - time.monotonic() <= 0:
+                break
+        return NIL_ARRAY
 
     _cmd_blpop = _cmd_brpop = _blocking_pop
 
@@ -357,9 +372,7 @@ class RespSession:
         queue = _queue(args[0])
         removed = 0
         for value in dict.fromkeys(_text(v) for v in args[1:]):
-            key = (await self._run("find", queue=queue, value=value)).get("key")
-            if key:
-                removed += bool((await self._run("del", queue=queue, key=key))["deleted"])
+            removed += int((await self._run("del", queue=queue, value=value))["deleted"])
         return removed
 
     # -- connection and server commands -------------------------------------------------------
@@ -461,7 +474,7 @@ class RespSession:
         wanted = {a.lower() for a in args} or {b"default"}
         every = bool(wanted & {b"default", b"all", b"everything"})
         lines: list[str] = []
-        stats = await self._run("stats") if every or wanted & {b"server", b"queues"} else {}
+        stats = await self._run("stats", detail=True) if every or wanted & {b"server", b"queues"} else {}
         if every or b"server" in wanted:
             lines += [
                 "# Server",
@@ -477,27 +490,8 @@ class RespSession:
         if every or b"clients" in wanted:
             lines += ["# Clients", f"connected_clients:{len(self.factory.clients)}", ""]
         if every or b"queues" in wanted:
-            lines += ["# Queues", *await self._queue_lines(sorted(stats["queues"])), ""]
+            lines += ["# Queues", *_queue_lines(stats["queues"]), ""]
         return "\r\n".join(lines)
-
-    async def _queue_lines(self, names: list[str]) -> list[str]:
-        """``queueN:name=…,ready=…,…,added_total=…`` per queue: lengths now, then counters since
-        the queue was created (names may hold ':', so they are not the key)."""
-        found = await defer.gatherResults(
-            [self._run("stats", queue=q) for q in names], consumeErrors=True
-        ).addErrback(lambda f: f.value.subFailure.raiseException())
-        lines = []
-        for i, stats in enumerate(found):
-            fields = {
-                "name": stats["queue"],
-                **stats["length"],
-                **{f"{k}_total": v for k, v in stats["counters"].items()},
-                "state": stats["state"],
-                "policy": stats["policy"],
-                "subscribers": stats["subscribers"],
-            }
-            lines.append(f"queue{i}:" + ",".join(f"{k}={v}" for k, v in fields.items()))
-        return lines
 
     async def _cmd_command(self, args: list[bytes]) -> Reply:
         if not args:
@@ -514,66 +508,96 @@ class RespSession:
         return Error(f"ERR unknown subcommand '{_show(args[0])}'. Try COMMAND HELP.")
 
 
-class RespProtocol(LineProtocol):
-    """One RESP connection: :class:`LineProtocol`'s ordering, back-pressure and half-close with
-    RESP framing; its "dispatcher" is the connection's :class:`RespSession`."""
+@implementer(IHalfCloseableProtocol)
+class RespProtocol(protocol.Protocol):
+    """One RESP connection: RESP framing around a :class:`~restmq.frontends.pipeline.Pipeline`
+    (order, back-pressure, per-request principal); its commands are its :class:`RespSession`'s."""
 
-    kind = "resp"
-    factory: RespFactory  # type: ignore[assignment]
+    transport: Any
+    factory: RespFactory
+    peer = "unknown"
+    _abort_later: Any = None
 
     def __init__(self, factory: RespFactory, client_id: int) -> None:
-        self.session = RespSession(self, factory.dispatcher, factory, client_id)
-        super().__init__(self.session, factory.max_bulk)
         self.factory = factory
+        self.session = RespSession(self, factory.dispatcher, factory, client_id)
         self.parser = wire.RequestParser(max_bulk=factory.max_bulk)
+        self.pipeline = Pipeline(self, internal=wire.encode(error_reply(INTERNAL)))
+        self.input = BufferedReading(self, self._read_loop)
 
     @property
     def gone(self) -> bool:
         """The client can no longer be answered."""
-        return self._gone
+        return self.pipeline.gone
+
+    @property
+    def principal(self) -> Any:
+        """The token of the last accepted AUTH (what requests read from now on run under)."""
+        return self.pipeline.principal
+
+    def authenticated(self, token: Any) -> None:
+        self.pipeline.authenticated(token)
+
+    # -- the pipeline's host ------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def reading(self, pause: bool) -> None:
+        self.input.pause(pause)
+
+    def close(self) -> None:
+        self._abort_later = close_gracefully(self.transport, self.factory.clock)
+
+    # -- reading ------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        super().connectionMade()
+        self.peer = describe_peer(self.transport.getPeer())[1]
+        log.debug("resp client connected peer={peer}", peer=self.peer)
         self.factory.clients[self.session.id] = self
+        self.pipeline.require_auth(self.factory.clock, self.factory.auth_timeout, self._auth_expired)
+
+    def _auth_expired(self) -> None:
+        """No accepted AUTH within ``auth_timeout`` (an auth file is in force): say why and close."""
+        limits = self.factory.limits
+        if limits is not None:
+            limits.rejected["auth_timeout"] += 1
+        log.info("resp client did not authenticate peer={peer}", peer=self.peer)
+        self.pipeline.quit(
+            self._encode_error(Unauthorized(f"not authenticated within {self.factory.auth_timeout:g} s"))
+        )
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self.pipeline.closing:
             return
         self.parser.feed(data)
-        self._read_requests()
-
-    _reading = False
-
-    def _read_requests(self) -> None:
-        """Hand complete requests to the ordered pipeline until the buffer is empty, reading is
-        paused (too many answers pending or a credential waiting for its turn: the rest waits in
-        the parser) or the stream is broken. Not re-entered: a resume from inside the loop (an
-        AUTH that ran at once) just lets the loop go on."""
-        if self._reading:
-            return
-        self._reading = True
-        try:
-            self._read_loop()
-        finally:
-            self._reading = False
+        self.input.read()
 
     def _read_loop(self) -> None:
-        while not self._paused and not self._closing:
+        """Hand complete requests to the pipeline until the buffer is empty, reading is paused
+        (too many answers pending or a credential waiting for its turn: the rest waits in the
+        parser) or the stream is broken."""
+        while not self.input.paused and not self.pipeline.closing:
             try:
                 argv = self.parser.next()
             except wire.ProtocolError as e:
                 log.info("resp protocol error peer={peer}: {error}", peer=self.peer, error=e.message)
-                self._quit(wire.encode(e.reply))
+                self.pipeline.quit(wire.encode(e.reply))
                 return
             if argv is None:
                 return
             name = argv[0].upper().decode("utf-8", "replace")
             if name == "QUIT":
-                self._quit(wire.encode(OK))  # after every earlier answer; what follows is ignored
+                self.pipeline.quit(wire.encode(OK))  # after every earlier answer; what follows is ignored
                 return
-            self._call(Call(name, {"argv": argv}), credential=name in CREDENTIALS)
+            self.pipeline.call(partial(self._run, argv, name), credential=name in CREDENTIALS)
 
-    def _encode_answer(self, answer: Any, *_: Any) -> bytes:
+    def _run(self, argv: list[bytes], name: str, principal: Any) -> defer.Deferred[bytes]:
+        return self.session.execute(argv, principal).addCallbacks(
+            self._encode_answer, self._encode_failure, errbackArgs=(name,)
+        )
+
+    def _encode_answer(self, answer: Any) -> bytes:
         try:
             return wire.encode(answer, self.session.resp3)
         except Exception:
@@ -591,6 +615,8 @@ class RespProtocol(LineProtocol):
     def _encode_error(self, error: RestMQError) -> bytes:
         return wire.encode(error_reply(error))
 
+    # -- the end ------------------------------------------------------------------------------
+
     def _stop_waiting(self) -> None:
         """Cancel a blocking pop in flight: a message it took later would be taken for nobody."""
         if self.session.blocking is not None:
@@ -600,12 +626,19 @@ class RespProtocol(LineProtocol):
         """The client closed its side: like Redis, a blocking pop it sent ends now (nil) rather than
         hold the connection open; everything else read is still answered, then it closes."""
         self._stop_waiting()
-        super().readConnectionLost()
+        self.pipeline.finish()
+
+    def writeConnectionLost(self) -> None:
+        self.pipeline.gone = True
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.factory.clients.pop(self.session.id, None)
-        super().connectionLost(reason)
+        self.pipeline.lost()
+        if self._abort_later is not None and self._abort_later.active():
+            self._abort_later.cancel()
         self._stop_waiting()
+        log.debug("resp client disconnected peer={peer}: {why}", peer=self.peer, why=reason.getErrorMessage())
 
 
 class RespFactory(protocol.Factory):
@@ -613,9 +646,6 @@ class RespFactory(protocol.Factory):
     (``--max-message-size``), a longer one is a protocol error."""
 
     noisy = False
-    #: Connections never time out for being idle (Redis's default ``timeout 0``): client libraries
-    #: keep pooled connections idle for long and do not expect the server to drop them.
-    idle_timeout = 0.0
 
     def __init__(
         self,
@@ -643,10 +673,7 @@ class RespFactory(protocol.Factory):
         return wire.encode(error_reply(LimitExceeded(message)))
 
     def buildProtocol(self, addr: IAddress | None) -> RespProtocol:  # type: ignore[override]
-        proto = RespProtocol(self, next(self._ids))
-        # TimeoutMixin (LineProtocol's idle timer) schedules on this clock (the auth deadline too).
-        proto.callLater = self.clock.callLater  # type: ignore[method-assign]
-        return proto
+        return RespProtocol(self, next(self._ids))
 
 
 def build(context: Context) -> RespFactory:

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from restmq.commands import MAX_COUNT
 from restmq.dispatch import TRUSTED
 from restmq.errors import RestMQError
-from restmq.frontends.line import NewlineReceiver
+from restmq.frontends.connection import NewlineReceiver
 from restmq.wire import syslog as wire
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option

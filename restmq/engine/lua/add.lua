@@ -5,7 +5,8 @@
 -- the queue's dedup window, when it is unique and a unique message with the same value is still
 -- held, or when an earlier item of the batch is that message. Refuses the whole batch with
 -- QUEUE_FULL when what it adds would pass the queue's max_length.
--- Returns {next due, now, n1 or -n1, …}; publishes "a" for ready ones.
+-- Returns {next due, now, n1 or -n1, …, ready length after the add} (the length lets a client that
+-- wants it, RESP's LPUSH, skip a second script); publishes "a" for ready ones.
 local nowms = now_ms()
 local now = int(nowms)
 local count = (#ARGV - 1) / 5
@@ -99,4 +100,5 @@ end
 if fresh > 0 then redis.call('HINCRBY', K.stats, 'added', fresh) end
 if woke > 0 then redis.call('PUBLISH', CHANNEL, 'a') end
 out[1] = due
+out[#out + 1] = redis.call('ZCARD', K.ready)
 return out

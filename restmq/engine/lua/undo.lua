@@ -5,6 +5,7 @@
 --   "add": ARGV[3…] = (n, dedup or "") of each message it added; each one still ready or delayed
 --          is removed with its dedup entry and unique index (one already delivered stays).
 --   "take": ARGV[3…] = (n, record, seen) of each message it took; each is put back as it was.
+--   "del": ARGV[3…] = (n, record, seen) of the message it deleted; put back ready, not counted.
 --   "reserve": ARGV[3…] = receipts; each still current is released now, its attempt given back.
 -- Returns {next due, how many were undone}.
 local now = now_ms()
@@ -25,7 +26,7 @@ if what == 'add' then
     end
   end
   if undone > 0 then redis.call('HINCRBY', K.stats, 'added', -undone) end
-elseif what == 'take' then
+elseif what == 'take' or what == 'del' then
   for i = 3, #ARGV, 3 do
     local n, rec, seen = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     if redis.call('HEXISTS', K.messages, n) == 0 then
@@ -38,7 +39,7 @@ elseif what == 'take' then
     end
   end
   if undone > 0 then
-    redis.call('HINCRBY', K.stats, 'taken', -undone)
+    if what == 'take' then redis.call('HINCRBY', K.stats, 'taken', -undone) end
     redis.call('PUBLISH', CHANNEL, 'a')
   end
 elseif what == 'reserve' then

@@ -1,7 +1,7 @@
 """``GET /metrics``: the server's numbers in the Prometheus text format (docs/operations.md).
 
-Framing only, like every route: the numbers come from the dispatcher (the ``stats`` command for the
-server and for each queue it lists, fetched concurrently, plus its ``calls``/``errors`` counters),
+Framing only, like every route: the numbers come from the dispatcher (one ``stats`` command with
+``detail``: every listed queue's lengths and counters, plus its ``calls``/``errors`` counters),
 never from the engine. The server's ``stats`` lists only the queues the caller may read, so a
 scrape shows only those. Each scrape builds a fresh :class:`~prometheus_client.CollectorRegistry` over a
 :class:`Snapshot`, so nothing is registered globally and several Sites in one process never clash.
@@ -155,34 +155,22 @@ def render(snapshot: Snapshot) -> bytes:
 
 
 async def take_snapshot(dispatcher: Any, principal: Any = None) -> Snapshot:
-    """Ask the dispatcher for the server's and every queue's stats (concurrently).
+    """Ask the dispatcher for the server's stats with every queue's detail (one ``stats`` call,
+    a few scripts however many queues).
 
     A failing backend marks ``up`` false (``backend_unavailable``); what could not be read is left
     out and the scrape still answers. Only a refused caller (401/403) fails it.
     """
     snap = Snapshot()
     try:
-        server = await dispatcher.execute("stats", {}, principal, frontend="metrics")
+        server = await dispatcher.execute("stats", {"detail": True}, principal, frontend="metrics")
     except RestMQError as e:
         if e.code in ("unauthorized", "forbidden"):
             raise  # answered 401/403 like any route
         snap.up = e.code != "backend_unavailable"
         server = {}
-    names = list((server.get("queues") or {}) if isinstance(server, Mapping) else ())
-
-    def failed(failure: Any) -> None:
-        failure.trap(RestMQError)
-        if failure.value.code == "backend_unavailable":
-            snap.up = False
-        return None
-
-    found = await defer.gatherResults(
-        [
-            dispatcher.execute("stats", {"queue": q}, principal, frontend="metrics").addErrback(failed)
-            for q in names
-        ]
-    )
-    for name, stats in zip(names, found):
+    queues = (server.get("queues") or {}) if isinstance(server, Mapping) else {}
+    for name, stats in queues.items():
         if isinstance(stats, Mapping):
             snap.queues[name] = dict(stats)
     # Copied after the stats calls so a scrape shows its own calls consistently.

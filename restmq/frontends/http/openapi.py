@@ -96,6 +96,9 @@ def arg_schema(arg: Arg, *, wire: str = "json") -> dict[str, Any]:
         schema = one if wire == "text" else {
             "anyOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": commands.MAX_COUNT}],
         }
+    elif kind == "queues":
+        one = {"type": "string", "pattern": QUEUE_PATTERN, "minLength": 1, "maxLength": 128}
+        schema = {"type": "array", "items": one, "minItems": 1, "maxItems": commands.MAX_QUEUES}
     else:  # pragma: no cover - a new kind must be described here
         raise ValueError(f"no schema for argument kind {kind!r}")
     if arg.doc:
@@ -144,10 +147,12 @@ STRING, INTEGER, NUMBER = {"type": "string"}, {"type": "integer"}, {"type": "num
 #: Each command's JSON answer (docs/commands.md), loosely: the fields every answer has.
 RESULTS: dict[str, dict[str, Any]] = {
     "add": _obj("queue", "key", "value", queue=STRING, key=STRING,
-                duplicate={"type": "boolean", "description": "only when nothing was added (dedup or unique)"}),
+                duplicate={"type": "boolean", "description": "only when nothing was added (dedup or unique)"},
+                len={**INTEGER, "description": "ready length after the add; only when asked (len)"}),
     "add_many": _obj("queue", "keys", queue=STRING, keys={"type": "array", "items": STRING},
                      duplicates={"type": "array", "items": INTEGER,
-                                 "description": "indexes of the items that added nothing; only when some did"}),
+                                 "description": "indexes of the items that added nothing; only when some did"},
+                     len={**INTEGER, "description": "ready length after the add; only when asked (len)"}),
     "find": _obj("queue", "key", queue=STRING, key={"type": ["string", "null"]}),
     "take": MESSAGES,
     "reserve": MESSAGES,
@@ -158,7 +163,8 @@ RESULTS: dict[str, dict[str, Any]] = {
     "touch": _obj("queue", "lease_until", queue=STRING, lease_until=NUMBER),
     "config": _obj("queue", queue=STRING),
     "redrive": _obj("queue", "moved", queue=STRING, moved=INTEGER),
-    "del": _obj("queue", "deleted", "key", queue=STRING, key=STRING),
+    "del": _obj("queue", "deleted", "key", queue=STRING, key={"type": ["string", "null"]},
+                deleted={"description": "by key: true/false; by value: how many were removed (0 or 1)"}),
     "purge": _obj("queue", "purged", queue=STRING, purged=INTEGER),
     "len": _obj("queue", "len", "ready", "reserved", "delayed", "dead", queue=STRING, len=INTEGER),
     "list": _obj("queues", "count", queues={"type": "object"}, count=INTEGER),

@@ -1,0 +1,242 @@
+"""Ordered replies: one connection's requests run one at a time and are answered in request order.
+
+Used by composition by every request/answer front end (line protocol, RESP, memcached), which only
+parse their framing and encode their answers. What it guarantees:
+
+- Pipelining: requests are read ahead, but they run one at a time in request order (``add q x``
+  then ``take q`` sees that x, as in a Redis pipeline) and their answers are written in request
+  order (a queue of slots); an answer known at once (``ping``, a parse error) waits its turn too.
+- Back-pressure: at most ``max_pending`` answers (and, if set, ``max_bytes`` of requests not yet
+  run) may be outstanding; beyond that the host is told to stop reading until some are written.
+- Principal: each request is queued with the principal in force where it stands in the pipeline.
+  A ``credential`` request (an ``auth``) may change it, so reading stops until it has run and what
+  follows is queued under what it set. With :meth:`require_auth`, a connection that does not
+  authenticate in time is told so by its host.
+- Turns: :meth:`at_turn` runs something (a ``subscribe``) once every earlier answer is written,
+  reading paused until then; :meth:`quit` answers and then closes once everything before it is
+  written, and :meth:`finish` closes after the last answer (a half-closed client).
+- Requests already read keep running after the client left (a fire-and-forget producer never
+  loses its add); their answers are dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+#: How a request runs when its turn comes: given the principal it was queued with, a Deferred of
+#: the encoded answer (the host encodes its own errors; anything else is logged and answered with
+#: the pipeline's ``internal`` bytes).
+Run = Callable[[Any], "defer.Deferred[bytes]"]
+
+
+class Host(Protocol):
+    """The connection a pipeline answers on."""
+
+    def write(self, data: bytes) -> None:
+        """Write an answer's bytes (never called once the connection is lost)."""
+
+    def reading(self, pause: bool) -> None:
+        """Stop or resume reading requests (and, on resume, read what is already buffered)."""
+
+    def close(self) -> None:
+        """Close the connection: a :meth:`Pipeline.quit` or :meth:`Pipeline.finish` came up."""
+
+
+@dataclass(eq=False)
+class Slot:
+    """One answer's place in the output order: its bytes once known, and what to do after writing."""
+
+    data: bytes = b""
+    ready: bool = False
+    then: Callable[[], None] | None = None
+
+
+@dataclass(eq=False)
+class _Queued:
+    run: Run
+    slot: Slot
+    principal: Any
+    credential: bool
+    size: int
+
+
+class Pipeline:
+    """The ordered-replies machinery of one connection (see the module docstring)."""
+
+    def __init__(self, host: Host, *, max_pending: int = 1000, max_bytes: int = 0, internal: bytes = b"") -> None:
+        self.host = host
+        #: Answers that may be outstanding before the host stops reading.
+        self.max_pending = max_pending
+        #: Bytes of requests not yet run beyond which the host stops reading (0: no bound).
+        self.max_bytes = max_bytes
+        #: What a request whose run failed unexpectedly is answered.
+        self.internal = internal
+        #: The principal requests are queued with from now on (the last accepted credential).
+        self.principal: Any = None
+        #: A quit or end of input was seen: nothing more is read.
+        self.closing = False
+        #: The connection is lost: nothing more is written.
+        self.gone = False
+        self._out: deque[Slot] = deque()
+        self._calls: deque[_Queued] = deque()
+        self._bytes = 0
+        self._credentials = 0  # credential requests queued or running: reading waits for them
+        self._held = 0  # at_turn callbacks waiting for their turn
+        self._running = False
+        self._dispatching = False
+        self._flushing = False
+        self._auth_deadline: IDelayedCall | None = None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, running or unwritten, and not closing."""
+        return not (self._out or self._calls or self._running or self.closing)
+
+    # -- principal ----------------------------------------------------------------------------
+
+    def authenticated(self, principal: Any) -> None:
+        """A credential was accepted: it is the principal of the requests queued from now on."""
+        self.principal = principal
+        if self._auth_deadline is not None and self._auth_deadline.active():
+            self._auth_deadline.cancel()
+
+    def require_auth(self, clock: IReactorTime, seconds: float, expired: Callable[[], None]) -> None:
+        """Call ``expired`` if no credential is accepted within ``seconds`` (0: never), unless the
+        connection is closing or gone by then."""
+        if not seconds:
+            return
+
+        def check() -> None:
+            if self.principal is None and not self.closing and not self.gone:
+                expired()
+
+        self._auth_deadline = clock.callLater(seconds, check)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def call(self, run: Run, *, credential: bool = False, size: int = 0) -> None:
+        """Queue a request with the principal in force here; ``credential``: it may change the
+        principal, so reading waits until it has run; ``size``: its bytes, for ``max_bytes``."""
+        if credential:
+            self._credentials += 1
+        slot = Slot()
+        self._bytes += size
+        self._push(slot)
+        self._calls.append(_Queued(run, slot, self.principal, credential, size))
+        self._next_call()
+
+    def answer(self, data: bytes) -> None:
+        """An answer known now, written in order after those still pending."""
+        self._push(Slot(data, ready=True))
+
+    def slot(self) -> Slot:
+        """A place in the output for an answer that :meth:`fill` gives later."""
+        slot = Slot()
+        self._push(slot)
+        return slot
+
+    def fill(self, slot: Slot, data: bytes) -> None:
+        slot.data, slot.ready = data, True
+        self._flush()
+
+    def at_turn(self, then: Callable[[], None]) -> None:
+        """Run ``then`` once every earlier answer is written; reading pauses until it has run."""
+        self._held += 1
+
+        def turn() -> None:
+            self._held -= 1
+            then()
+
+        self._push(Slot(ready=True, then=turn))
+
+    def quit(self, last: bytes) -> None:
+        """Answer ``last`` after every earlier answer, then close; read nothing more."""
+        self.closing = True
+        self._push(Slot(last, ready=True, then=self.host.close))
+
+    def finish(self) -> None:
+        """The client sent everything it will: answer what is pending, then close."""
+        if not self.closing:
+            self.closing = True
+            self._push(Slot(b"", ready=True, then=self.host.close))
+
+    def lost(self) -> None:
+        """The connection is gone: drop unwritten answers (queued requests still run)."""
+        self.gone = True
+        self._out.clear()
+        if self._auth_deadline is not None and self._auth_deadline.active():
+            self._auth_deadline.cancel()
+
+    def _next_call(self) -> None:
+        """Run queued requests one at a time, so their effects happen in request order too."""
+        if self._dispatching:
+            return  # a request finished synchronously inside the loop below: it continues
+        self._dispatching = True
+        try:
+            while self._calls and not self._running:
+                queued = self._calls.popleft()
+                self._running = True
+                d = defer.maybeDeferred(queued.run, queued.principal)
+                d.addErrback(self._failed)
+                d.addCallback(self._call_done, queued)
+        finally:
+            self._dispatching = False
+
+    def _failed(self, failure: Failure) -> bytes:
+        log.failure("request failed unexpectedly", failure)
+        return self.internal
+
+    def _call_done(self, data: bytes, queued: _Queued) -> None:
+        self._running = False
+        self._bytes -= queued.size
+        if queued.credential:
+            self._credentials -= 1
+        queued.slot.data, queued.slot.ready = data, True
+        self._flush()
+        self._next_call()
+
+    # -- writing in order ---------------------------------------------------------------------
+
+    def _push(self, slot: Slot) -> None:
+        self._out.append(slot)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write every answer at the head of the queue that is ready; stop at the first pending."""
+        if self._flushing:
+            return  # the outer loop picks up whatever was pushed meanwhile
+        self._flushing = True
+        try:
+            while self._out and self._out[0].ready:
+                slot = self._out.popleft()
+                if self.gone:
+                    continue
+                if slot.data:
+                    self.host.write(slot.data)
+                if slot.then is not None:
+                    slot.then()
+        finally:
+            self._flushing = False
+        self.update_reading()
+
+    def update_reading(self) -> None:
+        """Tell the host to pause reading while a turn or a credential waits, or too much is
+        outstanding; to resume otherwise."""
+        if self.gone or self.closing:
+            return
+        self.host.reading(
+            self._held > 0
+            or self._credentials > 0
+            or len(self._out) >= self.max_pending
+            or bool(self.max_bytes and self._bytes > self.max_bytes)
+        )
