@@ -277,23 +277,30 @@ LAYERS: dict[str, str] = {
     "test_xmlrpc.py::test_from_xmlrpc_refuses_binary_that_is_not_text": "pure",
 }
 #: The layers that are slow as a whole; SLOW names the slow files and tests of the other layers:
-#: over about a second each (a browser or collectd started, timers and deadlines waited for, socket
-#: buffers filled, schemathesis), so that `-m "not slow"` stays under a minute.
+#: those that wait a second or more (a browser, collectd or redis-server started, timers, deadlines
+#: and outages waited for, socket buffers filled, schemathesis), so that `-m "not slow"` stays quick.
+#: (The pure layer's Hypothesis tests only compute, and stay in the quick loop.)
 SLOW_LAYERS = frozenset({"process", "chaos"})
 SLOW: frozenset[str] = frozenset({
+    "test_backend.py::test_backend_embedded",
+    "test_backend.py::test_connect_while_down_then_recovers",
     "test_collectd.py::test_a_real_collectd_posts_values_and_notifications",
     "test_dashboard.py::test_chromium_renders_the_live_table",
     "test_dashboard.py::test_chromium_screenshot_renders",
     "test_dashboard.py::test_chromium_shows_server_errors",
+    "test_http.py::test_redis_outage_is_503_json",
     "test_limits.py::test_http_over_the_connection_limit_gets_429_and_idle_keepalive_closes",
     "test_limits.py::test_idle_line_connection_is_closed_but_a_subscriber_is_not",
     "test_limits.py::test_oversized_request_heads_get_414_or_431_then_close",
     "test_limits.py::test_silent_http_connections_are_closed_after_the_header_timeout",
     "test_limits.py::test_unauthenticated_tcp_connections_are_closed_after_the_deadline",
     "test_line.py::test_tcp_subscriber_that_stops_reading_leaves_messages_queued",
+    "test_memcache.py::test_an_open_message_stays_hidden_past_its_lease_while_the_client_lives",
+    "test_memcache.py::test_expiry_follows_memcached_exptime",
     "test_nothttp.py::test_chromium_page_cannot_post_commands_to_the_line_port",
     "test_openapi.py::test_schemathesis_finds_no_server_errors",
     "test_openapi.py::test_schemathesis_invalid_requests_get_no_server_errors",
+    "test_ops.py::test_health_without_a_token_is_503_when_redis_is_gone",
     "test_origins.py::test_chromium_page_from_another_site_changes_nothing",
     "test_origins.py::test_chromium_same_page_works_when_cors_allows_every_origin",
     "test_origins.py::test_chromium_same_requests_from_the_servers_own_origin_work",

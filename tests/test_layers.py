@@ -4,6 +4,7 @@ real file or test, and every layer is a declared marker."""
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -13,16 +14,14 @@ from tests.conftest import LAYERS, SLOW, SLOW_LAYERS
 TESTS = Path(__file__).parent
 
 
-def test_functions(file: str) -> set[str]:
+@cache
+def defined_tests(file: str) -> frozenset[str]:
     """The names of the test functions a test file defines at its top level."""
     tree = ast.parse((TESTS / file).read_text("utf-8"))
-    return {
+    return frozenset(
         node.name for node in tree.body
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")
-    }
-
-
-test_functions.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+    )
 
 
 def test_every_test_file_has_a_layer() -> None:
@@ -40,7 +39,7 @@ def test_every_entry_names_a_test_file_or_one_of_its_tests(entry: str) -> None:
     file, _, test = entry.partition("::")
     assert (TESTS / file).is_file(), f"{entry}: no tests/{file}"
     if test:
-        assert test in test_functions(file), f"{entry}: tests/{file} defines no {test}"
+        assert test in defined_tests(file), f"{entry}: tests/{file} defines no {test}"
 
 
 def test_every_layer_is_a_declared_marker(pytestconfig: pytest.Config) -> None:
