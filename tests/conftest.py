@@ -154,3 +154,176 @@ async def fails(dispatcher, code: str, name: str, **args):
         await dispatcher.execute(name, args)
     assert info.value.code == code, info.value
     return info.value
+
+
+# -- layers ----------------------------------------------------------------------------------------
+# Every test file's layer, in this one table (README "Development"): a marker of that name is added
+# to each of its tests, so `-m engine` runs one layer and `-m "not slow"` the developer's loop.
+# A "file::test" entry puts one test of a mixed file in another layer (a process test among front-end
+# tests, the pure parsing tests of a front end's file). tests/test_layers.py fails for a test file
+# missing here and for an entry naming nothing.
+#   pure      codecs, the command table, compat, config, auth: no reactor, no Redis
+#   engine    the engine, dispatcher and backend on a real redis-server
+#   frontend  front ends over port 0 or StringTransport, with a real client
+#   process   real `restmq serve` / `twistd` processes, Sentinel, TLS processes
+#   chaos     fault injection, fuzzing, long property runs
+LAYERS: dict[str, str] = {
+    "test_acl.py": "frontend",
+    "test_acl.py::test_hosts_match_addresses_networks_prefixes_and_all": "pure",
+    "test_acl.py::test_rules_judge_address_then_basic_credentials": "pure",
+    "test_acl.py::test_bad_acl_files_are_refused_with_a_reason": "pure",
+    "test_acl.py::test_acl_reloads_when_the_file_changes_and_keeps_old_rules_on_a_bad_file": "pure",
+    "test_acl.py::test_acl_option_checks_the_file_and_covers_http_only": "pure",
+    "test_acl.py::test_tokens_and_acl_together_must_both_pass": "pure",
+    "test_acl.py::test_serve_reloads_the_acl_when_the_file_changes": "process",
+    "test_auth.py": "frontend",
+    "test_auth.py::test_tokens_file_grants_rights_on_queue_globs": "pure",
+    "test_auth.py::test_bad_tokens_files_name_the_line": "pure",
+    "test_auth.py::test_tokens_reload_keeps_the_old_ones_on_a_broken_file": "pure",
+    "test_auth.py::test_token_from_authorization_header": "pure",
+    "test_auth.py::test_auth_file_allows_public_http_but_not_public_syslog": "pure",
+    "test_backend.py": "engine",
+    "test_backend.py::test_build_command_is_resp": "pure",
+    "test_backend.py::test_backend_bad_url": "pure",
+    "test_chaos.py": "chaos",
+    "test_cli.py": "process",
+    "test_client.py": "frontend",
+    "test_codec_properties.py": "pure",
+    "test_collectd.py": "frontend",
+    "test_collectd.py::test_putval_lines_become_one_record_per_value_list": "pure",
+    "test_collectd.py::test_write_http_json_keeps_dsnames_dstypes_and_meta": "pure",
+    "test_collectd.py::test_notifications_in_every_collectd_format": "pure",
+    "test_collectd.py::test_bad_payloads_are_refused_with_a_clear_error": "pure",
+    "test_compat.py": "pure",
+    "test_contract.py": "frontend",
+    "test_cors.py": "frontend",
+    "test_cors.py::test_cors_option_takes_origins_or_star": "pure",
+    "test_dashboard.py": "frontend",
+    "test_delivery.py": "engine",
+    "test_delivery_process.py": "chaos",
+    "test_delivery_property.py": "chaos",
+    "test_dispatch.py": "engine",
+    "test_fuzz.py": "chaos",
+    "test_http.py": "frontend",
+    "test_hub.py": "engine",
+    "test_imports.py": "pure",
+    "test_layers.py": "pure",
+    "test_limits.py": "frontend",
+    "test_limits.py::test_limits_count_per_address_and_in_all": "pure",
+    "test_limits.py::test_limit_options_parse_with_bounds": "pure",
+    "test_line.py": "frontend",
+    "test_listings.py": "frontend",
+    "test_listings.py::test_permits_answers_what_authorize_decides": "pure",
+    "test_logs.py": "pure",
+    "test_memcache.py": "frontend",
+    "test_memcache.py::test_restmq_serve_speaks_memcached": "process",
+    "test_metrics.py": "frontend",
+    "test_nothttp.py": "frontend",
+    "test_nothttp.py::test_looks_like_http": "pure",
+    "test_nothttp.py::test_serve_line_port_refuses_http": "process",
+    "test_openapi.py": "frontend",
+    "test_openapi.py::test_document_is_valid_openapi_31": "pure",
+    "test_openapi.py::test_document_covers_every_route_and_command": "pure",
+    "test_openapi.py::test_arguments_come_from_the_command_table": "pure",
+    "test_ops.py": "process",
+    "test_ops.py::test_health_without_a_token_says_only_the_status": "frontend",
+    "test_ops.py::test_health_without_a_token_is_503_when_redis_is_gone": "frontend",
+    "test_original_clients.py": "frontend",
+    "test_original_clients.py::test_the_line_rule_is_in_the_help": "pure",
+    "test_original_clients.py::test_two_daemons_started_the_original_way_run_side_by_side": "process",
+    "test_origins.py": "frontend",
+    "test_origins.py::test_allowed_hosts_option": "pure",
+    "test_origins.py::test_serve_checks_host_unless_an_auth_file_is_given": "process",
+    "test_process.py": "process",
+    "test_pyapi.py": "process",
+    "test_queue_names.py": "frontend",
+    "test_queue_names.py::test_the_rule_accepts_any_printable_name_and_counts_characters": "pure",
+    "test_queue_names.py::test_names_with_colons_unicode_or_dead_never_share_a_key_with_another_queue": "pure",
+    "test_queue_names.py::test_dashboard_rows_link_percent_encoded_and_show_escaped_names": "pure",
+    "test_queue_names.py::test_openapi_describes_the_name_rule": "pure",
+    "test_queue_names.py::test_delays_leases_and_dead_letters_work_on_unicode_names": "engine",
+    "test_queue_names.py::test_keys_split_on_the_last_colon": "engine",
+    "test_queue_names.py::test_dispatcher_refuses_bad_names_for_every_command": "engine",
+    "test_redisconf.py": "pure",
+    "test_resp.py": "frontend",
+    "test_resp.py::test_restmq_serve_resp_serves_redis_cli_and_refuses_over_the_limit": "process",
+    "test_sentinel.py": "process",
+    "test_sse.py": "frontend",
+    "test_stall.py": "chaos",
+    "test_streams_process.py": "process",
+    "test_syslog.py": "frontend",
+    "test_syslog.py::test_decode_pri": "pure",
+    "test_syslog.py::test_record_keeps_the_whole_line": "pure",
+    "test_syslog.py::test_decode_line": "pure",
+    "test_syslog.py::test_queue_for_host": "pure",
+    "test_tap.py": "pure",
+    "test_tls.py": "process",
+    "test_tls.py::test_rediss_url_options_are_checked": "pure",
+    "test_tls.py::test_rediss_with_password_verifies_the_server_certificate": "engine",
+    "test_unique.py": "engine",
+    "test_unique.py::test_over_http_form_json_and_find": "frontend",
+    "test_unique.py::test_line_protocol_find_text_form": "frontend",
+    "test_unique.py::test_xmlrpc_unique_is_the_last_positional_argument": "frontend",
+    "test_wire_form.py": "pure",
+    "test_wire_line.py": "pure",
+    "test_wire_memcache.py": "pure",
+    "test_wire_resp.py": "pure",
+    "test_wire_sse.py": "pure",
+    "test_ws.py": "frontend",
+    "test_xmlrpc.py": "frontend",
+    "test_xmlrpc.py::test_every_error_code_has_a_fault_code": "pure",
+    "test_xmlrpc.py::test_to_xmlrpc": "pure",
+    "test_xmlrpc.py::test_from_xmlrpc": "pure",
+    "test_xmlrpc.py::test_from_xmlrpc_refuses_binary_that_is_not_text": "pure",
+}
+#: The layers that are slow as a whole; SLOW names the slow files and tests of the other layers:
+#: those that wait a second or more (a browser, collectd or redis-server started, timers, deadlines
+#: and outages waited for, socket buffers filled, schemathesis), so that `-m "not slow"` stays quick.
+#: (The pure layer's Hypothesis tests only compute, and stay in the quick loop.)
+SLOW_LAYERS = frozenset({"process", "chaos"})
+SLOW: frozenset[str] = frozenset({
+    "test_backend.py::test_backend_embedded",
+    "test_backend.py::test_connect_while_down_then_recovers",
+    "test_collectd.py::test_a_real_collectd_posts_values_and_notifications",
+    "test_dashboard.py::test_chromium_renders_the_live_table",
+    "test_dashboard.py::test_chromium_screenshot_renders",
+    "test_dashboard.py::test_chromium_shows_server_errors",
+    "test_http.py::test_redis_outage_is_503_json",
+    "test_limits.py::test_http_over_the_connection_limit_gets_429_and_idle_keepalive_closes",
+    "test_limits.py::test_idle_line_connection_is_closed_but_a_subscriber_is_not",
+    "test_limits.py::test_oversized_request_heads_get_414_or_431_then_close",
+    "test_limits.py::test_silent_http_connections_are_closed_after_the_header_timeout",
+    "test_limits.py::test_unauthenticated_tcp_connections_are_closed_after_the_deadline",
+    "test_line.py::test_tcp_subscriber_that_stops_reading_leaves_messages_queued",
+    "test_memcache.py::test_an_open_message_stays_hidden_past_its_lease_while_the_client_lives",
+    "test_memcache.py::test_expiry_follows_memcached_exptime",
+    "test_nothttp.py::test_chromium_page_cannot_post_commands_to_the_line_port",
+    "test_openapi.py::test_schemathesis_finds_no_server_errors",
+    "test_openapi.py::test_schemathesis_invalid_requests_get_no_server_errors",
+    "test_ops.py::test_health_without_a_token_is_503_when_redis_is_gone",
+    "test_origins.py::test_chromium_page_from_another_site_changes_nothing",
+    "test_origins.py::test_chromium_same_page_works_when_cors_allows_every_origin",
+    "test_origins.py::test_chromium_same_requests_from_the_servers_own_origin_work",
+    "test_original_clients.py::test_a_real_collectd_at_the_original_paths_stores_the_original_messages",
+    "test_queue_names.py::test_the_live_dashboard_shows_and_acts_on_any_name",
+    "test_resp.py::test_redis_py_pipeline_is_answered_in_request_order",
+    "test_ws.py::test_ws_client_that_stops_reading_leaves_messages_queued",
+})
+
+
+def layer_of(item: pytest.Item) -> tuple[str | None, bool]:
+    """A collected test's layer (None when its file is not in LAYERS) and whether it is slow."""
+    file, test = item.path.name, f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+    layer = LAYERS.get(test, LAYERS.get(file))
+    return layer, layer in SLOW_LAYERS or file in SLOW or test in SLOW
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its layer from LAYERS, and ``slow`` when it is slow."""
+    for item in items:
+        layer, slow = layer_of(item)
+        if layer is not None:
+            item.add_marker(getattr(pytest.mark, layer))
+        if slow:
+            item.add_marker(pytest.mark.slow)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from restmq.backend.redisconf import (
     DEFAULT_PORT,
@@ -205,8 +207,22 @@ def test_parse_version_garbage() -> None:
     [("redis", (7, 0, 0)), ("redis", (7, 2, 4)), ("valkey", (8, 0, 0)), ("valkey", (9, 1, 2))],
 )
 def test_check_version_accepts_supported(flavour: str, version: tuple[int, int, int]) -> None:
-    """Redis >= 7.0 and Valkey >= 8 are accepted."""
-    check_version(flavour, version)
+    """Redis >= 7.0 and Valkey >= 8 are accepted: the check neither raises nor answers anything."""
+    assert check_version(flavour, version) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["redis", "valkey"]), st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(0, 40)))
+def test_check_version_accepts_exactly_redis_7_and_valkey_8_on(flavour: str, version: tuple[int, int, int]) -> None:
+    """Any version is accepted exactly when it is at least Redis 7.0.0 or Valkey 8.0.0; an older one
+    is refused with bad_request naming the flavour and the version found."""
+    if version >= {"redis": (7, 0, 0), "valkey": (8, 0, 0)}[flavour]:
+        assert check_version(flavour, version) is None
+        return
+    with pytest.raises(BadRequest) as info:
+        check_version(flavour, version)
+    assert info.value.code == "bad_request"
+    assert f"{flavour} {'.'.join(map(str, version))} is too old" in info.value.message
 
 
 @pytest.mark.parametrize(
