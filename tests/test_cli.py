@@ -51,6 +51,14 @@ def restmq(server: Server, *args: str, stdin: str | None = None) -> subprocess.C
     )
 
 
+def load_test(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python bench/load.py ARGS`` (the load test, formerly ``restmq bench``) against ``server``."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "load.py"), *args], capture_output=True, text=True,
+        timeout=30, env=env_for(server), cwd=ROOT,
+    )
+
+
 def test_push_a_value_then_pull_prints_text_and_json(server):
     """push prints the key; pull prints a text value raw, a JSON value as JSON, --json the message."""
     assert restmq(server, "push", "p1", "hello world").stdout == "p1:1\n"
@@ -232,11 +240,18 @@ def test_tail_ends_when_the_queue_is_purged(server):
 
 
 def test_bench_prints_rates(server):
-    """bench --seconds adds then takes against the server and prints messages per second."""
-    done = restmq(server, "bench", "--seconds", "1", "--queue", "bench1")
+    """bench/load.py --seconds adds then takes against the server and prints messages per second."""
+    done = load_test(server, "--seconds", "1", "--queue", "bench1")
     assert done.returncode == 0, done.stderr
     add, take = done.stdout.splitlines()
     assert add.startswith("add:") and add.endswith("msgs/s") and take.startswith("take:")
-    result = json.loads(restmq(server, "bench", "-s", "0.2", "-q", "bench1", "--json").stdout)
+    result = json.loads(load_test(server, "-s", "0.2", "-q", "bench1", "--json").stdout)
     assert result["added"] > 0 and result["taken"] > 0 and result["add_rate"] > 0
     assert restmq(server, "len", "bench1").stdout.startswith("ready=0 ")
+
+
+def test_bench_command_says_where_the_load_test_went(server):
+    """restmq bench exits 2 and prints the bench/load.py command line that replaces it."""
+    done = restmq(server, "bench", "--seconds", "5")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.endswith("run: python bench/load.py --seconds 5\n")
