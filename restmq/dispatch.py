@@ -462,19 +462,19 @@ class Dispatcher:
 
     async def _cmd_state(self, queue: str | None, principal: Principal) -> dict[str, Any]:
         if queue is not None:
-            return _state_dict(await self.engine.conf(queue))
+            return _state_dict(await self.engine.queue_state(queue))
         names = await self._readable_queues(principal)
-        states = await gather(defer.ensureDeferred(self.engine.conf(q)) for q in names)
+        states = await gather(defer.ensureDeferred(self.engine.queue_state(q)) for q in names)
         return {"queues": {s.queue: _state_dict(s) for s in states}}
 
     async def _cmd_pause(self, queue: str) -> dict[str, Any]:
-        return _state_dict(await self.engine.conf(queue, "pause"))
+        return _state_dict(await self.engine.queue_state(queue, "pause"))
 
     async def _cmd_resume(self, queue: str) -> dict[str, Any]:
-        return _state_dict(await self.engine.conf(queue, "resume"))
+        return _state_dict(await self.engine.queue_state(queue, "resume"))
 
     async def _cmd_policy(self, queue: str, policy: str | None) -> dict[str, Any]:
-        state = await self.engine.conf(queue, "policy" if policy else "get", policy or "")
+        state = await self.engine.queue_state(queue, "policy" if policy else "get", policy or "")
         return {"queue": queue, "policy": state.policy, "value": state.policy}
 
     async def _cmd_health(self) -> dict[str, Any]:

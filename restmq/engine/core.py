@@ -198,7 +198,7 @@ class QueueEngine:
             return outcome
 
         d = self._bounded(call, late, progress).addBoth(timed)
-        return d if raw else d.addCallback(self._timed, queue)
+        return d if raw else d.addCallback(self._keep_timer, queue)
 
     async def _call_after_sync(
         self, name: str, keys: list[str], argv: list[Any], until: float, replicated: Replicated | None
@@ -245,7 +245,7 @@ class QueueEngine:
 
         return late
 
-    def _timed(self, reply: list[Any], queue: str) -> list[Any]:
+    def _keep_timer(self, reply: list[Any], queue: str) -> list[Any]:
         due = int(reply[0])
         if due >= 0:
             # LT: never postpone a timer someone else set earlier. Best effort: the sweeper's
@@ -465,7 +465,7 @@ class QueueEngine:
         found = await gather(defer.ensureDeferred(self.length(q)) for q in queues)
         return dict(zip(queues, found))
 
-    async def conf(self, queue: str, op: str = "get", policy: str = "") -> QueueState:
+    async def queue_state(self, queue: str, op: str = "get", policy: str = "") -> QueueState:
         """Read the queue's state and policy, or pause / resume / set the policy."""
         state, current = await self._script("conf", queue, [op, policy, self.default_policy])
         return QueueState(queue, state == b"paused", current.decode())

@@ -68,9 +68,9 @@ class NewlineReceiver(LineReceiver):
         )
 
     def lineReceived(self, line: bytes) -> None:
-        self.line_received(line[:-1] if line.endswith(b"\r") else line)
+        self.got_line(line[:-1] if line.endswith(b"\r") else line)
 
-    def line_received(self, line: bytes) -> None:
+    def got_line(self, line: bytes) -> None:
         """One line without its terminator."""
         raise NotImplementedError
 

@@ -172,7 +172,7 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
         log.debug("line client idle peer={peer}", peer=self.peer)
         self.pipeline.quit(wire.encode_error(LimitExceeded(f"idle for {self.factory.idle_timeout:g} s")))
 
-    def line_received(self, line: bytes) -> None:
+    def got_line(self, line: bytes) -> None:
         if self.pipeline.closing:
             return
         request = wire.parse_line(line)

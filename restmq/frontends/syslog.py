@@ -88,7 +88,7 @@ class SyslogProtocol(NewlineReceiver):
         self._discarding = not newline
         self._leftover = rest
 
-    def line_received(self, line: bytes) -> None:
+    def got_line(self, line: bytes) -> None:
         if self._discarding:  # the tail of an over-long line
             self._discarding = False
             return

@@ -282,7 +282,7 @@ class Front:
         self.dispatcher = dispatcher
         self.max_message_size = max_message_size
         self.body_limit = form.body_limit(max_message_size)
-        #: For timers of later routes (SSE heartbeats); nothing here needs one yet.
+        #: For the routes' timers (SSE heartbeats); None: the global reactor, looked up when needed.
         self.reactor = reactor
 
     def principal(self, request: Request, channel: str = "rest") -> Caller:

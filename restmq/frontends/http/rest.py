@@ -4,17 +4,16 @@ Framing only: each route picks a command and its arguments and hands them to :me
 Query and form arguments are passed to the command as the raw strings they are (the command table
 coerces and refuses), apart from the framing ones (``callback``, ``_``).
 
-Decisions where the contract is silent (also in the report of this issue):
+Decisions where the contract is silent:
 
 - ``POST /q/<q>``: the answer is the plain-text key + CRLF (200) unless the client asked for JSON
   (``Accept`` naming JSON, a JSON body, or a JSONP ``callback``): then 201 and the JSON answer.
   A form or text body must hold a non-empty value; a JSON body must be an object, whose
   ``messages`` field makes it an ``add_many``. Query arguments (``?priority=1``) apply to every
   body kind; body fields win over them and the path's queue wins over both.
-- ``GET /q/<q>?lease=S`` runs the ``reserve`` command with the query's arguments, so until the
-  command table has ``reserve`` the dispatcher answers ``unknown_command`` (400 JSON), and the day
-  it has, nothing here changes. ``/q/<q>/ack|nack|touch|redrive|config`` work the same way
-  (``ack``/``nack``/``touch`` also take a plain-text body as the ``receipt``).
+- ``GET /q/<q>?lease=S`` runs the ``reserve`` command with the query's arguments.
+  ``/q/<q>/ack|nack|touch|redrive|config`` work the same way (``ack``/``nack``/``touch`` also take
+  a plain-text body as the ``receipt``).
 - Reads that find nothing answer 204 without a body: take and peek, with or without ``count``
   (an empty list included). ``GET /?queue=q`` keeps the original 404 with an error body.
 - ``DELETE /q/<q>/<n>`` deletes that one message (the ``del`` command): the REST spelling of it.
