@@ -23,7 +23,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from restmq.backend.connect import connect, redis_facts
-from restmq.backend.embedded import EmbeddedRedis, EmbeddedRedisError, _Latch
+from restmq.backend.embedded import EmbeddedRedis, EmbeddedRedisError
+from restmq.backend.latch import Latch
 from restmq.backend.redisconf import RedisTarget, parse_redis_url
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class RedisBackend(MultiService):
         self.embedded: bool = self.server is not None
         self.client: txredisapi.ConnectionHandler | None = None
         self.facts: dict[str, Any] | None = None
-        self._ready = _Latch()
+        self._ready = Latch()
         self._connecting: Deferred[Any] | None = None
         self._facts: Deferred[Any] | None = None
 
@@ -86,7 +87,7 @@ class RedisBackend(MultiService):
     def startService(self) -> None:
         """Start the embedded server (if any), then connect; the result goes to :meth:`whenReady`."""
         if self._ready.fired:
-            self._ready = _Latch()
+            self._ready = Latch()
         super().startService()
         self._connecting = ensureDeferred(self._connect())
         self._connecting.addBoth(self._ready.fire)

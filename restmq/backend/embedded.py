@@ -15,7 +15,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import pwd
 import shutil
 import signal
 import stat
@@ -29,10 +28,13 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from restmq.backend.latch import Latch
+from restmq.backend.oneshot import send_command
+from restmq.backend.processes import groups_of, is_our_server, pid_alive, user_name
 from restmq.backend.redisconf import check_version, parse_flavour, parse_version, server_config
 from restmq.errors import BackendUnavailable, BadRequest
 from restmq.startup import StartError
@@ -52,125 +54,11 @@ class EmbeddedRedisError(BackendUnavailable):
     """The private server could not be started (binary, version, lock, config, timeout)."""
 
 
-class _Latch:
-    """A result that arrives once and that any number of callers can wait for.
-
-    Unlike a shared Deferred, waiters cannot disturb each other's result, and a failure nobody asked
-    about is not reported as "Unhandled error in Deferred".
-    """
-
-    def __init__(self) -> None:
-        self._fired = False
-        self._result: Any = None
-        self._waiters: list[Deferred[Any]] = []
-
-    @property
-    def fired(self) -> bool:
-        return self._fired
-
-    def fire(self, result: Any) -> None:
-        """Set the result (a value or a Failure) and wake every waiter; later calls are ignored."""
-        if self._fired:
-            return
-        self._fired, self._result = True, result
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            if isinstance(result, Failure):
-                d.errback(result)
-            else:
-                d.callback(result)
-
-    def wait(self) -> Deferred[Any]:
-        """A new Deferred for the result; cancelling it affects only this caller."""
-        if self._fired:
-            return (
-                defer.fail(self._result)
-                if isinstance(self._result, Failure)
-                else defer.succeed(self._result)
-            )
-        d: Deferred[Any] = Deferred(
-            lambda d: self._waiters.remove(d) if d in self._waiters else None
-        )
-        self._waiters.append(d)
-        return d
-
-
 def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
     """A cancellable pause."""
     from twisted.internet.task import deferLater
 
     return deferLater(reactor, seconds, lambda: None)
-
-
-def _groups_of(uid: int, gid: int) -> set[int]:
-    """The groups a process of ``uid`` has after twistd's switch (initgroups): ``gid`` and the user's."""
-    try:
-        return {gid, *os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)}
-    except KeyError:
-        return {gid}
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _has_procfs() -> bool:
-    return os.path.isdir("/proc/self")
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a running process (zombies count as dead: they only wait to be reaped)."""
-    if _has_procfs():
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except FileNotFoundError:
-            return False
-        except OSError:
-            pass
-        else:
-            # the state is the first field after the parenthesised command name
-            end = stat.rfind(b")")
-            return stat[end + 2 : end + 3] not in (b"Z", b"X", b"x")
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _cmdline(pid: int) -> list[str]:
-    """The arguments ``pid`` was started with (``/proc``, else ``ps``); empty when unknown."""
-    if _has_procfs():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                raw = f.read()
-        except OSError:
-            return []
-        return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0") if a]
-    try:  # macOS and the BSDs: one-off, at start-up only
-        out = subprocess.run(
-            ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, timeout=5, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return out.decode("utf-8", "surrogateescape").split()
-
-
-def is_our_server(pid: int, conf_path: str) -> bool:
-    """Whether ``pid`` is a redis/valkey server started with our ``redis.conf`` (not a reused pid)."""
-    args = _cmdline(pid)
-    if len(args) < 2:
-        return False
-    name = os.path.basename(args[0]).lower()
-    if "redis" not in name and "valkey" not in name:
-        return False
-    return any(os.path.realpath(a) == os.path.realpath(conf_path) for a in args[1:])
 
 
 def find_binary(binary: str | None = None) -> str:
@@ -205,56 +93,6 @@ def socket_path_for(data_dir: str) -> str:
         return preferred
     digest = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:16]
     return os.path.join(tempfile.gettempdir(), f"restmq-{os.getuid()}-{digest}.sock")
-
-
-class _OneCommand(Protocol):
-    """Send one inline command, collect the first reply line (None if the server just closes)."""
-
-    def __init__(self, command: bytes) -> None:
-        self.command = command
-        self.reply: Deferred[bytes | None] = Deferred()
-        self._buffer = b""
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.command + b"\r\n")
-
-    def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
-        if b"\r\n" in self._buffer and not self.reply.called:
-            self.reply.callback(self._buffer.split(b"\r\n", 1)[0])
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if not self.reply.called:
-            self.reply.callback(None)
-
-
-class _QuietFactory(Factory):
-    """Hands out one protocol without logging "Starting factory" for every PING poll."""
-
-    noisy = False
-
-    def __init__(self, protocol: Protocol) -> None:
-        self._protocol = protocol
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        self._protocol.factory = self
-        return self._protocol
-
-
-async def send_command(
-    reactor: Any, path: str, command: bytes, timeout: float = 1.0
-) -> bytes | None:
-    """Send one command over a unix socket without txredisapi (no pool, no reconnecting)."""
-    from twisted.internet.endpoints import UNIXClientEndpoint
-
-    proto = _OneCommand(command)
-    await UNIXClientEndpoint(reactor, path, timeout=timeout).connect(_QuietFactory(proto))
-    try:
-        return await proto.reply.addTimeout(timeout, reactor)
-    finally:
-        if proto.transport is not None:
-            proto.transport.loseConnection()
 
 
 class _ServerProtocol(ProcessProtocol):
@@ -335,7 +173,7 @@ class EmbeddedRedis(Service):
         self._process: Any = None
         self._protocol: _ServerProtocol | None = None
         self._stopping = False
-        self._ready = _Latch()
+        self._ready = Latch()
         self._starting: Deferred[None] | None = None
         self._restart_call: Any = None
         self._restarting: Deferred[None] | None = None
@@ -432,7 +270,7 @@ class EmbeddedRedis(Service):
         if changed:
             log.info("data dir {data_dir} handed to uid={uid} gid={gid} ({count} entries)",
                      data_dir=self.data_dir, uid=uid, gid=gid, count=changed)
-        groups = _groups_of(uid, gid)
+        groups = groups_of(uid, gid)
         path = self.data_dir
         while path != os.path.dirname(path):
             path = os.path.dirname(path)
@@ -454,7 +292,7 @@ class EmbeddedRedis(Service):
                 owner = os.lstat(path).st_uid
                 raise EmbeddedRedisError(
                     f"data dir {self.data_dir}: {path} belongs to uid {owner} and this process "
-                    f"(uid {os.getuid()}) cannot write it; run 'chown -R {_user_name(os.getuid())} "
+                    f"(uid {os.getuid()}) cannot write it; run 'chown -R {user_name(os.getuid())} "
                     f"{self.data_dir}' (or start RestMQ as root with twistd --uid/--gid, which hands "
                     "the dir over), or use another --data dir"
                 )
@@ -492,7 +330,7 @@ class EmbeddedRedis(Service):
         if self._switching:
             assert self.run_as is not None
             uid, gid = self.run_as
-            as_user = {"user": uid, "group": gid, "extra_groups": sorted(_groups_of(uid, gid))}
+            as_user = {"user": uid, "group": gid, "extra_groups": sorted(groups_of(uid, gid))}
         try:
             done = subprocess.run(
                 [self.binary, "--version"], capture_output=True, timeout=READY_TIMEOUT,
@@ -512,7 +350,7 @@ class EmbeddedRedis(Service):
         Service.startService(self)
         self._stopping = False
         if self._ready.fired:
-            self._ready = _Latch()
+            self._ready = Latch()
         self._starting = ensureDeferred(self._start())
         self._starting.addErrback(self._start_failed)
 
