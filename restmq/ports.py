@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, Union
 
 from twisted.internet import defer
@@ -28,6 +28,9 @@ TRUSTED = Trusted.TRUSTED
 #: ``auth``), :data:`TRUSTED`, or None (nobody said).
 Principal = Union[Caller, str, Trusted, None]
 
+#: ``authorize(principal, right, queue)`` raises ``unauthorized``/``forbidden``; None allows all.
+Authorizer = Callable[[Principal, str, Union[str, None]], None]
+
 
 class Dispatcher(Protocol):
     """The one door to the queues (implemented by :class:`restmq.dispatch.Dispatcher`)."""
@@ -36,6 +39,8 @@ class Dispatcher(Protocol):
     calls: Counter[str]
     errors: Counter[str]
     latency: Latency
+    #: The access check in force (None: everyone may do everything); the health probe asks it.
+    authorize: Authorizer | None
 
     @property
     def redis_latency(self) -> Latency: ...

@@ -24,8 +24,9 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger
 
@@ -94,7 +95,7 @@ class EngineService(Service):
 class Listener(StreamServerEndpointService):
     """A front end on an endpoint string; logs ``listening`` with the real address (port 0 too)."""
 
-    def __init__(self, name: str, description: str, factory: Any, reactor: Any) -> None:
+    def __init__(self, name: str, description: str, factory: IProtocolFactory, reactor: Any) -> None:
         super().__init__(serverFromString(reactor, description), factory)
         self.setName(name)
         self.description = description
@@ -107,16 +108,21 @@ class Listener(StreamServerEndpointService):
         except Exception as e:  # whatever keeps it from listening: the port, the socket path, TLS files
             reason = getattr(e, "socketError", None) or e
             raise StartError(f"--{self.name} {self.description}: cannot listen: {reason}") from None
+        assert self._waitingForPort is not None  # set by privilegedStartService when it returns
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         host = port.getHost()
-        address = getattr(host, "name", None) or f"{host.host}:{host.port}"
+        if isinstance(host, (IPv4Address, IPv6Address)):
+            address = f"{host.host}:{host.port}"
+        else:  # a UNIX socket: its path
+            name = getattr(host, "name", None)
+            address = name.decode() if isinstance(name, bytes) else str(name)
         log.info(
             "{frontend} listening on {address}",
             frontend=self.name,
-            address=address if isinstance(address, str) else address.decode(),
+            address=address,
             host=getattr(host, "host", None),
             port=getattr(host, "port", None),
         )

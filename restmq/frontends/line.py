@@ -56,6 +56,7 @@ from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge, Unau
 from restmq.wire import line as wire
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option, endpoint_or_off
+from restmq.ports import Dispatcher
 
 log = Logger()
 
@@ -100,7 +101,7 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
     _abort_later: Any = None
     factory: LineFactory
 
-    def __init__(self, dispatcher: Any, max_line: int) -> None:
+    def __init__(self, dispatcher: Dispatcher, max_line: int) -> None:
         self.dispatcher = dispatcher
         self.MAX_LENGTH = max_line
         self.pipeline = Pipeline(self, internal=wire.encode_error(INTERNAL))
@@ -313,7 +314,7 @@ class LineFactory(protocol.Factory):
 
     def __init__(
         self,
-        dispatcher: Any,
+        dispatcher: Dispatcher,
         *,
         max_line: int = 1 << 20,
         clock: Any = None,

@@ -45,6 +45,7 @@ from restmq.frontends.pipeline import Pipeline
 from restmq.wire import memcache as wire
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
+from restmq.ports import Dispatcher
 
 log = Logger()
 
@@ -375,7 +376,7 @@ class MemcacheFactory(protocol.Factory["MemcacheProtocol"]):
 
     def __init__(
         self,
-        dispatcher: Any,
+        dispatcher: Dispatcher,
         *,
         max_value: int = 1 << 20,
         lease: float = 60.0,

@@ -69,6 +69,7 @@ from restmq.wire import resp as wire
 from restmq.wire.resp import NIL_ARRAY, OK, Error, Map, Reply, Simple, value_bytes
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
+from restmq.ports import Dispatcher
 
 log = Logger()
 
@@ -208,7 +209,7 @@ class RespSession:
     """One connection's Redis commands and what it knows (id, name, library); each command is a
     call or two of the dispatcher's."""
 
-    def __init__(self, proto: RespProtocol, dispatcher: Any, factory: RespFactory, client_id: int) -> None:
+    def __init__(self, proto: RespProtocol, dispatcher: Dispatcher, factory: RespFactory, client_id: int) -> None:
         self.proto = proto
         self.dispatcher = dispatcher
         self.factory = factory
@@ -649,7 +650,7 @@ class RespFactory(protocol.Factory):
 
     def __init__(
         self,
-        dispatcher: Any,
+        dispatcher: Dispatcher,
         *,
         max_bulk: int = 1 << 20,
         clock: Any = None,

@@ -30,6 +30,7 @@ from restmq.frontends.connection import NewlineReceiver
 from restmq.wire import syslog as wire
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
+from restmq.ports import Dispatcher
 
 log = Logger()
 
@@ -41,7 +42,7 @@ class SyslogProtocol(NewlineReceiver):
     #: Lines waiting for Redis before the connection stops reading.
     MAX_BACKLOG = 10_000
 
-    def __init__(self, dispatcher: Any, max_line: int, clock: IReactorTime) -> None:
+    def __init__(self, dispatcher: Dispatcher, max_line: int, clock: IReactorTime) -> None:
         self.dispatcher = dispatcher
         self.MAX_LENGTH = max_line
         self.clock = clock
@@ -150,7 +151,7 @@ class SyslogFactory(protocol.Factory):
     noisy = False  # the service logs "listening" / "pub/sub connected" itself
 
     def __init__(
-        self, dispatcher: Any, *, max_line: int = 1 << 20, clock: IReactorTime | None = None
+        self, dispatcher: Dispatcher, *, max_line: int = 1 << 20, clock: IReactorTime | None = None
     ) -> None:
         if clock is None:
             from twisted.internet import reactor

@@ -43,6 +43,7 @@ with warnings.catch_warnings():
 from restmq import commands, values
 from restmq.errors import BadRequest, RestMQError, UnknownCommand, internal
 from restmq.frontends.http.common import caller_of
+from restmq.ports import Dispatcher
 
 #: faultCode for each error code; stable, part of the contract.
 FAULT_CODES: dict[str, int] = {
@@ -151,7 +152,7 @@ Procedure = Callable[..., Any]
 class RestMQXMLRPC(XMLRPC):
     """``/RPC2`` and ``/xmlrpc``: XML-RPC over the dispatcher."""
 
-    def __init__(self, dispatcher: Any) -> None:
+    def __init__(self, dispatcher: Dispatcher) -> None:
         super().__init__(allowNone=True, useDateTime=False)
         self.dispatcher = dispatcher
         self.procedures: dict[str, Procedure] = {
@@ -278,6 +279,6 @@ class RestMQXMLRPC(XMLRPC):
         request.finish()
 
 
-def build_xmlrpc(dispatcher: Any) -> IResource:
+def build_xmlrpc(dispatcher: Dispatcher) -> IResource:
     """The XML-RPC resource mounted at /RPC2 and /xmlrpc."""
     return RestMQXMLRPC(dispatcher)

@@ -43,6 +43,7 @@ from twisted.web.server import Request
 from restmq.latency import Latency
 from restmq.errors import RestMQError
 from restmq.frontends.http.common import GET, Answer, Endpoint, send
+from restmq.ports import Dispatcher
 
 #: Message states of ``stats <queue>``'s ``length``, in exposition order.
 STATES = ("ready", "reserved", "delayed", "dead")
@@ -154,7 +155,7 @@ def render(snapshot: Snapshot) -> bytes:
     return generate_latest(registry)
 
 
-async def take_snapshot(dispatcher: Any, principal: Any = None) -> Snapshot:
+async def take_snapshot(dispatcher: Dispatcher, principal: Any = None) -> Snapshot:
     """Ask the dispatcher for the server's stats with every queue's detail (one ``stats`` call,
     a few scripts however many queues).
 
@@ -202,7 +203,7 @@ class Metrics(Endpoint):
         d.addCallback(self._render, dispatcher, getattr(request.site, "limits", None))
         return self.front.respond(request, d, PROMETHEUS)
 
-    def _render(self, snapshot: Snapshot, dispatcher: Any, limits: Any) -> bytes:
+    def _render(self, snapshot: Snapshot, dispatcher: Dispatcher, limits: Any) -> bytes:
         snapshot.latency = getattr(dispatcher, "latency", None)
         snapshot.redis_latency = getattr(dispatcher, "redis_latency", None)
         snapshot.limits = limits

@@ -58,6 +58,7 @@ from restmq.frontends.http.ws import WebSockets
 
 log = Logger()
 from restmq.frontends.xmlrpc import build_xmlrpc
+from restmq.ports import Dispatcher
 
 
 CORS_METHODS = b"GET, POST, PUT, DELETE, HEAD"
@@ -234,7 +235,7 @@ def build_tree(front: Front) -> Root:
 
 
 def build_site(
-    dispatcher: Any, *, max_message_size: int = 1 << 20, reactor: Any = None, **limits: Any
+    dispatcher: Dispatcher, *, max_message_size: int = 1 << 20, reactor: Any = None, **limits: Any
 ) -> server.Site:
     """The twisted.web Site serving every HTTP route of docs/http.md over ``dispatcher``; ``limits``:
     :class:`RestMQSite`'s timeouts and ``limits`` counter."""
