@@ -30,10 +30,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, protocol, task
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -380,10 +380,12 @@ class MemcacheFactory(protocol.Factory["MemcacheProtocol"]):
         *,
         max_value: int = 1 << 20,
         lease: float = 60.0,
-        clock: Any = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
         self.dispatcher = dispatcher
         self.max_value = max_value
         self.lease = lease

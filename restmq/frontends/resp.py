@@ -53,10 +53,10 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -69,6 +69,7 @@ from restmq.wire import resp as wire
 from restmq.wire.resp import NIL_ARRAY, OK, Error, Map, Reply, Simple, value_bytes
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
+from restmq.limits import Limits
 from restmq.ports import Dispatcher
 
 log = Logger()
@@ -642,7 +643,7 @@ class RespProtocol(protocol.Protocol):
         log.debug("resp client disconnected peer={peer}: {why}", peer=self.peer, why=reason.getErrorMessage())
 
 
-class RespFactory(protocol.Factory):
+class RespFactory(protocol.Factory["RespProtocol"]):
     """Builds RESP connections on one dispatcher; ``max_bulk`` is the longest bulk string
     (``--max-message-size``), a longer one is a protocol error."""
 
@@ -653,8 +654,8 @@ class RespFactory(protocol.Factory):
         dispatcher: Dispatcher,
         *,
         max_bulk: int = 1 << 20,
-        clock: Any = None,
-        limits: Any = None,
+        clock: IReactorTime | None = None,
+        limits: Limits | None = None,
         auth_timeout: float = 0.0,
     ) -> None:
         self.dispatcher = dispatcher
@@ -662,7 +663,9 @@ class RespFactory(protocol.Factory):
         #: Seconds a connection may stay without an accepted AUTH (0: forever; set with an auth file).
         self.auth_timeout = auth_timeout
         if clock is None:
-            from twisted.internet import reactor as clock
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
         self.clock = clock
         #: Where refusals are counted (:class:`restmq.limits.Limits`), if anywhere.
         self.limits = limits
@@ -673,7 +676,7 @@ class RespFactory(protocol.Factory):
         """How a connection over a connection limit is answered (see :mod:`restmq.limits`)."""
         return wire.encode(error_reply(LimitExceeded(message)))
 
-    def buildProtocol(self, addr: IAddress | None) -> RespProtocol:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress | None) -> RespProtocol:
         return RespProtocol(self, next(self._ids))
 
 
