@@ -28,7 +28,7 @@ import re
 import warnings
 import xmlrpc.client as xmlrpclib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -86,7 +86,7 @@ class CallReader(xmlrpclib.Unmarshaller):
         if number is None:
             raise BadRequest(f"not {what}: {values.shown(data)}")
         self.append(number)
-        self._value = 0
+        self._value = False
 
     def end_int(self, data: str) -> None:
         self._number(values.parse_int(data.strip()), data, "an XML-RPC integer (ASCII digits)")
@@ -94,10 +94,12 @@ class CallReader(xmlrpclib.Unmarshaller):
     def end_double(self, data: str) -> None:
         self._number(values.parse_float(data.strip()), data, f"an XML-RPC double ({values.NON_FINITE})")
 
+    # The table's handlers are called with the reader that owns them (this class): typeshed types
+    # them as taking any Unmarshaller.
     for _tag in ("i1", "i2", "i4", "i8", "int", "biginteger"):
-        dispatch[_tag] = end_int
+        dispatch[_tag] = cast("Callable[[xmlrpclib.Unmarshaller, str], None]", end_int)
     for _tag in ("double", "float", "bigdecimal"):
-        dispatch[_tag] = end_double
+        dispatch[_tag] = cast("Callable[[xmlrpclib.Unmarshaller, str], None]", end_double)
     del _tag
 
 

@@ -172,7 +172,8 @@ class RestMQSite(server.Site):
 
     displayTracebacks = False
     noisy = False
-    protocol = RestMQChannel
+    # Twisted types Site.protocol as its HTTP/1-or-2 wrapper; buildProtocol takes any channel class.
+    protocol = RestMQChannel  # type: ignore[assignment]
 
     def __init__(
         self,

@@ -31,10 +31,11 @@ reserve mode, and ends a broadcast stream after a bound, see :class:`restmq.stre
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -123,7 +124,8 @@ class RestMQWebSocket(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         # twisted.web's channel registered itself as the socket's producer; the stream takes over.
-        transport = self.transport
+        # A TCP or TLS transport is also the socket's consumer (ITransport does not say so).
+        transport = cast("IConsumer | None", self.transport)
         if transport is not None:
             transport.unregisterProducer()  # a no-op when none is registered (TCP and TLS alike)
             transport.registerProducer(self.sink, True)
@@ -185,9 +187,11 @@ class _ForOneRequest:
 
     def buildProtocol(self, addr: Any) -> RestMQWebSocket | None:
         proto = self.factory.buildProtocol(addr)
-        if proto is not None:
-            proto.sink = self.sink
-        return proto  # type: ignore[no-any-return]
+        if proto is None:
+            return None
+        assert isinstance(proto, RestMQWebSocket)  # make_factory's protocol
+        proto.sink = self.sink
+        return proto
 
 
 def make_factory(max_frame: int, auto_ping: float = AUTO_PING) -> WebSocketServerFactory:
