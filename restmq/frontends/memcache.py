@@ -45,7 +45,7 @@ from restmq.frontends.pipeline import Pipeline
 from restmq.wire import memcache as wire
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
-from restmq.ports import Dispatcher
+from restmq.ports import Dispatcher, Principal
 
 log = Logger()
 
@@ -145,7 +145,7 @@ class MemcacheProtocol(protocol.Protocol):
                 size = len(request.value) if isinstance(request, wire.Store) else 0
                 self.pipeline.call(partial(self._run, request), size=size)
 
-    def _run(self, request: wire.Request, principal: Any) -> defer.Deferred[bytes]:
+    def _run(self, request: wire.Request, principal: Principal) -> defer.Deferred[bytes]:
         return defer.ensureDeferred(self._serve(request))
 
     # -- the pipeline's host ------------------------------------------------------------------

@@ -70,7 +70,7 @@ from restmq.wire.resp import NIL_ARRAY, OK, Error, Map, Reply, Simple, value_byt
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
 from restmq.limits import Limits
-from restmq.ports import Dispatcher
+from restmq.ports import Dispatcher, Principal
 
 log = Logger()
 
@@ -227,11 +227,11 @@ class RespSession:
         #: The blocking pop being waited on, cancelled if the client goes away.
         self.blocking: defer.Deferred[Any] | None = None
         #: The token the running command was queued with (commands run one at a time).
-        self.principal: Any = None
+        self.principal: Principal = None
 
     # -- the protocol's side: run one request -------------------------------------------------
 
-    def execute(self, argv: list[bytes], principal: Any = None) -> defer.Deferred[Reply]:
+    def execute(self, argv: list[bytes], principal: Principal = None) -> defer.Deferred[Reply]:
         """Run one request (``argv``, name first) under ``principal``; a Deferred of its reply."""
         spec = SPECS.get(argv[0].upper().decode("utf-8", "replace"))
         if spec is None:
@@ -533,7 +533,7 @@ class RespProtocol(protocol.Protocol):
         return self.pipeline.gone
 
     @property
-    def principal(self) -> Any:
+    def principal(self) -> Principal:
         """The token of the last accepted AUTH (what requests read from now on run under)."""
         return self.pipeline.principal
 
@@ -594,7 +594,7 @@ class RespProtocol(protocol.Protocol):
                 return
             self.pipeline.call(partial(self._run, argv, name), credential=name in CREDENTIALS)
 
-    def _run(self, argv: list[bytes], name: str, principal: Any) -> defer.Deferred[bytes]:
+    def _run(self, argv: list[bytes], name: str, principal: Principal) -> defer.Deferred[bytes]:
         return self.session.execute(argv, principal).addCallbacks(
             self._encode_answer, self._encode_failure, errbackArgs=(name,)
         )

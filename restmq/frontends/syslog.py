@@ -24,13 +24,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from restmq.commands import MAX_COUNT
-from restmq.dispatch import TRUSTED
 from restmq.errors import RestMQError
 from restmq.frontends.connection import NewlineReceiver
 from restmq.wire import syslog as wire
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
-from restmq.ports import Dispatcher
+from restmq.ports import TRUSTED, Dispatcher
 
 log = Logger()
 

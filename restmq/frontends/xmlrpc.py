@@ -42,6 +42,7 @@ with warnings.catch_warnings():
 
 from restmq import commands, values
 from restmq.errors import BadRequest, RestMQError, UnknownCommand, internal
+from restmq.auth import Caller
 from restmq.frontends.http.common import caller_of
 from restmq.ports import Dispatcher
 
@@ -172,7 +173,7 @@ class RestMQXMLRPC(XMLRPC):
 
     # -- the methods --------------------------------------------------------------------------
 
-    def _principal(self, request: server.Request) -> Any:
+    def _principal(self, request: server.Request) -> Caller:
         """Who is calling: the token of the Authorization header (XML-RPC clients send HTTP Basic
         from a ``http://user:TOKEN@host/RPC2`` URL), as a ``rest`` caller for the ACL file."""
         return caller_of(request, query_token=False)

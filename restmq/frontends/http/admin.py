@@ -28,7 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from restmq import compat
-from restmq.dispatch import TRUSTED
+from restmq.auth import Caller
 from restmq.errors import Forbidden, NotFound, RestMQError, Unauthorized
 from restmq.frontends.http.common import (
     GET,
@@ -46,6 +46,7 @@ from restmq.frontends.http.common import (
 )
 from restmq.wire import form
 from restmq.wire.chunked import dumps
+from restmq.ports import TRUSTED
 
 ANSWER = Answer()
 
@@ -193,7 +194,7 @@ class Health(Endpoint):
             found = dispatcher.execute("health", args, caller, frontend="http")
         return self.front.respond(request, found, HEALTH, callback_of(request))
 
-    def _may_read(self, caller: Any) -> bool:
+    def _may_read(self, caller: Caller) -> bool:
         authorize = self.front.dispatcher.authorize
         try:
             if authorize is not None:

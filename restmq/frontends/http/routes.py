@@ -59,6 +59,7 @@ from restmq.frontends.http.ws import WebSockets
 log = Logger()
 from restmq.frontends.xmlrpc import build_xmlrpc
 from restmq.ports import Dispatcher
+from restmq.limits import Limits
 
 
 CORS_METHODS = b"GET, POST, PUT, DELETE, HEAD"
@@ -183,7 +184,7 @@ class RestMQSite(server.Site):
         header_timeout: float = 10.0,
         body_timeout: float = 60.0,
         idle_timeout: float = 300.0,
-        limits: Any = None,
+        limits: Limits | None = None,
         cors: tuple[str, ...] = (),
         check_host: bool = True,
         allowed_hosts: tuple[str, ...] = (),

@@ -42,9 +42,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from restmq import commands, compat, values
+from restmq.auth import Caller
 from restmq.errors import BadRequest, NotFound, RestMQError, internal
 from restmq.frontends.http.common import Endpoint, Front, queue_name, send_error
 from restmq.frontends.flow import ProducerSink
+from restmq.streams import Subscription
 from restmq.frontends.http.stream import stream_options
 from restmq.wire.chunked import dumps
 from restmq.wire.line import json_command
@@ -66,9 +68,9 @@ class WSSink(ProducerSink):
 
     __slots__ = ("queue", "principal", "front", "subscription", "open", "protocol", "held", "ended", "ready")
 
-    def __init__(self, front: Front, queue: str, principal: Any) -> None:
+    def __init__(self, front: Front, queue: str, principal: Caller) -> None:
         self.front, self.queue, self.principal = front, queue, principal
-        self.subscription: Any = None
+        self.subscription: Subscription | None = None
         self.open = True
         self.protocol: RestMQWebSocket | None = None
         self.held: list[dict[str, Any]] = []
