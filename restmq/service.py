@@ -29,6 +29,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 
 from restmq import logs
 from restmq.acl import RECHECK, Acl
@@ -69,7 +70,7 @@ class EngineService(Service):
         self._attaching = defer.ensureDeferred(self._attach())
         self._attaching.addErrback(self._failed)
 
-    def _failed(self, failure: Any) -> None:
+    def _failed(self, failure: Failure) -> None:
         """Redis cannot be used at all (the embedded server did not start, a password was refused):
         the root decides what that means for the process."""
         if failure.check(defer.CancelledError):

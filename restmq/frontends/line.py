@@ -100,7 +100,7 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
 
     #: Seconds a closing connection gets to drain what was written before it is aborted.
     CLOSE_GRACE = CLOSE_GRACE
-    _abort_later: Any = None
+    _abort_later: IDelayedCall | None = None
     factory: LineFactory
 
     def __init__(self, dispatcher: Dispatcher, max_line: int) -> None:

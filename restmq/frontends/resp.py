@@ -56,7 +56,7 @@ from functools import partial
 from typing import Any, cast
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -518,7 +518,7 @@ class RespProtocol(protocol.Protocol):
     transport: Any
     factory: RespFactory
     peer = "unknown"
-    _abort_later: Any = None
+    _abort_later: IDelayedCall | None = None
 
     def __init__(self, factory: RespFactory, client_id: int) -> None:
         self.factory = factory
@@ -537,7 +537,7 @@ class RespProtocol(protocol.Protocol):
         """The token of the last accepted AUTH (what requests read from now on run under)."""
         return self.pipeline.principal
 
-    def authenticated(self, token: Any) -> None:
+    def authenticated(self, token: str) -> None:
         self.pipeline.authenticated(token)
 
     # -- the pipeline's host ------------------------------------------------------------------

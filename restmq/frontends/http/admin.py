@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -287,7 +288,7 @@ def value_text(value: Any) -> str:
 JOBS = HtmlAnswer(render_jobs)
 
 
-def _no_stats(failure: Any) -> None:
+def _no_stats(failure: Failure) -> None:
     """The page is served even when ``stats`` fails; its script shows the server's error."""
     failure.trap(RestMQError)
     return None

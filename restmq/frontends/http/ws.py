@@ -35,7 +35,7 @@ from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.interfaces import IAddress, IConsumer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -187,7 +187,7 @@ class _ForOneRequest:
     def __init__(self, factory: WebSocketServerFactory, sink: WSSink) -> None:
         self.factory, self.sink = factory, sink
 
-    def buildProtocol(self, addr: Any) -> RestMQWebSocket | None:
+    def buildProtocol(self, addr: IAddress | None) -> RestMQWebSocket | None:
         proto = self.factory.buildProtocol(addr)
         if proto is None:
             return None
