@@ -38,8 +38,8 @@ connection:
 
 from __future__ import annotations
 
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 from twisted.internet import defer, protocol
