@@ -83,8 +83,8 @@ class Hosts:
                     networks.append(ipaddress.ip_network(entry, strict=False))
                 except ValueError:
                     raise BadRequest(f"{where}: {entry!r} is not a network like 10.0.0.0/8") from None
-            elif _canonical(entry) is not None:
-                networks.append(ipaddress.ip_network(_canonical(entry)))  # type: ignore[arg-type]
+            elif (address := _canonical(entry)) is not None:
+                networks.append(ipaddress.ip_network(address))
             elif all(c in "0123456789.:abcdefABCDEF" for c in entry):
                 prefixes.append(entry.lower())  # the original's "192.168." style
             else:

@@ -19,14 +19,14 @@ from __future__ import annotations
 import signal
 import sys
 from dataclasses import fields
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorFromThreads
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
@@ -183,7 +183,8 @@ class RestMQService(MultiService):
     def _sighup(self, signum: int, frame: Any) -> None:
         from twisted.internet import reactor
 
-        reactor.callFromThread(self.reload_auth)  # type: ignore[attr-defined]
+        # The reactor module is typed as the base reactor; every real reactor runs calls from threads.
+        cast(IReactorFromThreads, reactor).callFromThread(self.reload_auth)
 
     def reload_auth(self) -> None:
         """SIGHUP: read the auth and ACL files again; a broken file keeps what was loaded."""
