@@ -8,15 +8,14 @@ One line per token: ``TOKEN RIGHTS PATTERN [PATTERN…]``. RIGHTS is a comma lis
 from __future__ import annotations
 
 import base64
+import enum
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Union
 
 from restmq.errors import BadRequest, Forbidden, Unauthorized
-
-if TYPE_CHECKING:  # ports imports Caller from here
-    from restmq.ports import Authorizer, Principal
 
 RIGHTS = ("read", "write", "admin")
 
@@ -32,6 +31,23 @@ class Caller:
     host: str = ""
     #: HTTP Basic ``(user, password)`` (or the WebSocket ``auth=user:password`` cookie), when sent.
     basic: tuple[str, str] | None = None
+
+
+class Trusted(enum.Enum):
+    """The principal of front ends that cannot authenticate and are trusted by where they listen
+    (the syslog receiver: a public one needs --insecure even with an auth file)."""
+
+    TRUSTED = "trusted"
+
+
+TRUSTED = Trusted.TRUSTED
+
+#: Who is calling: an HTTP :class:`~restmq.auth.Caller`, a token (line, RESP, WebSocket after
+#: ``auth``), :data:`TRUSTED`, or None (nobody said).
+Principal = Union[Caller, str, Trusted, None]
+
+#: ``authorize(principal, right, queue)`` raises ``unauthorized``/``forbidden``; None allows all.
+Authorizer = Callable[[Principal, str, Union[str, None]], None]
 
 
 def no_tokens(token: str) -> None:
