@@ -32,10 +32,10 @@ import hmac
 import ipaddress
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from restmq.auth import Caller
 from restmq.errors import BadRequest, Forbidden, Unauthorized
+from restmq.ports import Principal
 
 CATEGORIES = ("rest:producer", "rest:consumer", "comet:consumer", "sse:consumer", "websocket:consumer")
 KEYS = ("hosts_allow", "hosts_deny", "username", "password")
@@ -83,8 +83,8 @@ class Hosts:
                     networks.append(ipaddress.ip_network(entry, strict=False))
                 except ValueError:
                     raise BadRequest(f"{where}: {entry!r} is not a network like 10.0.0.0/8") from None
-            elif _canonical(entry) is not None:
-                networks.append(ipaddress.ip_network(_canonical(entry)))  # type: ignore[arg-type]
+            elif (address := _canonical(entry)) is not None:
+                networks.append(ipaddress.ip_network(address))
             elif all(c in "0123456789.:abcdefABCDEF" for c in entry):
                 prefixes.append(entry.lower())  # the original's "192.168." style
             else:
@@ -186,7 +186,7 @@ class Acl:
         self.rules = self._read()
         return True
 
-    def authorize(self, principal: Any, right: str, queue: str | None) -> None:
+    def authorize(self, principal: Principal, right: str, queue: str | None) -> None:
         """Judge an HTTP caller (a :class:`~restmq.auth.Caller`); other principals (line protocol
         tokens) are not the ACL's business."""
         if not isinstance(principal, Caller) or principal.channel not in CHANNELS:

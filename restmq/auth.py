@@ -8,10 +8,12 @@ One line per token: ``TOKEN RIGHTS PATTERN [PATTERN…]``. RIGHTS is a comma lis
 from __future__ import annotations
 
 import base64
+import enum
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Union
 
 from restmq.errors import BadRequest, Forbidden, Unauthorized
 
@@ -31,12 +33,29 @@ class Caller:
     basic: tuple[str, str] | None = None
 
 
+class Trusted(enum.Enum):
+    """The principal of front ends that cannot authenticate and are trusted by where they listen
+    (the syslog receiver: a public one needs --insecure even with an auth file)."""
+
+    TRUSTED = "trusted"
+
+
+TRUSTED = Trusted.TRUSTED
+
+#: Who is calling: an HTTP :class:`~restmq.auth.Caller`, a token (line, RESP, WebSocket after
+#: ``auth``), :data:`TRUSTED`, or None (nobody said).
+Principal = Union[Caller, str, Trusted, None]
+
+#: ``authorize(principal, right, queue)`` raises ``unauthorized``/``forbidden``; None allows all.
+Authorizer = Callable[[Principal, str, Union[str, None]], None]
+
+
 def no_tokens(token: str) -> None:
     """``auth TOKEN`` on a server without a tokens file (perhaps with an ACL file, which is HTTP's)."""
     raise BadRequest("auth is not enabled on this server: it has no --auth-file")
 
 
-def combine(*authorizers: Any) -> Any:
+def combine(*authorizers: Authorizer | None) -> Authorizer | None:
     """One authorizer that asks each given one (None entries skipped); None when none is given."""
     present = [a for a in authorizers if a is not None]
     if not present:
@@ -49,18 +68,18 @@ def combine(*authorizers: Any) -> Any:
 class Combined:
     """Several authorizers (tokens and ACL): a call must pass each."""
 
-    def __init__(self, authorizers: tuple[Any, ...]) -> None:
+    def __init__(self, authorizers: tuple[Authorizer, ...]) -> None:
         self.authorizers = authorizers
 
-    def __call__(self, principal: Any, right: str, queue: str | None) -> None:
+    def __call__(self, principal: Principal, right: str, queue: str | None) -> None:
         for each in self.authorizers:
             each(principal, right, queue)
 
-    def permits(self, principal: Any, right: str, queue: str | None) -> bool:
+    def permits(self, principal: Principal, right: str, queue: str | None) -> bool:
         return all(permits(each, principal, right, queue) for each in self.authorizers)
 
 
-def permits(authorize: Any, principal: Any, right: str, queue: str | None) -> bool:
+def permits(authorize: Authorizer, principal: Principal, right: str, queue: str | None) -> bool:
     """Whether ``authorize`` lets ``principal`` do ``right`` on ``queue``, as a yes or no: how
     listings keep only the queues their caller may read, by the same rule that guards commands.
     An authorizer with a ``permits`` method (the tokens file, several combined) answers without
@@ -138,13 +157,13 @@ class Tokens:
         if token not in self.grants:
             raise Unauthorized("unknown token")
 
-    def permits(self, principal: Any, right: str, queue: str | None) -> bool:
+    def permits(self, principal: Principal, right: str, queue: str | None) -> bool:
         """The rule: a known token with the right and, for a queue, a pattern covering it.
         Server-wide commands (no queue) need only the right."""
         grant = self.grants.get(_token(principal) or "")
         return grant is not None and grant.allows(right) and (queue is None or grant.covers(queue))
 
-    def authorize(self, principal: Any, right: str, queue: str | None) -> None:
+    def authorize(self, principal: Principal, right: str, queue: str | None) -> None:
         """Raise ``unauthorized`` without a known token, ``forbidden`` outside its rights or queues
         (:meth:`permits` decides; this says why)."""
         if self.permits(principal, right, queue):
@@ -162,9 +181,11 @@ class Tokens:
     __call__ = authorize
 
 
-def _token(principal: Any) -> str | None:
+def _token(principal: Principal) -> str | None:
     """The token of a principal: a :class:`Caller`'s, or the principal itself (other front ends)."""
-    return principal.token if isinstance(principal, Caller) else principal
+    if isinstance(principal, Caller):
+        return principal.token
+    return principal if isinstance(principal, str) else None
 
 
 def basic_credentials(header: str | bytes | None) -> tuple[str, str] | None:

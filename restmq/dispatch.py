@@ -26,7 +26,7 @@ from restmq.errors import BadRequest, Empty, Forbidden, LimitExceeded, NotFound,
 from restmq.engine.keys import DEAD_SUFFIX
 from restmq.latency import Latency
 from restmq.parallel import gather
-from restmq.ports import TRUSTED, Principal
+from restmq.ports import TRUSTED, Authorizer, Principal
 from restmq.model import Message, QueueLength, QueueState, encode_value
 from restmq.values import parse_int, shown
 
@@ -40,9 +40,6 @@ MAX_NUMBER = 2**63 - 1
 
 #: Per-queue counters that stats always shows (zero until something happens).
 COUNTERS = ("added", "taken", "reserved", "acked", "nacked", "returned", "expired", "dead", "redriven")
-
-#: ``authorize(principal, right, queue)`` raises ``unauthorized``/``forbidden``; None allows all.
-Authorizer = Callable[[Any, str, str | None], None]
 
 #: Commands whose answer lists queues: they get the caller and show only the queues it may read.
 LISTINGS = frozenset({"list", "stats", "state"})
@@ -65,7 +62,12 @@ def _state_dict(state: QueueState) -> dict[str, Any]:
 async def _first_of(waits: list[defer.Deferred[bool]]) -> None:
     """Wait until one of ``waits`` fires, then drop the others (their timers and waiter slots).
     Cancelling it (the client left) cancels them all and raises, so nothing is taken after."""
-    first: defer.Deferred[None] = defer.Deferred(lambda _: [d.cancel() for d in waits if not d.called])
+    def cancel_waits(_: defer.Deferred[None]) -> None:
+        for d in waits:
+            if not d.called:
+                d.cancel()
+
+    first: defer.Deferred[None] = defer.Deferred(cancel_waits)
 
     def fired(result: Any) -> None:
         if not first.called and not (isinstance(result, Failure) and result.check(defer.CancelledError)):

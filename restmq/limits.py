@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IProtocolNegotiationFactory
 from twisted.internet.protocol import Protocol, connectionDone
@@ -73,6 +74,7 @@ class _Refuse(Protocol):
         self.data = data
 
     def connectionMade(self) -> None:
+        assert self.transport is not None  # makeConnection sets it before calling this
         if self.data:
             self.transport.write(self.data)
         self.transport.loseConnection()
@@ -108,7 +110,7 @@ class LimitedConnection(ProtocolWrapper):
 class LimitedFactory(WrappingFactory):
     """Wraps a listener's factory with the process's :class:`Limits`."""
 
-    protocol = LimitedConnection
+    protocol: Callable[..., LimitedConnection] = LimitedConnection
     noisy = False
 
     def __init__(self, wrapped: Any, limits: Limits) -> None:
@@ -133,7 +135,7 @@ class LimitedFactory(WrappingFactory):
         if proto is None:
             self.limits.release(address)
             return None
-        proto.address = address  # type: ignore[attr-defined]
+        cast(LimitedConnection, proto).address = address  # built by self.protocol
         return proto
 
     # WrappingFactory keeps every live protocol in a dict; the count is all that is needed here.

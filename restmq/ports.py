@@ -1,32 +1,21 @@
 """What front ends see of the core: the :class:`Dispatcher` protocol and the :data:`Principal`
-type. Front ends are typed against these, never against the engine or the concrete dispatcher."""
+type. Front ends are typed against these, never against the engine or the concrete dispatcher.
+(``Principal``, ``TRUSTED`` and ``Authorizer`` are defined with the tokens in :mod:`restmq.auth`,
+which judges principals and cannot import this module.)"""
 
 from __future__ import annotations
 
-import enum
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from twisted.internet import defer
 
-from restmq.auth import Caller
+from restmq.auth import TRUSTED, Authorizer, Caller, Principal, Trusted
 from restmq.latency import Latency
 from restmq.streams import Sink, Subscription
 
-
-class Trusted(enum.Enum):
-    """The principal of front ends that cannot authenticate and are trusted by where they listen
-    (the syslog receiver: a public one needs --insecure even with an auth file)."""
-
-    TRUSTED = "trusted"
-
-
-TRUSTED = Trusted.TRUSTED
-
-#: Who is calling: an HTTP :class:`~restmq.auth.Caller`, a token (line, RESP, WebSocket after
-#: ``auth``), :data:`TRUSTED`, or None (nobody said).
-Principal = Union[Caller, str, Trusted, None]
+__all__ = ["TRUSTED", "Authorizer", "Caller", "Dispatcher", "Principal", "Trusted"]
 
 
 class Dispatcher(Protocol):
@@ -36,6 +25,8 @@ class Dispatcher(Protocol):
     calls: Counter[str]
     errors: Counter[str]
     latency: Latency
+    #: The access check in force (None: everyone may do everything); the health probe asks it.
+    authorize: Authorizer | None
 
     @property
     def redis_latency(self) -> Latency: ...

@@ -19,15 +19,17 @@ from __future__ import annotations
 import signal
 import sys
 from dataclasses import fields
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorFromThreads
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 
 from restmq import logs
 from restmq.acl import RECHECK, Acl
@@ -68,7 +70,7 @@ class EngineService(Service):
         self._attaching = defer.ensureDeferred(self._attach())
         self._attaching.addErrback(self._failed)
 
-    def _failed(self, failure: Any) -> None:
+    def _failed(self, failure: Failure) -> None:
         """Redis cannot be used at all (the embedded server did not start, a password was refused):
         the root decides what that means for the process."""
         if failure.check(defer.CancelledError):
@@ -94,7 +96,7 @@ class EngineService(Service):
 class Listener(StreamServerEndpointService):
     """A front end on an endpoint string; logs ``listening`` with the real address (port 0 too)."""
 
-    def __init__(self, name: str, description: str, factory: Any, reactor: Any) -> None:
+    def __init__(self, name: str, description: str, factory: IProtocolFactory, reactor: Any) -> None:
         super().__init__(serverFromString(reactor, description), factory)
         self.setName(name)
         self.description = description
@@ -107,16 +109,21 @@ class Listener(StreamServerEndpointService):
         except Exception as e:  # whatever keeps it from listening: the port, the socket path, TLS files
             reason = getattr(e, "socketError", None) or e
             raise StartError(f"--{self.name} {self.description}: cannot listen: {reason}") from None
+        assert self._waitingForPort is not None  # set by privilegedStartService when it returns
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         host = port.getHost()
-        address = getattr(host, "name", None) or f"{host.host}:{host.port}"
+        if isinstance(host, (IPv4Address, IPv6Address)):
+            address = f"{host.host}:{host.port}"
+        else:  # a UNIX socket: its path
+            name = getattr(host, "name", None)
+            address = name.decode() if isinstance(name, bytes) else str(name)
         log.info(
             "{frontend} listening on {address}",
             frontend=self.name,
-            address=address if isinstance(address, str) else address.decode(),
+            address=address,
             host=getattr(host, "host", None),
             port=getattr(host, "port", None),
         )
@@ -176,7 +183,8 @@ class RestMQService(MultiService):
     def _sighup(self, signum: int, frame: Any) -> None:
         from twisted.internet import reactor
 
-        reactor.callFromThread(self.reload_auth)  # type: ignore[attr-defined]
+        # The reactor module is typed as the base reactor; every real reactor runs calls from threads.
+        cast(IReactorFromThreads, reactor).callFromThread(self.reload_auth)
 
     def reload_auth(self) -> None:
         """SIGHUP: read the auth and ACL files again; a broken file keeps what was loaded."""

@@ -142,7 +142,9 @@ def check_endpoints(config: Config) -> None:
 def twistd_ids(twistd: Mapping[str, Any] | None) -> tuple[int, int] | None:
     """The (uid, gid) that ``twistd --uid/--gid`` switches to after the privileged start, from
     twistd's parsed options (names already numbers; a uid alone means the user's group, as twistd)."""
-    uid = twistd.get("uid") if twistd is not None else None
+    if twistd is None:
+        return None
+    uid = twistd.get("uid")
     if uid is None:
         return None
     gid = twistd.get("gid")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Collection
 from itertools import accumulate
 from typing import Any
 
@@ -120,7 +121,7 @@ def check(value: Any, what: str = "value", limit: int = MAX_DEPTH) -> Any:
         if isinstance(item, dict):
             if not set(map(type, item)) <= {str}:
                 raise BadRequest(f"{what} holds an object whose keys are not all strings")
-            children = item.values()
+            children: Collection[Any] = item.values()
         else:
             children = item
         if set(map(type, children)) <= _PLAIN:

@@ -170,13 +170,14 @@ def _sentinel_factory_class() -> type:
     return BytesSentinelFactory
 
 
-def _endpoint(target: RedisTarget, reactor: Any, timeout: float) -> Any:
+def _endpoint(target: RedisTarget, reactor: Any, timeout: float) -> IStreamClientEndpoint:
     """The client endpoint for a tcp (optionally TLS) or unix target."""
     from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 
     if target.kind == "unix":
         return UNIXClientEndpoint(reactor, target.path, timeout=timeout)
-    endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
+    assert target.host is not None and target.port is not None  # a tcp target has both (redisconf)
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
     if target.tls:
         endpoint = wrapClientTLS(_tls_options(target), endpoint)
     return endpoint
@@ -201,13 +202,13 @@ class SentinelMasterEndpoint:
             host, port = await sentinel.discover_master(self.target.master)
         finally:
             sentinel.disconnect()
-        endpoint: Any = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
         if self.target.tls:
             endpoint = wrapClientTLS(_tls_options(self.target), endpoint)
         return await endpoint.connect(factory)
 
 
-def endpoint_for(target: RedisTarget, reactor: Any, timeout: float = 1.0) -> Any:
+def endpoint_for(target: RedisTarget, reactor: Any, timeout: float = 1.0) -> IStreamClientEndpoint:
     """A client endpoint to ``target`` for a single connection (the hub's pub/sub): tcp, TLS,
     unix, or the Sentinels' current master."""
     if target.kind == "sentinel":

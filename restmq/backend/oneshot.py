@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 
@@ -19,15 +19,17 @@ class _OneCommand(Protocol):
         self._buffer = b""
 
     def connectionMade(self) -> None:
+        assert self.transport is not None  # makeConnection sets it before calling this
         self.transport.write(self.command + b"\r\n")
 
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
         if b"\r\n" in self._buffer and not self.reply.called:
             self.reply.callback(self._buffer.split(b"\r\n", 1)[0])
+            assert self.transport is not None  # data arrives only on a connected protocol
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.reply.called:
             self.reply.callback(None)
 

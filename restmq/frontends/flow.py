@@ -8,10 +8,23 @@ sink wakes its subscription so the hub looks at the queue again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
+
+from restmq.streams import Subscription
+
+
+class _SinkState(Protocol):
+    """What the mixin needs of the sink it is mixed into (the sinks declare these in their
+    ``__slots__``)."""
+
+    open: bool
+    ready: bool
+    subscription: Subscription | None
+
+    def lost(self) -> None: ...
 
 
 @implementer(IPushProducer)
@@ -20,14 +33,11 @@ class ProducerSink:
     ``lost()`` method (the client is gone)."""
 
     __slots__ = ()
-    open: bool
-    ready: bool
-    subscription: Any
 
-    def pauseProducing(self) -> None:
+    def pauseProducing(self: _SinkState) -> None:
         self.ready = False
 
-    def resumeProducing(self) -> None:
+    def resumeProducing(self: _SinkState) -> None:
         self.ready = True
         if self.open and self.subscription is not None:
             self.subscription.wake()

@@ -38,11 +38,12 @@ connection:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -56,6 +57,8 @@ from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge, Unau
 from restmq.wire import line as wire
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option, endpoint_or_off
+from restmq.limits import Limits
+from restmq.ports import Dispatcher, Principal
 
 log = Logger()
 
@@ -97,10 +100,10 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
 
     #: Seconds a closing connection gets to drain what was written before it is aborted.
     CLOSE_GRACE = CLOSE_GRACE
-    _abort_later: Any = None
+    _abort_later: IDelayedCall | None = None
     factory: LineFactory
 
-    def __init__(self, dispatcher: Any, max_line: int) -> None:
+    def __init__(self, dispatcher: Dispatcher, max_line: int) -> None:
         self.dispatcher = dispatcher
         self.MAX_LENGTH = max_line
         self.pipeline = Pipeline(self, internal=wire.encode_error(INTERNAL))
@@ -117,8 +120,12 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
     def MAX_PENDING(self, value: int) -> None:  # noqa: N802
         self.pipeline.max_pending = value
 
+    def callLater(self, period: float, func: Callable[[], None]) -> IDelayedCall:
+        """TimeoutMixin's clock: the factory's (the reactor, or a test's clock)."""
+        return self.factory.clock.callLater(period, func)
+
     @property
-    def principal(self) -> Any:
+    def principal(self) -> Principal:
         """Who the client is (the token of its last accepted ``auth``)."""
         return self.pipeline.principal
 
@@ -142,7 +149,7 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
         self.setTimeout(self.factory.idle_timeout or None)
         self.pipeline.require_auth(self.factory.clock, self.factory.auth_timeout, self._auth_expired)
 
-    def authenticated(self, token: Any) -> None:
+    def authenticated(self, token: str) -> None:
         """A credential was accepted: it is the principal of the requests read from now on."""
         self.pipeline.authenticated(token)
 
@@ -203,19 +210,19 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
         """Queue a command; ``reply``: answer it as ``{"reply": …}`` (on a streaming connection)."""
         self.pipeline.call(partial(self._run, request, reply))
 
-    def _run(self, request: wire.Call, reply: bool, principal: Any) -> defer.Deferred[bytes]:
+    def _run(self, request: wire.Call, reply: bool, principal: Principal) -> defer.Deferred[bytes]:
         d = self.dispatcher.execute(request.name, request.args, principal, frontend="line")
         return d.addCallbacks(
             self._encode_answer, self._encode_failure, callbackArgs=(reply,), errbackArgs=(request.name,)
         )
 
-    def _auth(self, token: str, principal: Any) -> bytes:
+    def _auth(self, token: str, principal: Principal) -> defer.Deferred[bytes]:
         try:
             self.dispatcher.authenticate(token)
         except RestMQError as e:
-            return wire.encode_error(e)
+            return defer.succeed(wire.encode_error(e))
         self.authenticated(token)
-        return wire.encode({"auth": True})
+        return defer.succeed(wire.encode({"auth": True}))
 
     def _encode_answer(self, answer: Any, reply: bool) -> bytes:
         try:
@@ -230,7 +237,7 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
 
     # -- streams ------------------------------------------------------------------------------
 
-    def _start_stream(self, request: wire.Subscribe, principal: Any) -> None:
+    def _start_stream(self, request: wire.Subscribe, principal: Principal) -> None:
         """Runs when the subscribe's turn comes: every earlier request has been answered."""
         ack = self.pipeline.slot()  # messages delivered during subscribe() queue up behind the answer
         sink = _StreamSink(self)
@@ -305,7 +312,7 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
         super().connectionLost(reason)
 
 
-class LineFactory(protocol.Factory):
+class LineFactory(protocol.Factory["LineProtocol"]):
     """Builds line-protocol connections on one dispatcher; ``max_line`` is the longest line in bytes
     (``--max-message-size``)."""
 
@@ -313,18 +320,20 @@ class LineFactory(protocol.Factory):
 
     def __init__(
         self,
-        dispatcher: Any,
+        dispatcher: Dispatcher,
         *,
         max_line: int = 1 << 20,
-        clock: Any = None,
+        clock: IReactorTime | None = None,
         idle_timeout: float = 300.0,
         auth_timeout: float = 0.0,
-        limits: Any = None,
+        limits: Limits | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.max_line = max_line
         if clock is None:
-            from twisted.internet import reactor as clock
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
         self.clock = clock
         #: Seconds a connection may sit without a request before it is closed (0: never).
         self.idle_timeout = idle_timeout
@@ -341,7 +350,6 @@ class LineFactory(protocol.Factory):
     def buildProtocol(self, addr: IAddress | None) -> LineProtocol:
         proto = LineProtocol(self.dispatcher, self.max_line)
         proto.factory = self
-        proto.callLater = self.clock.callLater  # type: ignore[method-assign]  (TimeoutMixin's clock)
         return proto
 
 

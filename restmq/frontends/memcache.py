@@ -30,10 +30,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, protocol, task
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -45,6 +45,7 @@ from restmq.frontends.pipeline import Pipeline
 from restmq.wire import memcache as wire
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
+from restmq.ports import Dispatcher, Principal
 
 log = Logger()
 
@@ -144,7 +145,7 @@ class MemcacheProtocol(protocol.Protocol):
                 size = len(request.value) if isinstance(request, wire.Store) else 0
                 self.pipeline.call(partial(self._run, request), size=size)
 
-    def _run(self, request: wire.Request, principal: Any) -> defer.Deferred[bytes]:
+    def _run(self, request: wire.Request, principal: Principal) -> defer.Deferred[bytes]:
         return defer.ensureDeferred(self._serve(request))
 
     # -- the pipeline's host ------------------------------------------------------------------
@@ -375,14 +376,16 @@ class MemcacheFactory(protocol.Factory["MemcacheProtocol"]):
 
     def __init__(
         self,
-        dispatcher: Any,
+        dispatcher: Dispatcher,
         *,
         max_value: int = 1 << 20,
         lease: float = 60.0,
-        clock: Any = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
         self.dispatcher = dispatcher
         self.max_value = max_value
         self.lease = lease

@@ -66,6 +66,7 @@ class NotHttpConnection(LimitedConnection):
             super().dataReceived(held)
             return
         name = self.factory.name
+        assert self.transport is not None  # data arrives only on a connected protocol
         log.info("{frontend} client peer={peer} sent an HTTP request (a web page?); closed",
                  frontend=name, peer=self.address)
         self.transport.write(canned(400, "Bad Request", "bad_request", f"this port speaks the {name} protocol, not HTTP"))

@@ -24,19 +24,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from restmq.ports import Principal
+
 log = Logger()
 
 #: How a request runs when its turn comes: given the principal it was queued with, a Deferred of
 #: the encoded answer (the host encodes its own errors; anything else is logged and answered with
 #: the pipeline's ``internal`` bytes).
-Run = Callable[[Any], "defer.Deferred[bytes]"]
+Run = Callable[[Principal], "defer.Deferred[bytes]"]
 
 
 class Host(Protocol):
@@ -65,7 +67,7 @@ class Slot:
 class _Queued:
     run: Run
     slot: Slot
-    principal: Any
+    principal: Principal
     credential: bool
     size: int
 
@@ -82,7 +84,7 @@ class Pipeline:
         #: What a request whose run failed unexpectedly is answered.
         self.internal = internal
         #: The principal requests are queued with from now on (the last accepted credential).
-        self.principal: Any = None
+        self.principal: Principal = None
         #: A quit or end of input was seen: nothing more is read.
         self.closing = False
         #: The connection is lost: nothing more is written.
@@ -104,7 +106,7 @@ class Pipeline:
 
     # -- principal ----------------------------------------------------------------------------
 
-    def authenticated(self, principal: Any) -> None:
+    def authenticated(self, principal: Principal) -> None:
         """A credential was accepted: it is the principal of the requests queued from now on."""
         self.principal = principal
         if self._auth_deadline is not None and self._auth_deadline.active():

@@ -53,10 +53,10 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -69,6 +69,8 @@ from restmq.wire import resp as wire
 from restmq.wire.resp import NIL_ARRAY, OK, Error, Map, Reply, Simple, value_bytes
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
+from restmq.limits import Limits
+from restmq.ports import Dispatcher, Principal
 
 log = Logger()
 
@@ -208,7 +210,7 @@ class RespSession:
     """One connection's Redis commands and what it knows (id, name, library); each command is a
     call or two of the dispatcher's."""
 
-    def __init__(self, proto: RespProtocol, dispatcher: Any, factory: RespFactory, client_id: int) -> None:
+    def __init__(self, proto: RespProtocol, dispatcher: Dispatcher, factory: RespFactory, client_id: int) -> None:
         self.proto = proto
         self.dispatcher = dispatcher
         self.factory = factory
@@ -225,11 +227,11 @@ class RespSession:
         #: The blocking pop being waited on, cancelled if the client goes away.
         self.blocking: defer.Deferred[Any] | None = None
         #: The token the running command was queued with (commands run one at a time).
-        self.principal: Any = None
+        self.principal: Principal = None
 
     # -- the protocol's side: run one request -------------------------------------------------
 
-    def execute(self, argv: list[bytes], principal: Any = None) -> defer.Deferred[Reply]:
+    def execute(self, argv: list[bytes], principal: Principal = None) -> defer.Deferred[Reply]:
         """Run one request (``argv``, name first) under ``principal``; a Deferred of its reply."""
         spec = SPECS.get(argv[0].upper().decode("utf-8", "replace"))
         if spec is None:
@@ -516,7 +518,7 @@ class RespProtocol(protocol.Protocol):
     transport: Any
     factory: RespFactory
     peer = "unknown"
-    _abort_later: Any = None
+    _abort_later: IDelayedCall | None = None
 
     def __init__(self, factory: RespFactory, client_id: int) -> None:
         self.factory = factory
@@ -531,11 +533,11 @@ class RespProtocol(protocol.Protocol):
         return self.pipeline.gone
 
     @property
-    def principal(self) -> Any:
+    def principal(self) -> Principal:
         """The token of the last accepted AUTH (what requests read from now on run under)."""
         return self.pipeline.principal
 
-    def authenticated(self, token: Any) -> None:
+    def authenticated(self, token: str) -> None:
         self.pipeline.authenticated(token)
 
     # -- the pipeline's host ------------------------------------------------------------------
@@ -592,7 +594,7 @@ class RespProtocol(protocol.Protocol):
                 return
             self.pipeline.call(partial(self._run, argv, name), credential=name in CREDENTIALS)
 
-    def _run(self, argv: list[bytes], name: str, principal: Any) -> defer.Deferred[bytes]:
+    def _run(self, argv: list[bytes], name: str, principal: Principal) -> defer.Deferred[bytes]:
         return self.session.execute(argv, principal).addCallbacks(
             self._encode_answer, self._encode_failure, errbackArgs=(name,)
         )
@@ -641,7 +643,7 @@ class RespProtocol(protocol.Protocol):
         log.debug("resp client disconnected peer={peer}: {why}", peer=self.peer, why=reason.getErrorMessage())
 
 
-class RespFactory(protocol.Factory):
+class RespFactory(protocol.Factory["RespProtocol"]):
     """Builds RESP connections on one dispatcher; ``max_bulk`` is the longest bulk string
     (``--max-message-size``), a longer one is a protocol error."""
 
@@ -649,11 +651,11 @@ class RespFactory(protocol.Factory):
 
     def __init__(
         self,
-        dispatcher: Any,
+        dispatcher: Dispatcher,
         *,
         max_bulk: int = 1 << 20,
-        clock: Any = None,
-        limits: Any = None,
+        clock: IReactorTime | None = None,
+        limits: Limits | None = None,
         auth_timeout: float = 0.0,
     ) -> None:
         self.dispatcher = dispatcher
@@ -661,7 +663,9 @@ class RespFactory(protocol.Factory):
         #: Seconds a connection may stay without an accepted AUTH (0: forever; set with an auth file).
         self.auth_timeout = auth_timeout
         if clock is None:
-            from twisted.internet import reactor as clock
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
         self.clock = clock
         #: Where refusals are counted (:class:`restmq.limits.Limits`), if anywhere.
         self.limits = limits
@@ -672,7 +676,7 @@ class RespFactory(protocol.Factory):
         """How a connection over a connection limit is answered (see :mod:`restmq.limits`)."""
         return wire.encode(error_reply(LimitExceeded(message)))
 
-    def buildProtocol(self, addr: IAddress | None) -> RespProtocol:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress | None) -> RespProtocol:
         return RespProtocol(self, next(self._ids))
 
 

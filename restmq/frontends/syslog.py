@@ -16,7 +16,7 @@ sender disconnects.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, cast
+from typing import cast
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -24,12 +24,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from restmq.commands import MAX_COUNT
-from restmq.dispatch import TRUSTED
 from restmq.errors import RestMQError
 from restmq.frontends.connection import NewlineReceiver
 from restmq.wire import syslog as wire
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
+from restmq.ports import TRUSTED, Dispatcher
 
 log = Logger()
 
@@ -41,7 +41,7 @@ class SyslogProtocol(NewlineReceiver):
     #: Lines waiting for Redis before the connection stops reading.
     MAX_BACKLOG = 10_000
 
-    def __init__(self, dispatcher: Any, max_line: int, clock: IReactorTime) -> None:
+    def __init__(self, dispatcher: Dispatcher, max_line: int, clock: IReactorTime) -> None:
         self.dispatcher = dispatcher
         self.MAX_LENGTH = max_line
         self.clock = clock
@@ -150,7 +150,7 @@ class SyslogFactory(protocol.Factory):
     noisy = False  # the service logs "listening" / "pub/sub connected" itself
 
     def __init__(
-        self, dispatcher: Any, *, max_line: int = 1 << 20, clock: IReactorTime | None = None
+        self, dispatcher: Dispatcher, *, max_line: int = 1 << 20, clock: IReactorTime | None = None
     ) -> None:
         if clock is None:
             from twisted.internet import reactor

@@ -28,7 +28,7 @@ import re
 import warnings
 import xmlrpc.client as xmlrpclib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -42,7 +42,9 @@ with warnings.catch_warnings():
 
 from restmq import commands, values
 from restmq.errors import BadRequest, RestMQError, UnknownCommand, internal
+from restmq.auth import Caller
 from restmq.frontends.http.common import caller_of
+from restmq.ports import Dispatcher
 
 #: faultCode for each error code; stable, part of the contract.
 FAULT_CODES: dict[str, int] = {
@@ -85,7 +87,7 @@ class CallReader(xmlrpclib.Unmarshaller):
         if number is None:
             raise BadRequest(f"not {what}: {values.shown(data)}")
         self.append(number)
-        self._value = 0
+        self._value = False
 
     def end_int(self, data: str) -> None:
         self._number(values.parse_int(data.strip()), data, "an XML-RPC integer (ASCII digits)")
@@ -93,10 +95,12 @@ class CallReader(xmlrpclib.Unmarshaller):
     def end_double(self, data: str) -> None:
         self._number(values.parse_float(data.strip()), data, f"an XML-RPC double ({values.NON_FINITE})")
 
+    # The table's handlers are called with the reader that owns them (this class): typeshed types
+    # them as taking any Unmarshaller.
     for _tag in ("i1", "i2", "i4", "i8", "int", "biginteger"):
-        dispatch[_tag] = end_int
+        dispatch[_tag] = cast("Callable[[xmlrpclib.Unmarshaller, str], None]", end_int)
     for _tag in ("double", "float", "bigdecimal"):
-        dispatch[_tag] = end_double
+        dispatch[_tag] = cast("Callable[[xmlrpclib.Unmarshaller, str], None]", end_double)
     del _tag
 
 
@@ -151,7 +155,7 @@ Procedure = Callable[..., Any]
 class RestMQXMLRPC(XMLRPC):
     """``/RPC2`` and ``/xmlrpc``: XML-RPC over the dispatcher."""
 
-    def __init__(self, dispatcher: Any) -> None:
+    def __init__(self, dispatcher: Dispatcher) -> None:
         super().__init__(allowNone=True, useDateTime=False)
         self.dispatcher = dispatcher
         self.procedures: dict[str, Procedure] = {
@@ -169,7 +173,7 @@ class RestMQXMLRPC(XMLRPC):
 
     # -- the methods --------------------------------------------------------------------------
 
-    def _principal(self, request: server.Request) -> Any:
+    def _principal(self, request: server.Request) -> Caller:
         """Who is calling: the token of the Authorization header (XML-RPC clients send HTTP Basic
         from a ``http://user:TOKEN@host/RPC2`` URL), as a ``rest`` caller for the ACL file."""
         return caller_of(request, query_token=False)
@@ -278,6 +282,6 @@ class RestMQXMLRPC(XMLRPC):
         request.finish()
 
 
-def build_xmlrpc(dispatcher: Any) -> IResource:
+def build_xmlrpc(dispatcher: Dispatcher) -> IResource:
     """The XML-RPC resource mounted at /RPC2 and /xmlrpc."""
     return RestMQXMLRPC(dispatcher)

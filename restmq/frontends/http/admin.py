@@ -24,11 +24,12 @@ from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from restmq import compat
-from restmq.dispatch import TRUSTED
+from restmq.auth import Caller
 from restmq.errors import Forbidden, NotFound, RestMQError, Unauthorized
 from restmq.frontends.http.common import (
     GET,
@@ -46,6 +47,7 @@ from restmq.frontends.http.common import (
 )
 from restmq.wire import form
 from restmq.wire.chunked import dumps
+from restmq.ports import TRUSTED
 
 ANSWER = Answer()
 
@@ -193,7 +195,7 @@ class Health(Endpoint):
             found = dispatcher.execute("health", args, caller, frontend="http")
         return self.front.respond(request, found, HEALTH, callback_of(request))
 
-    def _may_read(self, caller: Any) -> bool:
+    def _may_read(self, caller: Caller) -> bool:
         authorize = self.front.dispatcher.authorize
         try:
             if authorize is not None:
@@ -286,7 +288,7 @@ def value_text(value: Any) -> str:
 JOBS = HtmlAnswer(render_jobs)
 
 
-def _no_stats(failure: Any) -> None:
+def _no_stats(failure: Failure) -> None:
     """The page is served even when ``stats`` fails; its script shows the server's error."""
     failure.trap(RestMQError)
     return None

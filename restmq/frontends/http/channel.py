@@ -23,9 +23,10 @@ would reset the connection and the client would lose the answer.
 from __future__ import annotations
 
 import json
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -67,7 +68,7 @@ class RestMQChannel(http.HTTPChannel):
         self._disarm()
         self._phase = phase
         if seconds:
-            self._deadline = self.callLater(seconds, self._expired, phase)
+            self._deadline = self.callLater(seconds, partial(self._expired, phase))
 
     def _disarm(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -133,7 +134,8 @@ class RestMQChannel(http.HTTPChannel):
         log.info("HTTP request refused peer={peer}: {status} {message}",
                  peer=getattr(peer, "host", "local"), status=status, message=message)
         self.transport.write(canned(status, reason, code, message))
-        self._deadline = self.callLater(LINGER_MAX, self.transport.abortConnection)
+        # Every stream transport the reactor gives a channel (TCP, TLS, UNIX) can abort.
+        self._deadline = self.callLater(LINGER_MAX, cast(ITCPTransport, self.transport).abortConnection)
         self._keep_lingering()
 
     def _keep_lingering(self) -> None:

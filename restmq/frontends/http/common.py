@@ -22,6 +22,7 @@ from restmq.errors import BadRequest, RestMQError, internal
 from restmq.errors import NotFound as NotFoundError
 from restmq.wire import form
 from restmq.wire.chunked import CRLF, json_line, jsonp_line
+from restmq.ports import Dispatcher
 
 #: Error code -> HTTP status, the one table of this front end. ``empty`` is 404 where an error
 #: body is wanted (``GET /?queue=``); REST reads answer 204 instead (see :class:`Answer`).
@@ -278,7 +279,7 @@ class _Pending:
 class Front:
     """What every resource of the HTTP front end shares: the dispatcher and the limits."""
 
-    def __init__(self, dispatcher: Any, *, max_message_size: int, reactor: Any = None) -> None:
+    def __init__(self, dispatcher: Dispatcher, *, max_message_size: int, reactor: Any = None) -> None:
         self.dispatcher = dispatcher
         self.max_message_size = max_message_size
         self.body_limit = form.body_limit(max_message_size)

@@ -41,8 +41,10 @@ from twisted.internet import defer
 from twisted.web.server import Request
 
 from restmq.latency import Latency
+from restmq.limits import Limits
 from restmq.errors import RestMQError
 from restmq.frontends.http.common import GET, Answer, Endpoint, send
+from restmq.ports import Dispatcher, Principal
 
 #: Message states of ``stats <queue>``'s ``length``, in exposition order.
 STATES = ("ready", "reserved", "delayed", "dead")
@@ -81,7 +83,7 @@ class Snapshot:
     latency: Latency | None = None
     redis_latency: Latency | None = None
     #: The process's :class:`restmq.limits.Limits` (connections, refusals), if known.
-    limits: Any = None
+    limits: Limits | None = None
 
 
 class SnapshotCollector(Collector):
@@ -154,7 +156,7 @@ def render(snapshot: Snapshot) -> bytes:
     return generate_latest(registry)
 
 
-async def take_snapshot(dispatcher: Any, principal: Any = None) -> Snapshot:
+async def take_snapshot(dispatcher: Dispatcher, principal: Principal = None) -> Snapshot:
     """Ask the dispatcher for the server's stats with every queue's detail (one ``stats`` call,
     a few scripts however many queues).
 
@@ -202,7 +204,7 @@ class Metrics(Endpoint):
         d.addCallback(self._render, dispatcher, getattr(request.site, "limits", None))
         return self.front.respond(request, d, PROMETHEUS)
 
-    def _render(self, snapshot: Snapshot, dispatcher: Any, limits: Any) -> bytes:
+    def _render(self, snapshot: Snapshot, dispatcher: Dispatcher, limits: Limits | None) -> bytes:
         snapshot.latency = getattr(dispatcher, "latency", None)
         snapshot.redis_latency = getattr(dispatcher, "redis_latency", None)
         snapshot.limits = limits

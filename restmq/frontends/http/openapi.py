@@ -23,7 +23,7 @@ import restmq
 from restmq import commands
 from restmq.commands import COMMANDS, Arg
 from restmq.errors import ERRORS
-from restmq.frontends.http.common import GET, STATUS, Endpoint, send
+from restmq.frontends.http.common import GET, STATUS, Endpoint, Front, send
 
 JSON_MT = "application/json"
 FORM_MT = "application/x-www-form-urlencoded"
@@ -489,7 +489,7 @@ class OpenAPI(Endpoint):
 
     methods = (GET,)
 
-    def __init__(self, front: Any) -> None:
+    def __init__(self, front: Front) -> None:
         super().__init__(front)
         self.body = json.dumps(build_document(), separators=(",", ":")).encode("utf-8") + b"\r\n"
 

@@ -58,6 +58,8 @@ from restmq.frontends.http.ws import WebSockets
 
 log = Logger()
 from restmq.frontends.xmlrpc import build_xmlrpc
+from restmq.ports import Dispatcher
+from restmq.limits import Limits
 
 
 CORS_METHODS = b"GET, POST, PUT, DELETE, HEAD"
@@ -171,7 +173,8 @@ class RestMQSite(server.Site):
 
     displayTracebacks = False
     noisy = False
-    protocol = RestMQChannel
+    # Twisted types Site.protocol as its HTTP/1-or-2 wrapper; buildProtocol takes any channel class.
+    protocol = RestMQChannel  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -181,7 +184,7 @@ class RestMQSite(server.Site):
         header_timeout: float = 10.0,
         body_timeout: float = 60.0,
         idle_timeout: float = 300.0,
-        limits: Any = None,
+        limits: Limits | None = None,
         cors: tuple[str, ...] = (),
         check_host: bool = True,
         allowed_hosts: tuple[str, ...] = (),
@@ -234,7 +237,7 @@ def build_tree(front: Front) -> Root:
 
 
 def build_site(
-    dispatcher: Any, *, max_message_size: int = 1 << 20, reactor: Any = None, **limits: Any
+    dispatcher: Dispatcher, *, max_message_size: int = 1 << 20, reactor: Any = None, **limits: Any
 ) -> server.Site:
     """The twisted.web Site serving every HTTP route of docs/http.md over ``dispatcher``; ``limits``:
     :class:`RestMQSite`'s timeouts and ``limits`` counter."""

@@ -21,8 +21,9 @@ framing, opened by :func:`stream.open_stream` like COMET.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -60,7 +61,7 @@ class SSESink(CometSink):
         if self.open:
             self.request.write(wire.PING)
 
-    def start_heartbeat(self, interval: float, clock: Any) -> None:
+    def start_heartbeat(self, interval: float, clock: IReactorTime) -> None:
         if interval > 0 and self.open:
             self.heartbeat = LoopingCall(self.ping)
             self.heartbeat.clock = clock
@@ -128,9 +129,9 @@ class SSEQueue(Endpoint):
                 request.write(b"")  # send the headers now: EventSource fires onopen
         return NOT_DONE_YET
 
-    def _clock(self) -> Any:
+    def _clock(self) -> IReactorTime:
         if self.front.reactor is not None:
-            return self.front.reactor
+            return cast(IReactorTime, self.front.reactor)
         from twisted.internet import reactor
 
-        return reactor
+        return cast(IReactorTime, reactor)

@@ -35,6 +35,7 @@ from restmq.frontends.http.common import (
 )
 from restmq.wire import form
 from restmq.frontends.flow import ProducerSink
+from restmq.streams import Subscription
 from restmq.wire.chunked import frame
 
 log = Logger()
@@ -53,7 +54,7 @@ class CometSink(ProducerSink):
 
     def __init__(self, request: Request, callback: str | None, queue: str) -> None:
         self.request, self.callback, self.queue = request, callback, queue
-        self.subscription: Any = None
+        self.subscription: Subscription | None = None
         self.open = True
         self.ready = True
 

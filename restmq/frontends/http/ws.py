@@ -31,19 +31,22 @@ reserve mode, and ends a broadcast stream after a bound, see :class:`restmq.stre
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.interfaces import IAddress, IConsumer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from restmq import commands, compat, values
+from restmq.auth import Caller
 from restmq.errors import BadRequest, NotFound, RestMQError, internal
 from restmq.frontends.http.common import Endpoint, Front, queue_name, send_error
 from restmq.frontends.flow import ProducerSink
+from restmq.streams import Subscription
 from restmq.frontends.http.stream import stream_options
 from restmq.wire.chunked import dumps
 from restmq.wire.line import json_command
@@ -65,9 +68,9 @@ class WSSink(ProducerSink):
 
     __slots__ = ("queue", "principal", "front", "subscription", "open", "protocol", "held", "ended", "ready")
 
-    def __init__(self, front: Front, queue: str, principal: Any) -> None:
+    def __init__(self, front: Front, queue: str, principal: Caller) -> None:
         self.front, self.queue, self.principal = front, queue, principal
-        self.subscription: Any = None
+        self.subscription: Subscription | None = None
         self.open = True
         self.protocol: RestMQWebSocket | None = None
         self.held: list[dict[str, Any]] = []
@@ -123,7 +126,8 @@ class RestMQWebSocket(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         # twisted.web's channel registered itself as the socket's producer; the stream takes over.
-        transport = self.transport
+        # A TCP or TLS transport is also the socket's consumer (ITransport does not say so).
+        transport = cast("IConsumer | None", self.transport)
         if transport is not None:
             transport.unregisterProducer()  # a no-op when none is registered (TCP and TLS alike)
             transport.registerProducer(self.sink, True)
@@ -183,11 +187,13 @@ class _ForOneRequest:
     def __init__(self, factory: WebSocketServerFactory, sink: WSSink) -> None:
         self.factory, self.sink = factory, sink
 
-    def buildProtocol(self, addr: Any) -> RestMQWebSocket | None:
+    def buildProtocol(self, addr: IAddress | None) -> RestMQWebSocket | None:
         proto = self.factory.buildProtocol(addr)
-        if proto is not None:
-            proto.sink = self.sink
-        return proto  # type: ignore[no-any-return]
+        if proto is None:
+            return None
+        assert isinstance(proto, RestMQWebSocket)  # make_factory's protocol
+        proto.sink = self.sink
+        return proto
 
 
 def make_factory(max_frame: int, auto_ping: float = AUTO_PING) -> WebSocketServerFactory:
