@@ -50,7 +50,9 @@ def as_list(answer: Any) -> list[Any]:
 class ClientOptions(usage.Options):
     """Options every client subcommand takes; ``run`` does the work with a :class:`RestMQ`."""
 
-    optParameters = [
+    #: What follows the subcommand in its usage line (each subcommand says).
+    synopsis = ""
+    optParameters: list[list[Any]] = [
         ["url", "u", None, "Server URL (default: $RESTMQ_URL, else http://127.0.0.1:8888)."],
         ["token", None, None, "Bearer token sent with every request (default: $RESTMQ_TOKEN)."],
     ]
@@ -122,7 +124,7 @@ class QueueOptions(ClientOptions):
     synopsis = "QUEUE [options]"
     queue: str
 
-    def parseArgs(self, queue: str) -> None:
+    def parseArgs(self, queue: str) -> None:  # type: ignore[override]  # Twisted: no words
         self.queue = queue
 
 

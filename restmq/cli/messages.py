@@ -32,19 +32,19 @@ class PushOptions(ClientOptions):
         "pushed, otherwise the keys are printed, one per line. VALUE is sent as text unless "
         "--json-value is given."
     )
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["priority", "p", None, f"{PRIORITY.doc} (default {PRIORITY.default}).", int],
         ["delay", "d", None, "Seconds before the message can be delivered.", seconds_option],
         ["ttl", "t", None, "Drop it if not taken within this many seconds.", seconds_option],
         ["dedup", None, None, "Adds with the same string within the queue's dedup window add once."],
         ["batch", None, 500, f"Lines per add_many request with '-' (1-{MAX_COUNT}).", int],
     ]
-    optFlags = [
+    optFlags: list[list[Any]] = [
         ["json-value", None, "Parse VALUE (or each stdin line) as JSON."],
         ["unique", "u", "Add only if the same value (added with --unique) is not already queued."],
     ]
 
-    def parseArgs(self, queue: str, value: str) -> None:
+    def parseArgs(self, queue: str, value: str) -> None:  # type: ignore[override]  # Twisted: no words
         self.queue, self.value = queue, value
 
     def postOptions(self) -> None:
@@ -106,7 +106,7 @@ class PullOptions(QueueOptions):
         "With --count, up to N values, one per line. --json prints the whole message(s). Exits 1 "
         "when the queue is empty (after --wait seconds)."
     )
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["count", "n", None, f"Take up to N messages ({COUNT.low:g}-{COUNT.high:g}).", count_option],
         ["wait", "w", None, f"Wait up to S seconds for a message (long poll, max {WAIT.high:g}).",
          seconds_option],
@@ -125,7 +125,7 @@ class ReserveOptions(QueueOptions):
         "Reserve the next message for a lease (at-least-once) and print RECEIPT<TAB>VALUE; ack it "
         "with 'restmq ack QUEUE RECEIPT' or it comes back after the lease. Exits 1 when empty."
     )
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["lease", "l", None, f"Seconds the message stays hidden (default: the queue's, {DEFAULT_LEASE:g}).",
          seconds_option],
         ["count", "n", None, "Reserve up to N messages.", count_option],
@@ -144,7 +144,7 @@ class AckOptions(ClientOptions):
     synopsis = "QUEUE RECEIPT [RECEIPT...] [options]"
     longdesc = "Acknowledge reserved messages (they are done and deleted); prints how many."
 
-    def parseArgs(self, queue: str, *receipts: str) -> None:
+    def parseArgs(self, queue: str, *receipts: str) -> None:  # type: ignore[override]  # Twisted: no words
         if not receipts:
             raise usage.UsageError("give at least one RECEIPT")
         self.queue, self.receipts = queue, list(receipts)
@@ -159,12 +159,12 @@ class AckOptions(ClientOptions):
 class NackOptions(ClientOptions):
     synopsis = "QUEUE RECEIPT [options]"
     longdesc = "Give a reserved message back now (or after --delay); dead after max_attempts deliveries."
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["delay", "d", None, "Seconds before it can be delivered again.", seconds_option],
         ["error", "e", None, "Why it failed (kept with a dead message)."],
     ]
 
-    def parseArgs(self, queue: str, receipt: str) -> None:
+    def parseArgs(self, queue: str, receipt: str) -> None:  # type: ignore[override]  # Twisted: no words
         self.queue, self.receipt = queue, receipt
 
     def run(self, mq: Any) -> int:
@@ -175,7 +175,7 @@ class NackOptions(ClientOptions):
 
 class PeekOptions(QueueOptions):
     longdesc = "Print KEY<TAB>VALUE of the next message(s) without removing them. Exits 1 when none."
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["count", "n", None, "Up to N messages.", count_option],
         ["state", "s", None,
          f"{PEEK_STATE.default} (default), {', '.join(OTHER_STATES[:-1])} or {OTHER_STATES[-1]}."],

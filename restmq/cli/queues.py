@@ -77,7 +77,7 @@ class TailOptions(QueueOptions):
         "whole message, one JSON per line) until the queue is purged or Ctrl-C. Messages a tail "
         "receives are taken from the queue (unless the queue's policy shares them elsewhere)."
     )
-    optParameters = [["mode", "m", None, "take (default) or reserve."]]
+    optParameters: list[list[Any]] = [["mode", "m", None, "take (default) or reserve."]]
 
     def run(self, mq: Any) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
@@ -126,7 +126,7 @@ class ResumeOptions(QueueOptions):
 
 class RedriveOptions(QueueOptions):
     longdesc = "Move dead-letter messages (QUEUE.dead) back to the queue: all, or --count."
-    optParameters = [["count", "n", None, "Move at most N.", count_option]]
+    optParameters: list[list[Any]] = [["count", "n", None, "Move at most N.", count_option]]
 
     def run(self, mq: Any) -> int:
         answer = mq.redrive(self.queue, count=self["count"])
@@ -141,7 +141,7 @@ class CallOptions(ClientOptions):
         'restmq call \'{"cmd": "add", "queue": "jobs", "value": {"n": 1}}\'.'
     )
 
-    def parseArgs(self, command: str) -> None:
+    def parseArgs(self, command: str) -> None:  # type: ignore[override]  # Twisted: no words
         try:
             data = json.loads(command)
         except ValueError as e:

@@ -33,8 +33,8 @@ def serve(config: tap.Config) -> int:
 
     def fatal(reason: str) -> None:
         status["code"] = 1
-        if reactor.running:  # type: ignore[attr-defined]
-            reactor.stop()  # type: ignore[attr-defined]
+        if reactor.running:
+            reactor.stop()
 
     root = build(config, reactor, on_fatal=fatal)
     application = service.Application("restmq")
@@ -43,6 +43,6 @@ def serve(config: tap.Config) -> int:
         root.privilegedStartService()
     except StartError:
         return 1  # the root logged why
-    reactor.callWhenRunning(app.startApplication, application, False)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(app.startApplication, application, False)
+    reactor.run()
     return status["code"]
