@@ -346,17 +346,24 @@ class Load:
                 time.sleep(0.05)
             time.sleep(0.005)
 
+    def _fetch(self, query: str, what: str) -> list[dict[str, Any]] | None:
+        """One ``GET /q/<queue>?<query>``: the messages, or None (empty, an error, or no answer:
+        counted, and a short pause so a broken server is not hammered)."""
+        try:
+            status, got = call("GET", f"{self.server.base}/q/{QUEUE}?{query}")
+        except Gone:
+            status, got = 0, None
+        if status == 200 and isinstance(got, list):
+            return got
+        if status not in (0, 204):
+            self.ledger.error(f"{what} {status}")
+        time.sleep(0.05)
+        return None
+
     def consume(self) -> None:
         while not self.stop.is_set():
-            try:
-                status, got = call("GET", f"{self.server.base}/q/{QUEUE}?lease={LEASE}&count=10")
-            except Gone:
-                time.sleep(0.05)
-                continue
-            if status != 200 or not isinstance(got, list):
-                if status != 204:
-                    self.ledger.error(f"reserve {status}")
-                time.sleep(0.05)
+            got = self._fetch(f"lease={LEASE}&count=10", "reserve")
+            if got is None:
                 continue
             for m in got:
                 self.ledger.delivered(m)
@@ -383,34 +390,30 @@ class Load:
     def take(self) -> None:
         """At-most-once HTTP takes: what a take answered is the only trace of its messages."""
         while not self.stop.is_set():
-            try:
-                status, got = call("GET", f"{self.server.base}/q/{QUEUE}?count=5")
-            except Gone:
-                time.sleep(0.05)
-                continue
-            if status == 200 and isinstance(got, list):
+            got = self._fetch("count=5", "take")
+            if got is not None:
                 self.ledger.took(got)
-            else:
-                if status != 204:
-                    self.ledger.error(f"take {status}")
-                time.sleep(0.05)
+
+    def lines(self, reader: Any) -> Any:
+        """The JSON lines a stream sends until it ends or the load stops (quiet spells skipped)."""
+        while not self.stop.is_set():
+            try:
+                raw = reader.readline()
+            except socket.timeout:
+                continue
+            if not raw:
+                return
+            if raw.strip():
+                yield json.loads(raw)
 
     def comet(self) -> None:
         """A COMET subscriber (take mode): one JSON message per line, at most once."""
         while not self.stop.is_set():
             try:
                 with urllib.request.urlopen(f"{self.server.base}/c/{QUEUE}", timeout=1) as stream:
-                    while not self.stop.is_set():
-                        try:
-                            raw = stream.readline()
-                        except socket.timeout:
-                            continue
-                        if not raw:
-                            break
-                        if raw.strip():
-                            message = json.loads(raw)
-                            if isinstance(message, dict) and "key" in message:
-                                self.ledger.took([message])
+                    for message in self.lines(stream):
+                        if isinstance(message, dict) and "key" in message:
+                            self.ledger.took([message])
             except (OSError, ValueError):
                 time.sleep(0.05)
 
@@ -421,15 +424,7 @@ class Load:
             try:
                 with socket.create_connection(("127.0.0.1", self.server.line), timeout=1) as s:
                     s.sendall(f"subscribe {QUEUE} reserve {LEASE}\n".encode())
-                    reader = s.makefile("rb")
-                    while not self.stop.is_set():
-                        try:
-                            raw = reader.readline()
-                        except socket.timeout:
-                            continue
-                        if not raw:
-                            break
-                        line = json.loads(raw)
+                    for line in self.lines(s.makefile("rb")):
                         if isinstance(line, dict) and "receipt" in line:
                             self.ledger.delivered(line)
                             pending[line["receipt"]] = line
