@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from restmq.wire.chunked import dumps
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -88,10 +90,7 @@ class QueueState:
         return "paused" if self.paused else "running"
 
 
-#: One encoder for every value (``json.dumps`` with options builds a new one per call).
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def encode_value(value: Any) -> bytes:
-    """The JSON text stored for a message value (text stays text: "42" is kept as a string)."""
-    return _ENCODER.encode(value).encode("utf-8")
+    """The JSON text stored for a message value (text stays text: "42" is kept as a string); a
+    lone surrogate (a JSON ``"\\ud800"`` escape, which UTF-8 cannot carry) stays escaped."""
+    return dumps(value)

@@ -173,6 +173,20 @@ async def test_a_value_nested_exactly_to_the_limit_is_stored_and_served_back(ser
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_lone_surrogate_is_stored_and_served_back_escaped(servers):
+    """A value holding a lone surrogate (JSON ``"\\ud800"``, which UTF-8 cannot carry; the
+    structure-aware fuzzer found it was a 500) is stored and comes back the same, over HTTP and
+    the line protocol."""
+    http = Client(f"http://127.0.0.1:{servers.http}")
+    added = await http.post("/q/sur", data=b'{"value": "a\\ud800b"}', headers={"content-type": "application/json"})
+    assert added.status == 201, added.body
+    line = b'{"cmd":"add","queue":"sur","value":["\\udfff"]}\ntake sur\ntake sur\n'
+    got = [json.loads(x) for x in (await servers.exchange(servers.line, line, lines(3))).splitlines()]
+    assert got[0]["key"] == "sur:2"
+    assert (got[1]["value"], got[2]["value"]) == ("a\ud800b", ["\udfff"])
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_unicode_digit_in_a_path_message_number_is_not_a_message(servers):
     """``/q/a/²`` is not a message route (404 JSON), never a 500."""
     http = Client(f"http://127.0.0.1:{servers.http}")
