@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from restmq.frontends.http.channel import canned
+from restmq.wire.canned import canned
 from restmq.limits import LimitedConnection, LimitedFactory, Limits
 
 log = Logger()

@@ -22,7 +22,6 @@ would reset the connection and the client would lose the answer.
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Any, cast
 
@@ -32,6 +31,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
 
+from restmq.wire.canned import canned
+
 log = Logger()
 
 #: The phases of one request on a connection; REFUSED: answered with an error, closing.
@@ -40,15 +41,6 @@ IDLE, HEADERS, BODY, HANDLING, REFUSED = "idle", "headers", "body", "handling", 
 LINGER_QUIET = 0.5
 #: ... or after this many seconds at most.
 LINGER_MAX = 5.0
-
-
-def canned(status: int, reason: str, code: str, message: str) -> bytes:
-    """A whole HTTP/1.1 response carrying a JSON error, for answers sent outside any request."""
-    body = json.dumps({"error": message, "code": code}).encode()
-    return (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    ).encode() + body
 
 
 class RestMQChannel(http.HTTPChannel):

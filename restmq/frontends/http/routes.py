@@ -44,7 +44,8 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.resource import IResource, Resource
 
 from restmq.errors import BadRequest, TooLarge
-from restmq.frontends.http.channel import RestMQChannel, canned
+from restmq.frontends.http.channel import RestMQChannel
+from restmq.wire.canned import canned
 from restmq.frontends.http.admin import Control, Dashboard, Health, Jobs, Policies, Stats
 from restmq.frontends.http.collectd import Collectd
 from restmq.frontends.http.common import NOT_FOUND, Front, describe, send_error, send_internal, send_nothing
