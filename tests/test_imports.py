@@ -67,3 +67,43 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_restmq_has_no_import_circle() -> None:
     """No module of restmq/ imports, directly or through others, a module that imports it."""
     assert circles(import_graph()) == []
+
+
+#: Front ends (a module or a package) and the shared parts they use by composition.
+FRONT_ENDS = ("http", "line", "resp", "memcache", "syslog", "xmlrpc")
+SHARED = ("base", "registry", "pipeline", "connection", "flow", "nothttp")
+
+
+def front_end_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[:2] == ["restmq", "frontends"] and len(parts) > 2 and parts[2] in FRONT_ENDS:
+        return parts[2]
+    return None
+
+
+def test_front_ends_import_neither_the_engine_nor_the_backend_nor_each_other() -> None:
+    """A front end reaches the core through the dispatcher only, and shares parts by composition
+    (XML-RPC is a resource of the HTTP front end: they may use each other)."""
+    graph = import_graph()
+    found = []
+    for module, deps in graph.items():
+        own = front_end_of(module)
+        if own is None:
+            continue
+        for dep in deps:
+            if dep.startswith(("restmq.engine", "restmq.backend")):
+                found.append(f"{module} imports {dep}")
+            other = front_end_of(dep)
+            if other is not None and other != own and {own, other} != {"http", "xmlrpc"}:
+                found.append(f"{module} imports {dep}")
+    assert found == []
+
+
+def test_no_front_end_imports_txredisapi() -> None:
+    """Only the engine and the backend speak to Redis."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "restmq" / "frontends").rglob("*.py")
+        if "txredisapi" in path.read_text()
+    ]
+    assert offenders == []
