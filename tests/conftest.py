@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -326,6 +325,22 @@ def layer_of(item: pytest.Item) -> tuple[str | None, bool]:
     file, test = item.path.name, f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
     layer = LAYERS.get(test, LAYERS.get(file))
     return layer, layer in SLOW_LAYERS or file in SLOW or test in SLOW
+
+
+#: Whether this run is the developer's loop (``-m "not slow"``): property tests then try fewer
+#: examples (see :func:`examples`); CI runs everything with every example.
+QUICK = False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global QUICK
+    QUICK = "not slow" in (config.getoption("markexpr") or "")
+
+
+def examples(n: int) -> int:
+    """How many examples a property test tries: ``n``, or a fifth of it (at least 25) in the
+    developer's loop."""
+    return max(n // 5, 25) if QUICK else n
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker

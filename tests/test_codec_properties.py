@@ -18,8 +18,9 @@ from restmq.backend.redisconf import parse_redis_url
 from restmq.errors import BadRequest, RestMQError
 from restmq.wire import collectd, form, line, sse, syslog
 from restmq.wire.chunked import json_line, jsonp_line
+from tests.conftest import examples
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 #: JSON values as clients send them (no NaN: JSON has none).
 json_values = st.recursive(

@@ -17,6 +17,7 @@ from restmq.backend.redisconf import (
     server_config,
 )
 from restmq.errors import BadRequest
+from tests.conftest import examples
 
 GOOD_URLS: list[tuple[str, RedisTarget]] = [
     ("redis://localhost", RedisTarget("tcp", host="localhost", port=DEFAULT_PORT)),
@@ -211,7 +212,7 @@ def test_check_version_accepts_supported(flavour: str, version: tuple[int, int, 
     assert check_version(flavour, version) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(["redis", "valkey"]), st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(0, 40)))
 def test_check_version_accepts_exactly_redis_7_and_valkey_8_on(flavour: str, version: tuple[int, int, int]) -> None:
     """Any version is accepted exactly when it is at least Redis 7.0.0 or Valkey 8.0.0; an older one

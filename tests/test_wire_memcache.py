@@ -11,6 +11,7 @@ from restmq.wire import memcache as wire
 from restmq.wire.memcache import (
     QUIT, STATS, VERSION, Delete, Flush, Get, Invalid, Key, Parser, Simple, Store, parse_key, ttl_for,
 )
+from tests.conftest import examples
 
 
 def parse_all(data: bytes, max_value: int = 100, pieces: list[int] | None = None) -> list[wire.Request]:
@@ -207,7 +208,7 @@ VALID_REQUESTS = st.sampled_from(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(VALID_REQUESTS, min_size=1, max_size=8), st.data())
 def test_any_split_of_a_stream_parses_the_same(requests: list[bytes], data: st.DataObject) -> None:
     """However the bytes are cut into reads, the same requests come out in the same order."""
@@ -219,7 +220,7 @@ def test_any_split_of_a_stream_parses_the_same(requests: list[bytes], data: st.D
 REQUEST_TYPES = (Get, Store, Delete, Flush, Simple, Invalid)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.lists(
         st.one_of(

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from restmq.wire import resp as wire
 from restmq.wire.resp import NIL_ARRAY, Error, Map, ProtocolError, RequestParser, Simple
+from tests.conftest import examples
 
 
 def parse_all(data: bytes, **limits: int) -> list[list[bytes]]:
@@ -172,7 +173,7 @@ def streams(draw: st.DrawFn) -> tuple[bytes, list[list[bytes]]]:
     return data, requests
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(streams(), st.lists(st.integers(0, 10_000), max_size=8))
 def test_any_split_of_a_valid_stream_parses_the_same(
     stream: tuple[bytes, list[list[bytes]]], cuts: list[int]
@@ -199,7 +200,7 @@ JUNK = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(JUNK, st.integers(1, 7))
 def test_junk_never_raises_anything_but_a_protocol_error(junk: bytes, chunk: int) -> None:
     """Arbitrary bytes, fed in pieces, give requests or ProtocolError: never another exception."""
