@@ -197,7 +197,10 @@ class QueueEngine:
             self.redis_latency.observe("script", name, time.monotonic() - start)
             return outcome
 
-        d = self._bounded(call, late, progress).addBoth(timed)
+        def logged_only(reply: list[Any]) -> None:
+            self._late(queue, name, "", [])
+
+        d = self._bounded(call, late or logged_only, progress).addBoth(timed)
         return d if raw else d.addCallback(self._keep_timer, queue)
 
     async def _call_after_sync(
@@ -209,9 +212,16 @@ class QueueEngine:
         return await self.scripts.call(self.redis, name, keys, argv, deadline, replicated)
 
     def _late(self, queue: str, name: str, what: str, args: list[Any]) -> None:
-        """Undo a call Redis ran after its caller gave up (see undo.lua); logged either way."""
+        """Undo a call Redis ran after its caller gave up (see undo.lua); logged either way.
+        What has nothing to undo (``args`` empty) is a write whose repetition is harmless (an ack
+        or nack repeated answers ``stale_receipt``; purge, pause and settings are idempotent) or
+        a read."""
         self.late_calls[name] += 1
         if not args:
+            (log.info if name in REPLICATED else log.debug)(
+                "redis ran {script} on queue={queue} after its caller gave up; nothing to undo",
+                script=name, queue=queue,
+            )
             return
         qk = K.for_queue(queue)
         call = self.scripts.call(self.redis, "undo", qk.pick(self.scripts.keys["undo"]), [qk.channel, what, *args])
