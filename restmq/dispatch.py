@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -268,8 +268,7 @@ class Dispatcher:
         return self._one_or_list([replace(m, count=0) for m in delivered], count)
 
     async def _deliver_first(self, queues: list[str], count: int, wait: float) -> list[Message]:
-        """Take up to ``count`` from the first of ``queues`` that has any, long-polling up to
-        ``wait`` seconds on all of them, woken by an add to any (no polling)."""
+        """Take up to ``count`` from the first of ``queues`` that has any, long-polling on all."""
 
         async def once() -> list[Message]:
             for queue in queues:
@@ -278,6 +277,27 @@ class Dispatcher:
                     return messages
             return []
 
+        return await self._long_poll(queues, once, wait)
+
+    async def _cmd_reserve(self, queue: str, count: int | None, lease: float | None, wait: float) -> Any:
+        return self._one_or_list(await self._deliver(queue, count or 1, wait, lease or 0.0), count)
+
+    async def _deliver(self, queue: str, count: int, wait: float, lease: float | None) -> list[Message]:
+        """Take (``lease`` None) or reserve up to ``count``, long-polling up to ``wait`` seconds."""
+
+        def once() -> Any:
+            if lease is None:
+                return self.engine.take(queue, count)
+            return self.engine.reserve(queue, count, lease or None)
+
+        return await self._long_poll([queue], once, wait)
+
+    async def _long_poll(
+        self, queues: list[str], once: Callable[[], Awaitable[list[Message]]], wait: float
+    ) -> list[Message]:
+        """``once()`` now, then again each time an add (anywhere) wakes one of ``queues``, for up
+        to ``wait`` seconds: no polling. The queues are watched before the second look, so no add
+        falls between an empty look and the wait."""
         messages = await once()
         if messages or wait <= 0:
             return messages
@@ -294,34 +314,6 @@ class Dispatcher:
         finally:
             for w in watches:
                 w.close()
-
-    async def _cmd_reserve(self, queue: str, count: int | None, lease: float | None, wait: float) -> Any:
-        return self._one_or_list(await self._deliver(queue, count or 1, wait, lease or 0.0), count)
-
-    async def _deliver(self, queue: str, count: int, wait: float, lease: float | None) -> list[Message]:
-        """Take (``lease`` None) or reserve up to ``count``, long-polling up to ``wait`` seconds,
-        woken by adds anywhere (no polling)."""
-
-        def once() -> Any:
-            if lease is None:
-                return self.engine.take(queue, count)
-            return self.engine.reserve(queue, count, lease or None)
-
-        messages = await once()
-        if messages or wait <= 0:
-            return messages
-        deadline = time.monotonic() + wait
-        watch = self.engine.watch(queue)
-        try:
-            await watch.ready(wait)
-            while True:
-                messages = await once()
-                remaining = deadline - time.monotonic()
-                if messages or remaining <= 0:
-                    return messages
-                await watch.wait(remaining)
-        finally:
-            watch.close()
 
     async def _cmd_ack(self, queue: str, receipt: list[str]) -> dict[str, Any]:
         return {"queue": queue, "acked": await self.engine.ack(queue, receipt)}

@@ -48,6 +48,12 @@ def number_of(kind: type, value: str) -> Any:
     return number
 
 
+def integer(value: str) -> int:
+    """A whole number in ASCII digits (the original daemon's --port, --redis-db …)."""
+    number: int = number_of(int, value)
+    return number
+
+
 def choice(name: str, choices: tuple[str, ...]) -> Coerce:
     def coerce(value: str) -> str:
         if value not in choices:

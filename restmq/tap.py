@@ -17,16 +17,15 @@ from twisted.python import usage
 from restmq import __version__
 from restmq.config import Config, core_options, is_loopback
 from restmq.frontends.registry import frontend_options, frontends
-from restmq.options import Option, endpoint_or_off, number_of
+from restmq.options import Option, endpoint_or_off, integer
 
 #: The original RestMQ daemon's options, kept as aliases (see :meth:`Options.postOptions`).
 ALIASES = (
-    Option("port", None, "Original option: HTTP port (with --listen).", lambda v: number_of(int, v)),
+    Option("port", None, "Original option: HTTP port (with --listen).", integer),
     Option("listen", None, "Original option: HTTP interface (with --port)."),
     Option("redis-host", None, "Original option: Redis host (builds --redis)."),
-    Option("redis-port", None, "Original option: Redis port (builds --redis).", lambda v: number_of(int, v)),
-    Option("redis-db", None, "Original option: Redis database number (builds --redis).",
-           lambda v: number_of(int, v)),
+    Option("redis-port", None, "Original option: Redis port (builds --redis).", integer),
+    Option("redis-db", None, "Original option: Redis database number (builds --redis).", integer),
 )
 
 

@@ -16,15 +16,16 @@ from typing import Any, Callable
 
 from twisted.python import usage
 
-from restmq import __version__, tap
+from restmq import __version__
 from restmq.commands import COUNT
+from restmq.options import number_of
 
 EXIT_OK, EXIT_EMPTY, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
 
 
 def count_option(value: str) -> int:
     """A ``--count``: an integer, at least the command table's lowest count."""
-    number: int = tap.number_of(int, value)
+    number: int = number_of(int, value)
     if COUNT.low is not None and number < COUNT.low:
         raise ValueError(f"count must be at least {COUNT.low:g}")
     return number
@@ -32,7 +33,7 @@ def count_option(value: str) -> int:
 
 def seconds_option(value: str) -> float:
     """A number of seconds: finite and not negative (its upper bounds are the server's to check)."""
-    number: float = tap.number_of(float, value)
+    number: float = number_of(float, value)
     if not number >= 0:
         raise ValueError("seconds must be a number >= 0")
     return number
