@@ -21,12 +21,13 @@ from typing import Any
 import atheris
 
 from fuzz import hostile
-from restmq import commands, compat, tap, values
+from restmq import commands, compat, values
 from restmq.acl import parse_acl
 from restmq.auth import basic_credentials, parse_tokens, token_from_authorization
 from restmq.backend.redisconf import parse_redis_url
 from restmq.dispatch import Dispatcher
 from restmq.errors import RestMQError
+from restmq.options import number_of
 from restmq.frontends import xmlrpc
 from restmq.frontends.http.ws import command_of
 from restmq.model import encode_value
@@ -224,7 +225,7 @@ def fuzz_numbers(data: bytes) -> None:
     resp.parse_float(raw)
     for kind in (int, float):
         try:
-            tap.number_of(kind, word)
+            number_of(kind, word)
         except ValueError:
             pass  # what an option parser's type may raise: usage says so
     for arg in ("count", "wait", "priority", "lease", "delay"):
