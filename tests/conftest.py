@@ -235,6 +235,8 @@ LAYERS: dict[str, str] = {
     "test_origins.py": "frontend",
     "test_origins.py::test_allowed_hosts_option": "pure",
     "test_origins.py::test_serve_checks_host_unless_an_auth_file_is_given": "process",
+    "test_push.py": "engine",
+    "test_push.py::test_http_routes_set_show_and_remove_with_clear_400s": "frontend",
     "test_process.py": "process",
     "test_protocol_commands.py": "engine",
     "test_protocol_commands.py::test_concurrent_srem_of_one_value_removes_it_once": "frontend",

@@ -22,6 +22,7 @@ README_ROUTES = {
     ("post", "/q/{queue}"), ("get", "/q/{queue}"), ("delete", "/q/{queue}"), ("get", "/q"),
     ("post", "/q/{queue}/ack"), ("post", "/q/{queue}/nack"), ("post", "/q/{queue}/touch"),
     ("get", "/q/{queue}/config"), ("put", "/q/{queue}/config"), ("post", "/q/{queue}/redrive"),
+    ("put", "/q/{queue}/push"), ("get", "/q/{queue}/push"), ("delete", "/q/{queue}/push"),
     ("get", "/q/{queue}/peek"), ("get", "/q/{queue}/{n}"), ("delete", "/q/{queue}/{n}"),
     ("post", "/queue"), ("get", "/queue"), ("post", "/"), ("get", "/"), ("get", "/c/{queue}"),
     ("get", "/stats"), ("get", "/stats/{queue}"), ("get", "/control/{queue}"), ("post", "/control/{queue}"),

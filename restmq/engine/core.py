@@ -57,7 +57,17 @@ NOT_CONNECTED = "redis is not connected yet"
 #: Scripts whose writes a client is told about: with ``--replicas`` they are answered after WAIT.
 #: ``take`` (take, reserve, streams) is not: it hands messages over, and refusing to answer after
 #: the take happened would lose them; unreplicated, a failover can only bring them back (again).
-REPLICATED = frozenset({"add", "ack", "nack", "touch", "del", "purge", "redrive", "config", "conf"})
+REPLICATED = frozenset({"add", "ack", "nack", "touch", "del", "purge", "redrive", "config", "conf", "push", "pushed"})
+
+
+def parse_push(reply: list[Any]) -> dict[str, Any] | None:
+    """push.lua's answer (after the timer): the subscription's fields as text, with ``in_flight``,
+    ``lease`` (s) and ``max_attempts``; None when the queue has none."""
+    inflight, lease, max_attempts, *flat = reply
+    fields = {flat[i].decode(): flat[i + 1].decode("utf-8", "replace") for i in range(0, len(flat), 2)}
+    if "url" not in fields:
+        return None
+    return {**fields, "in_flight": int(inflight), "lease": int(lease) / 1000.0, "max_attempts": int(max_attempts)}
 
 
 def ms(seconds: float) -> int:
@@ -399,6 +409,50 @@ class QueueEngine:
             "dedup_window": int(window) / 1000.0,
             "max_length": int(max_length),
         }
+
+    # -- push subscriptions (the delivering service is restmq.push; it speaks HTTP, not this) ------
+
+    async def push(self, queue: str, op: str = "get", fields: dict[str, str] | None = None) -> dict[str, Any] | None:
+        """Set (``fields``: the subscription's settings as text), read or remove (``rm``) the queue's
+        push subscription, keeping the index of subscribed queues (:data:`keys.PUSHING`, a separate
+        idempotent write) in step. Answers the subscription as stored, with ``in_flight``, the
+        queue's ``lease`` (s) and ``max_attempts``, or None when there is none."""
+        args: list[Any] = [op]
+        for name, value in (fields or {}).items():
+            args += (name, value)
+        reply = await self._script("push", queue, args)
+        found = parse_push(reply)
+        if op == "set":
+            await self._bounded(send(self.redis, b"SADD", K.PUSHING, queue))
+        elif op == "rm":
+            await self._bounded(send(self.redis, b"SREM", K.PUSHING, queue))
+            # A set that ran between the script and the SREM must stay findable.
+            again = parse_push(await self._script("push", queue, ["get"]))
+            if again is not None:
+                await self._bounded(send(self.redis, b"SADD", K.PUSHING, queue))
+        elif found is None:
+            await self._bounded(send(self.redis, b"SREM", K.PUSHING, queue))  # a stale index entry
+        return found
+
+    async def pushing(self) -> list[str]:
+        """The queues that have a push subscription (the index; an entry may be stale)."""
+        names = await self._bounded(send(self.redis, b"SMEMBERS", K.PUSHING))
+        return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+
+    async def push_reserve(self, queue: str, count: int) -> tuple[str, list[Message]]:
+        """Reserve up to ``count`` messages for push deliveries: ``("ok", messages)``, or
+        ``("paused"|"none"|"busy", [])`` (paused, no subscription, its concurrency reached)."""
+        nonce = secrets.token_hex(4)
+        reply = await self._script("take", queue, [count, "push", 0, nonce, "", 0], self._undo_take(queue, "push"))
+        status = reply[0].decode()
+        return status, parse_deliveries(queue, reply[1:]) if status == "ok" else []
+
+    async def pushed(self, queue: str, receipt: str, error: str, delay: float) -> str:
+        """A push delivery ended: ack it (``error`` empty), else nack it after ``delay`` s with
+        ``error``; the subscription records the outcome. Answers where the message went (acked,
+        ready, delayed, dead, expired) or ``stale`` (its lease ran out first)."""
+        reply = await self._script("pushed", queue, [receipt, error, ms(delay)])
+        return "stale" if reply[0] == b"stale" else str(reply[1].decode())
 
     async def redrive(self, queue: str, count: int | None) -> int:
         """Move dead-letter messages (all, or ``count``) back to ``queue``."""

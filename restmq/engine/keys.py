@@ -14,6 +14,9 @@ PREFIX = "rmq"
 REGISTRY = f"{PREFIX}:queues"
 #: ZSET queue -> when something in it is next due (delay, lease, ttl): what the sweeper looks at.
 TIMERS = f"{PREFIX}:timers"
+#: SET of the queues that have a push subscription: where delivering processes look (written
+#: with separate idempotent commands, beside the queue's own script).
+PUSHING = f"{PREFIX}:push"
 DEAD_SUFFIX = ".dead"
 #: ZSET score = priority * PRIORITY_STEP + n: lower priority first, FIFO (by n) within one.
 PRIORITY_STEP = 10**13
@@ -47,6 +50,8 @@ class QueueKeys:
     dead_messages: str  # HASH: the dead-letter queue's records
     dead_errors: str  # HASH: the dead-letter queue's last errors
     replay: str  # STREAM of the last broadcast messages, for subscribers that reconnect
+    push: str  # HASH the push subscription (url, secret, timeout, concurrency, backoff) and its state
+    push_inflight: str  # ZSET n -> lease deadline (ms) of each message being pushed now
     channel: str  # pub/sub channel for wake-ups, purge and broadcast
 
     def pick(self, roles: tuple[str, ...]) -> list[str]:
@@ -87,5 +92,7 @@ def for_queue(queue: str) -> QueueKeys:
         dead_messages=dead + "msg",
         dead_errors=dead + "err",
         replay=base + "replay",
+        push=base + "push",
+        push_inflight=base + "pushing",
         channel=base + "ev",
     )

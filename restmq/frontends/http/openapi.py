@@ -99,12 +99,18 @@ def arg_schema(arg: Arg, *, wire: str = "json") -> dict[str, Any]:
     elif kind == "queues":
         one = {"type": "string", "pattern": QUEUE_PATTERN, "minLength": 1, "maxLength": 128}
         schema = {"type": "array", "items": one, "minItems": 1, "maxItems": commands.MAX_QUEUES}
+    elif kind == "url":
+        schema = {**_text(arg), "format": "uri", "pattern": "^https?://"}
+    elif kind == "backoff":
+        step = {"type": "number", "exclusiveMinimum": 0, "maximum": commands.DAY}
+        many = {"type": "array", "items": step, "minItems": 1, "maxItems": commands.MAX_BACKOFF_STEPS}
+        schema = {"type": "string", "minLength": 1, "description": "seconds, comma-separated"} if wire == "text" else many
     else:  # pragma: no cover - a new kind must be described here
         raise ValueError(f"no schema for argument kind {kind!r}")
     if arg.doc:
         schema["description"] = f"{arg.doc}; {commands.QUEUE_RULE}" if kind == "queue" else arg.doc
     if arg.default is not None:
-        schema["default"] = arg.default
+        schema["default"] = list(arg.default) if isinstance(arg.default, tuple) else arg.default
     return schema
 
 
@@ -174,6 +180,9 @@ RESULTS: dict[str, dict[str, Any]] = {
     "resume": _obj("queue", "state", queue=STRING, state=STRING),
     "policy": _obj("queue", "policy", queue=STRING, policy={"type": "string", "enum": list(commands.POLICIES)}),
     "health": _obj("status", status=STRING),
+    "push_set": _obj("queue", "url", queue=STRING, url=STRING, secret={"type": ["string", "null"]}),
+    "push_get": _obj("queue", "url", queue=STRING, url=STRING, secret={"type": ["string", "null"]}),
+    "push_rm": _obj("queue", "removed", queue=STRING, removed={"type": "boolean"}),
 }
 
 
@@ -251,6 +260,11 @@ ROUTES: tuple[Route, ...] = (
           path_args=("queue", "key")),
     Route("get", "/q/{queue}/config", "config", "The queue's settings (sets those given)", path_args=Q),
     Route("put", "/q/{queue}/config", "config", "Change the queue's settings", source="body", path_args=Q),
+    Route("put", "/q/{queue}/push", "push_set", "Set the queue's push subscription (needs --push-allow)",
+          source="body", path_args=Q),
+    Route("get", "/q/{queue}/push", "push_get", "The queue's push subscription (secret redacted) and its state",
+          path_args=Q),
+    Route("delete", "/q/{queue}/push", "push_rm", "Remove the queue's push subscription", path_args=Q),
     Route("post", "/q/{queue}/redrive", "redrive", "Move dead letters back to the queue", source="body",
           path_args=Q),
     Route("post", "/queue", None, "The JSON protocol: {\"cmd\": …, …}; a command's failure is 200 with "

@@ -1,0 +1,294 @@
+"""Push subscriptions (docs/push.md): messages POSTed to a Twisted receiver on port 0, with retries,
+signatures, dead letters, timeouts, --push-allow, pause, concurrency, and real processes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor, task
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from restmq.dispatch import Dispatcher
+from restmq.push import Pusher
+from tests.conftest import fails, run
+
+ALLOW = ("http://127.0.0.1:",)
+
+
+class Receiver(Resource):
+    """An HTTP endpoint that records each POST and answers the next of ``codes`` (then ``default``);
+    ``hold`` seconds before answering (None: never answers)."""
+
+    isLeaf = True
+
+    def __init__(self, codes: tuple[int, ...] = (), default: int = 200, hold: float | None = 0.0) -> None:
+        super().__init__()
+        self.codes, self.default, self.hold = list(codes), default, hold
+        self.requests: list[dict[str, Any]] = []
+        self.open = 0
+        self.most_open = 0
+
+    def render_POST(self, request: Any) -> Any:
+        headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
+        self.requests.append({"headers": headers, "body": request.content.read()})
+        code = self.codes.pop(0) if self.codes else self.default
+        if self.hold is None:
+            return NOT_DONE_YET
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+
+        def answer() -> None:
+            self.open -= 1
+            if not request._disconnected:
+                request.setResponseCode(code)
+                request.write(b"thanks")
+                request.finish()
+
+        reactor.callLater(self.hold, answer)
+        return NOT_DONE_YET
+
+
+@pytest_twisted.async_yield_fixture
+async def receiver_at() -> Any:
+    """Start receivers on free loopback ports: ``receiver_at(receiver)`` answers its URL."""
+    ports = []
+
+    def start(receiver: Receiver) -> str:
+        port = reactor.listenTCP(0, Site(receiver), interface="127.0.0.1")
+        ports.append(port)
+        return f"http://127.0.0.1:{port.getHost().port}/hook"
+
+    yield start
+    for port in ports:
+        await port.stopListening()
+
+
+@pytest_twisted.async_yield_fixture
+async def pushers(engine: Any) -> Any:
+    """Start delivering processes (Pushers) over the test engine: ``pushers(allow)``."""
+    started: list[Pusher] = []
+
+    def start(allow: tuple[str, ...] = ALLOW) -> Pusher:
+        pusher = Pusher(engine, reactor, allow, poll=0.2)
+        pusher.startService()
+        started.append(pusher)
+        return pusher
+
+    yield start
+    for pusher in started:
+        await pusher.stopService()
+
+
+@pytest.fixture
+def pushing(engine: Any) -> Dispatcher:
+    """A dispatcher of a server started with --push-allow http://127.0.0.1:."""
+    return Dispatcher(engine, push_allow=ALLOW)
+
+
+async def until(check: Callable[[], Any], timeout: float = 15.0) -> None:
+    """Wait (polling the reactor) until ``check()`` is true."""
+    deadline = time.monotonic() + timeout
+    while not await _value(check()):
+        assert time.monotonic() < deadline, "timed out waiting"
+        await task.deferLater(reactor, 0.02, lambda: None)
+
+
+async def _value(x: Any) -> Any:
+    return await x if inspect.isawaitable(x) else x
+
+
+async def empty(dispatcher: Dispatcher, queue: str) -> bool:
+    length = await run(dispatcher, "len", queue=queue)
+    return length["len"] == 0
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """docs/push.md's check: v1= hex HMAC-SHA256 of "<timestamp>.<body>" keyed with the secret."""
+    expected = hmac.new(secret.encode(), headers["restmq-timestamp"].encode() + b"." + body, hashlib.sha256)
+    return hmac.compare_digest(headers["restmq-signature"], "v1=" + expected.hexdigest())
+
+
+@pytest_twisted.ensureDeferred
+async def test_500_twice_then_200_arrives_three_times_then_acked(pushing, receiver_at, pushers):
+    """A receiver that answers 500, 500, then 200 gets the message three times (attempts 1, 2, 3),
+    signed, and then the queue is empty and the subscription shows its last success and error."""
+    receiver = Receiver(codes=(500, 500))
+    url = receiver_at(receiver)
+    await run(pushing, "push_set", queue="jobs", url=url, secret="s3cret", backoff=[0.05])
+    added = await run(pushing, "add", queue="jobs", value={"order": 7})
+    pushers()
+    await until(lambda: len(receiver.requests) >= 3)
+    await until(lambda: empty(pushing, "jobs"))
+    assert [r["headers"]["restmq-attempt"] for r in receiver.requests] == ["1", "2", "3"]
+    for r in receiver.requests:
+        h = r["headers"]
+        assert h["restmq-queue"] == "jobs" and h["restmq-key"] == added["key"]
+        assert h["content-type"] == "application/json"
+        assert json.loads(r["body"]) == {"order": 7}
+        assert abs(int(h["restmq-timestamp"]) - time.time()) < 300
+        assert verify("s3cret", h, r["body"])
+        assert not verify("other", h, r["body"])
+    state = await run(pushing, "push_get", queue="jobs")
+    assert state["pushed"] == 1 and state["failed"] == 2 and state["in_flight"] == 0
+    assert state["last_success"] and "HTTP 500" in state["last_error"]
+    assert state["secret"] == "***"
+    stats = await run(pushing, "stats", queue="jobs")
+    assert stats["push"]["last_success"] == state["last_success"]
+    assert stats["counters"]["acked"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_text_values_go_as_utf8_text_without_signature_when_no_secret(pushing, receiver_at, pushers):
+    """A text message arrives as text/plain; charset=utf-8, unsigned when the subscription has no secret."""
+    receiver = Receiver()
+    await run(pushing, "push_set", queue="t", url=receiver_at(receiver))
+    await run(pushing, "add", queue="t", value="héllo")
+    pushers()
+    await until(lambda: empty(pushing, "t"))
+    (only,) = receiver.requests
+    assert only["headers"]["content-type"] == "text/plain; charset=utf-8"
+    assert only["body"] == "héllo".encode()
+    assert "restmq-signature" not in only["headers"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_always_failing_receiver_dead_letters_with_last_status(pushing, receiver_at, pushers):
+    """A receiver that always answers 503: after max_attempts the message is in <q>.dead with the status."""
+    receiver = Receiver(default=503)
+    await run(pushing, "config", queue="d", max_attempts=3)
+    await run(pushing, "push_set", queue="d", url=receiver_at(receiver), backoff=[0.01, 0.05])
+    await run(pushing, "add", queue="d", value=[1, 2])
+    pushers()
+    await until(lambda: _dead(pushing, "d"))
+    assert len(receiver.requests) == 3
+    dead = await run(pushing, "peek", queue="d", state="dead")
+    assert "HTTP 503" in dead["error"] and dead["attempts"] == 3
+
+
+async def _reserved(dispatcher: Dispatcher, queue: str, n: int) -> bool:
+    return (await run(dispatcher, "len", queue=queue))["reserved"] == n
+
+
+async def _dead(dispatcher: Dispatcher, queue: str) -> bool:
+    return (await run(dispatcher, "len", queue=queue))["dead"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_timeout_is_honoured(pushing, receiver_at, pushers):
+    """A receiver that never answers: the push gives up after its timeout and records why."""
+    receiver = Receiver(hold=None)
+    await run(pushing, "config", queue="slow", max_attempts=1)
+    await run(pushing, "push_set", queue="slow", url=receiver_at(receiver), timeout=0.3)
+    await run(pushing, "add", queue="slow", value="x")
+    pushers()
+    await until(lambda: _dead(pushing, "slow"))
+    dead = await run(pushing, "peek", queue="slow", state="dead")
+    assert dead["error"].startswith("timeout")
+    assert len(receiver.requests) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_allow_refuses_at_set_and_at_delivery(engine, pushing, receiver_at, pushers):
+    """Without --push-allow push is off; a URL outside it is refused when set, and a subscription
+    whose URL the delivering server does not allow is never POSTed (the message fails instead)."""
+    off = Dispatcher(engine)
+    error = await fails(off, "bad_request", "push_set", queue="a", url="http://127.0.0.1:1/")
+    assert "--push-allow" in error.message
+    error = await fails(pushing, "bad_request", "push_set", queue="a", url="http://example.org/")
+    assert "outside --push-allow" in error.message
+    receiver = Receiver()
+    await run(pushing, "config", queue="a", max_attempts=1)
+    await run(pushing, "push_set", queue="a", url=receiver_at(receiver))
+    await run(pushing, "add", queue="a", value=1)
+    pushers(("https://hooks.example.org/",))
+    await until(lambda: _dead(pushing, "a"))
+    dead = await run(pushing, "peek", queue="a", state="dead")
+    assert "outside --push-allow" in dead["error"]
+    assert receiver.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_paused_queue_pushes_nothing_until_resumed(pushing, receiver_at, pushers):
+    """While the queue is paused nothing is pushed; resuming delivers at once."""
+    receiver = Receiver()
+    await run(pushing, "push_set", queue="p", url=receiver_at(receiver))
+    await run(pushing, "pause", queue="p")
+    await run(pushing, "add", queue="p", value=1)
+    pushers()
+    await task.deferLater(reactor, 0.6, lambda: None)
+    assert receiver.requests == []
+    await run(pushing, "resume", queue="p")
+    await until(lambda: empty(pushing, "p"))
+    assert len(receiver.requests) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrency_caps_requests_in_flight_across_processes(pushing, receiver_at, pushers):
+    """Two delivering processes, concurrency 2: never more than 2 requests at the receiver at once."""
+    receiver = Receiver(hold=0.1)
+    await run(pushing, "push_set", queue="c", url=receiver_at(receiver), concurrency=2)
+    await run(pushing, "add_many", queue="c", messages=list(range(12)))
+    pushers()
+    pushers()
+    await until(lambda: empty(pushing, "c"))
+    assert len(receiver.requests) == 12
+    assert receiver.most_open == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_removing_the_subscription_stops_new_deliveries(pushing, receiver_at, pushers):
+    """push_rm while one push is in flight: that one finishes (acked), the next is never pushed."""
+    receiver = Receiver(hold=0.5)
+    await run(pushing, "push_set", queue="r", url=receiver_at(receiver), concurrency=1)
+    await run(pushing, "add_many", queue="r", messages=["one", "two"])
+    pushers()
+    await until(lambda: len(receiver.requests) == 1)
+    assert (await run(pushing, "push_rm", queue="r")) == {"queue": "r", "removed": True}
+    await until(lambda: _reserved(pushing, "r", 0))
+    await task.deferLater(reactor, 0.5, lambda: None)
+    length = await run(pushing, "len", queue="r")
+    assert (length["ready"], length["len"]) == (1, 1)
+    assert len(receiver.requests) == 1
+    await fails(pushing, "not_found", "push_get", queue="r")
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_routes_set_show_and_remove_with_clear_400s(engine, receiver_at):
+    """PUT/GET/DELETE /q/<q>/push over HTTP: the secret is redacted, bad input is a clear 400."""
+    from restmq.frontends.http.routes import build_site
+
+    port = reactor.listenTCP(0, build_site(Dispatcher(engine, push_allow=ALLOW), reactor=reactor),
+                             interface="127.0.0.1")
+    base = f"http://127.0.0.1:{port.getHost().port}/q/h/push"
+    try:
+        bad = [
+            {}, {"url": "ftp://127.0.0.1:1/"}, {"url": "not a url"}, {"url": "http://127.0.0.1:1/", "backoff": [0]},
+            {"url": "http://127.0.0.1:1/", "backoff": "x"}, {"url": "http://127.0.0.1:1/", "backoff": []},
+            {"url": "http://127.0.0.1:1/", "concurrency": 0}, {"url": "http://127.0.0.1:1/", "timeout": -1},
+            {"url": "http://u:p@127.0.0.1:1/"}, {"url": "http://127.0.0.1:1/", "colour": "red"},
+        ]
+        for body in bad:
+            answer = await treq.put(base, json=body, persistent=False)
+            got = json.loads(await answer.content())
+            assert answer.code == 400 and got["code"] == "bad_request" and got["error"], (body, got)
+        url = receiver_at(Receiver())
+        answer = await treq.put(base, json={"url": url, "secret": "k", "backoff": [2, 10]}, persistent=False)
+        assert answer.code == 200
+        shown = json.loads(await (await treq.get(base, persistent=False)).content())
+        assert shown["url"] == url and shown["secret"] == "***" and shown["backoff"] == [2, 10]
+        assert (shown["timeout"], shown["concurrency"]) == (10.0, 4)
+        answer = await treq.delete(base, persistent=False)
+        assert json.loads(await answer.content())["removed"] is True
+        assert (await treq.get(base, persistent=False)).code == 404
+    finally:
+        await port.stopListening()
