@@ -7,20 +7,25 @@ import hashlib
 import hmac
 import inspect
 import json
+import signal
+import subprocess
+import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from restmq.dispatch import Dispatcher
 from restmq.push import Pusher
 from tests.conftest import fails, run
+from tests.test_process import servers  # noqa: F401 - a fixture
 
 ALLOW = ("http://127.0.0.1:",)
 
@@ -31,9 +36,11 @@ class Receiver(Resource):
 
     isLeaf = True
 
-    def __init__(self, codes: tuple[int, ...] = (), default: int = 200, hold: float | None = 0.0) -> None:
+    def __init__(
+        self, codes: tuple[int, ...] = (), default: int = 200, hold: float | None = 0.0, hang: int = 0
+    ) -> None:
         super().__init__()
-        self.codes, self.default, self.hold = list(codes), default, hold
+        self.codes, self.default, self.hold, self.hang = list(codes), default, hold, hang
         self.requests: list[dict[str, Any]] = []
         self.open = 0
         self.most_open = 0
@@ -42,7 +49,7 @@ class Receiver(Resource):
         headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
         self.requests.append({"headers": headers, "body": request.content.read()})
         code = self.codes.pop(0) if self.codes else self.default
-        if self.hold is None:
+        if self.hold is None or len(self.requests) <= self.hang:
             return NOT_DONE_YET
         self.open += 1
         self.most_open = max(self.most_open, self.open)
@@ -292,3 +299,91 @@ async def test_http_routes_set_show_and_remove_with_clear_400s(engine, receiver_
         assert (await treq.get(base, persistent=False)).code == 404
     finally:
         await port.stopListening()
+
+
+# -- real processes --------------------------------------------------------------------------------
+
+
+def start_server(tmp_path: Any, servers: list[Any], redis_url: str, name: str) -> Any:
+    """A `restmq serve` on the shared test Redis with --push-allow for loopback (blocking: run it
+    in a thread)."""
+    from tests.test_process import Server, serve_argv
+
+    server = Server(serve_argv(tmp_path / name, "--line", "none", "--redis", redis_url,
+                               "--push-allow", "http://127.0.0.1:"), cwd=tmp_path)
+    servers.append(server)
+    server.wait_for("engine ready")
+    while "http" not in server.addresses:
+        server.wait_for("listening")
+    return server
+
+
+async def started(tmp_path: Any, servers: list[Any], redis: Any, name: str) -> Any:
+    return await threads.deferToThread(start_server, tmp_path, servers, redis.url, name)
+
+
+async def call(server: Any, method: str, path: str, body: Any = None) -> Any:
+    answer = await treq.request(method, server.url(path), json=body, persistent=False)
+    return json.loads(await answer.content())
+
+
+async def drained(server: Any, queue: str) -> bool:
+    return (await call(server, "GET", f"/stats/{queue}"))["len"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_kill_9_mid_push_pushes_again_after_the_lease(tmp_path, servers, redis, receiver_at):
+    """The delivering RestMQ is killed with SIGKILL while its POST is in flight: after the lease
+    another RestMQ pushes the message again (attempt 2), and it is acked, never lost."""
+    receiver = Receiver(hang=1)
+    url = receiver_at(receiver)
+    first = await started(tmp_path, servers, redis, "a")
+    await call(first, "PUT", "/q/k/config", {"lease": 1})
+    await call(first, "PUT", "/q/k/push", {"url": url, "timeout": 2})
+    added = await call(first, "POST", "/q/k", {"value": {"n": 1}})
+    await until(lambda: len(receiver.requests) == 1)
+    first.proc.send_signal(signal.SIGKILL)
+    await threads.deferToThread(first.proc.wait, 10)
+    second = await started(tmp_path, servers, redis, "b")
+    await until(lambda: drained(second, "k"), timeout=30)
+    assert [r["headers"]["restmq-attempt"] for r in receiver.requests] == ["1", "2"]
+    assert {r["headers"]["restmq-key"] for r in receiver.requests} == {added["key"]}
+    assert (await call(second, "GET", "/stats/k"))["counters"]["acked"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_processes_push_each_message_once(tmp_path, servers, redis, receiver_at):
+    """Two RestMQ processes deliver one queue: each message reaches the receiver exactly once."""
+    receiver = Receiver(hold=0.01)
+    url = receiver_at(receiver)
+    one, two = await defer.gatherResults([
+        defer.ensureDeferred(started(tmp_path, servers, redis, name)) for name in ("one", "two")
+    ])
+    await call(one, "PUT", "/q/two/push", {"url": url, "concurrency": 8})
+    added = await call(two, "POST", "/q/two", {"messages": list(range(60))})
+    await until(lambda: drained(one, "two"), timeout=30)
+    keys = Counter(r["headers"]["restmq-key"] for r in receiver.requests)
+    assert set(keys) == set(added["keys"]) and max(keys.values()) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_push_set_get_rm(tmp_path, servers, redis, receiver_at):
+    """`restmq push set|get|rm` manage the subscription; `restmq push QUEUE VALUE` still adds."""
+    server = await started(tmp_path, servers, redis, "cli")
+    url = receiver_at(Receiver())
+
+    def cli(*words: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "restmq.cli", *words, "--url", server.url()],
+                              capture_output=True, text=True, timeout=30)
+
+    done = await threads.deferToThread(cli, "push", "set", "c", url, "--secret", "k", "--backoff", "1,2")
+    assert done.returncode == 0, done.stderr
+    shown = await threads.deferToThread(cli, "push", "get", "c", "--json")
+    got = json.loads(shown.stdout)
+    assert (got["url"], got["secret"], got["backoff"]) == (url, "***", [1, 2])
+    refused = await threads.deferToThread(cli, "push", "set", "c", "http://example.org/")
+    assert refused.returncode == 3 and "--push-allow" in refused.stderr
+    assert (await threads.deferToThread(cli, "push", "rm", "c")).returncode == 0
+    assert (await threads.deferToThread(cli, "push", "get", "c")).returncode == 3
+    added = await threads.deferToThread(cli, "push", "c", "hello")
+    assert added.returncode == 0 and added.stdout.startswith("c:")
