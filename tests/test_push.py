@@ -133,7 +133,7 @@ async def test_500_twice_then_200_arrives_three_times_then_acked(pushing, receiv
     url = receiver_at(receiver)
     await run(pushing, "push_set", queue="jobs", url=url, secret="s3cret", backoff=[0.05])
     added = await run(pushing, "add", queue="jobs", value={"order": 7})
-    pushers()
+    pusher = pushers()
     await until(lambda: len(receiver.requests) >= 3)
     await until(lambda: empty(pushing, "jobs"))
     assert [r["headers"]["restmq-attempt"] for r in receiver.requests] == ["1", "2", "3"]
@@ -152,6 +152,12 @@ async def test_500_twice_then_200_arrives_three_times_then_acked(pushing, receiv
     stats = await run(pushing, "stats", queue="jobs")
     assert stats["push"]["last_success"] == state["last_success"]
     assert stats["counters"]["acked"] == 1
+    from restmq.frontends.http.metrics import Snapshot, render
+
+    text = render(Snapshot(push=pusher.metrics)).decode()
+    assert 'restmq_push_delivered_total{queue="jobs"} 1.0' in text
+    assert 'restmq_push_failed_total{queue="jobs",reason="http_5xx"} 2.0' in text
+    assert 'restmq_push_seconds_count{outcome="failed",queue="jobs"} 2.0' in text
 
 
 @pytest_twisted.ensureDeferred

@@ -20,6 +20,10 @@ Families:
   the answer (long polls included), timed by the dispatcher for every front end (http, xmlrpc,
   line, ws, syslog; ``metrics`` for scrapes' own stats calls).
 - ``restmq_redis_seconds{kind,script}`` histogram: the Redis round trip of each engine script.
+- ``restmq_push_delivered_total{queue}`` / ``restmq_push_failed_total{queue,reason}`` counters and
+  ``restmq_push_seconds{queue,outcome}`` histogram: this process's push deliveries (docs/push.md);
+  ``reason`` is ``http_4xx``, ``http_5xx`` (any other status class likewise), ``timeout``,
+  ``refused``, ``dns``, ``tls``, ``connection`` or ``not_allowed`` (outside --push-allow).
 - ``restmq_connections`` gauge and ``restmq_limit_rejections_total{limit}`` counter: open
   connections of every listener, and what the limits refused (``connections``,
   ``connections_per_address``, ``header_timeout``, ``body_timeout``, ``idle_timeout``), when the
@@ -40,7 +44,7 @@ from prometheus_client.utils import floatToGoString
 from twisted.internet import defer
 from twisted.web.server import Request
 
-from restmq.latency import Latency
+from restmq.latency import Latency, PushMetrics
 from restmq.limits import Limits
 from restmq.errors import RestMQError
 from restmq.frontends.http.common import GET, Answer, Endpoint, send
@@ -84,6 +88,8 @@ class Snapshot:
     redis_latency: Latency | None = None
     #: The process's :class:`restmq.limits.Limits` (connections, refusals), if known.
     limits: Limits | None = None
+    #: This process's push deliveries, if it has a pusher.
+    push: PushMetrics | None = None
 
 
 class SnapshotCollector(Collector):
@@ -140,6 +146,8 @@ class SnapshotCollector(Collector):
             for limit, n in sorted(snap.limits.rejected.items()):
                 rejected.add_metric([limit], float(n))
             yield rejected
+        if snap.push is not None:
+            yield from push_families(snap.push)
         if snap.latency is not None:
             yield latency_family(snap.latency)
         if snap.redis_latency is not None:
@@ -147,6 +155,23 @@ class SnapshotCollector(Collector):
                 snap.redis_latency, "restmq_redis_seconds", "Redis round trips of the engine's scripts.",
                 ("kind", "script"),
             )
+
+
+def push_families(push: PushMetrics) -> Iterator[Metric]:
+    """The push deliveries of this process: delivered and failed (by reason), and their durations."""
+    delivered = CounterMetricFamily(
+        "restmq_push_delivered", "Messages pushed and acked (a 2xx answer), by queue.", labels=["queue"]
+    )
+    for queue, n in sorted(push.pushed.items()):
+        delivered.add_metric([queue], float(n))
+    yield delivered
+    failed = CounterMetricFamily(
+        "restmq_push_failed", "Push deliveries that failed, by queue and reason.", labels=["queue", "reason"]
+    )
+    for (queue, reason), n in sorted(push.failed.items()):
+        failed.add_metric([queue, reason], float(n))
+    yield failed
+    yield latency_family(push.latency, "restmq_push_seconds", "How long push deliveries took.", ("queue", "outcome"))
 
 
 def render(snapshot: Snapshot) -> bytes:
@@ -208,4 +233,5 @@ class Metrics(Endpoint):
         snapshot.latency = getattr(dispatcher, "latency", None)
         snapshot.redis_latency = getattr(dispatcher, "redis_latency", None)
         snapshot.limits = limits
+        snapshot.push = getattr(dispatcher, "push_metrics", None)
         return render(snapshot)
