@@ -58,6 +58,8 @@ class PushEngine(Protocol):
 
     async def pushed(self, queue: str, receipt: str, error: str, delay: float) -> str: ...
 
+    async def unindex_push(self, queue: str) -> None: ...
+
     def watch(self, queue: str) -> Watch: ...
 
 
@@ -224,6 +226,7 @@ class QueuePusher:
                     subscription = await self._subscription_now()
                     if subscription is None:
                         log.info("push subscription of {queue} removed; its loop ends", queue=self.queue)
+                        await engine.unindex_push(self.queue)
                         return
                     free = int(subscription["concurrency"]) - len(self.inflight)
                     status, messages = ("busy", []) if free <= 0 else await engine.push_reserve(self.queue, free)

@@ -176,13 +176,15 @@ class QueueEngine:
         *,
         keys: list[str] | None = None,
         raw: bool = False,
+        replicate: bool = True,
     ) -> defer.Deferred[Any]:
         """Run a per-queue script (``ARGV[1]`` is the queue's channel) with a deadline on Redis's
         clock a margin before this call stops waiting. Every script answers ``{next due, …}``;
         when the queue has something due the global timer is kept, and the rest of the answer is
         returned. ``late`` undoes a reply that comes after the caller gave up. The round trip is
         timed into :attr:`redis_latency`. The sweeper's scripts pass ``keys`` (global keys, no
-        channel) and take the ``raw`` answer (no timer to keep)."""
+        channel) and take the ``raw`` answer (no timer to keep). ``replicate`` False: a read of a
+        script that can also write (no ``WAIT`` with ``--replicas``)."""
         if self.redis is None:
             return defer.fail(BackendUnavailable(NOT_CONNECTED, applied=False))
         start = time.monotonic()
@@ -194,7 +196,7 @@ class QueueEngine:
             argv = [b"", *args]
         progress = None
         replicated = None
-        if self.replicas and name in REPLICATED:
+        if self.replicas and replicate and name in REPLICATED:
             progress = Progress()
             replicated = Replicated(self.replicas, until, progress)
         if self.redis_clock.offset is not None:
@@ -420,19 +422,19 @@ class QueueEngine:
         args: list[Any] = [op]
         for name, value in (fields or {}).items():
             args += (name, value)
-        reply = await self._script("push", queue, args)
-        found = parse_push(reply)
+        found = parse_push(await self._script("push", queue, args, replicate=op != "get"))
         if op == "set":
             await self._bounded(send(self.redis, b"SADD", K.PUSHING, queue))
         elif op == "rm":
-            await self._bounded(send(self.redis, b"SREM", K.PUSHING, queue))
-            # A set that ran between the script and the SREM must stay findable.
-            again = parse_push(await self._script("push", queue, ["get"]))
-            if again is not None:
-                await self._bounded(send(self.redis, b"SADD", K.PUSHING, queue))
-        elif found is None:
-            await self._bounded(send(self.redis, b"SREM", K.PUSHING, queue))  # a stale index entry
+            await self.unindex_push(queue)
         return found
+
+    async def unindex_push(self, queue: str) -> None:
+        """Take ``queue`` out of the index of subscribed queues, unless it has a subscription
+        again (a set that ran meanwhile must stay findable: looked at after the removal)."""
+        await self._bounded(send(self.redis, b"SREM", K.PUSHING, queue))
+        if parse_push(await self._script("push", queue, ["get"], replicate=False)) is not None:
+            await self._bounded(send(self.redis, b"SADD", K.PUSHING, queue))
 
     async def pushing(self) -> list[str]:
         """The queues that have a push subscription (the index; an entry may be stale)."""
