@@ -93,6 +93,8 @@ class Pusher(Service):
     """Delivers the messages of every subscribed queue of this Redis (one loop per queue)."""
 
     name = "pusher"
+    #: Seconds a stop waits for the deliveries in flight before cutting them (each is nacked).
+    STOP_GRACE = 10.0
 
     def __init__(
         self,
@@ -161,8 +163,16 @@ class Pusher(Service):
         loops = list(self.loops.values())
         for loop in loops:
             loop.stop()
-        for loop in loops:
-            await loop.finished()
+        ending = defer.DeferredList([defer.ensureDeferred(loop.finished()) for loop in loops], consumeErrors=True)
+        timer = self.reactor.callLater(self.STOP_GRACE, ending.cancel)
+        try:
+            await ending
+        except defer.CancelledError:
+            log.warn("push deliveries still in flight after {grace} s were cut; they come back after their lease",
+                     grace=self.STOP_GRACE)
+        finally:
+            if timer.active():
+                timer.cancel()
         if self.pool is not None:
             await self.pool.closeCachedConnections()
 
@@ -331,6 +341,8 @@ class QueuePusher:
         try:
             code = await attempt
         except Exception:
+            if not pusher.running:
+                return "stopped", "restmq stopped while the request was in flight"
             if expired:
                 return "timeout", f"timeout: no answer within {timeout:g} s"
             return reason_of(Failure())

@@ -393,3 +393,28 @@ async def test_cli_push_set_get_rm(tmp_path, servers, redis, receiver_at):
     assert (await threads.deferToThread(cli, "push", "get", "c")).returncode == 3
     added = await threads.deferToThread(cli, "push", "c", "hello")
     assert added.returncode == 0 and added.stdout.startswith("c:")
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_mid_push_cuts_the_request_and_gives_the_message_back(pushing, receiver_at, pushers):
+    """A RestMQ that stops while a receiver hangs waits its grace, then nacks the message ("stopped")."""
+    receiver = Receiver(hold=None)
+    await run(pushing, "push_set", queue="s", url=receiver_at(receiver), timeout=60, backoff=[0.01])
+    await run(pushing, "add", queue="s", value=1)
+    pusher = pushers()
+    pusher.STOP_GRACE = 0.2
+    await until(lambda: len(receiver.requests) == 1)
+    await pusher.stopService()
+    await until(lambda: run(pushing, "peek", queue="s", count=1))
+    message = await run(pushing, "peek", queue="s")
+    assert message["attempts"] == 1 and message["error"].startswith("restmq stopped")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delayed_nack_comes_back_after_its_delay_not_its_lease(pushing):
+    """A message reserved for an hour and nacked with a short delay is ready again after the delay
+    with nobody touching the queue (the sweeper's timer follows the nack, which push retries use)."""
+    await run(pushing, "add", queue="n", value=1)
+    got = await run(pushing, "reserve", queue="n", lease=3600)
+    await run(pushing, "nack", queue="n", receipt=got["receipt"], delay=0.05)
+    await until(lambda: run(pushing, "peek", queue="n", count=1))

@@ -8,4 +8,5 @@ local now = now_ms()
 settle(now, 1000)
 local n = holder(ARGV[2], now)
 if not n then return {next_due(), 'stale'} end
-return {next_due(), 'ok', give_back(n, tonumber(ARGV[3]), ARGV[4], now)}
+local where = give_back(n, tonumber(ARGV[3]), ARGV[4], now)
+return {next_due(), 'ok', where}

@@ -24,4 +24,5 @@ if ARGV[3] == '' then
   redis.call('HINCRBY', K.stats, 'acked', 1)
   return {next_due(), 'ok', 'acked'}
 end
-return {next_due(), 'ok', give_back(n, tonumber(ARGV[4]), ARGV[3], now)}
+local where = give_back(n, tonumber(ARGV[4]), ARGV[3], now)
+return {next_due(), 'ok', where}
