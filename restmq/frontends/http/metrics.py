@@ -121,18 +121,8 @@ class SnapshotCollector(Collector):
         yield messages
         yield subscribers
         yield events
-        commands = CounterMetricFamily(
-            "restmq_commands", "Commands run by this process's dispatcher.", labels=["command"]
-        )
-        for name, n in sorted(snap.calls.items()):
-            commands.add_metric([name], float(n))
-        yield commands
-        errors = CounterMetricFamily(
-            "restmq_errors", "Command failures by error code (this process).", labels=["code"]
-        )
-        for code, n in sorted(snap.errors.items()):
-            errors.add_metric([code], float(n))
-        yield errors
+        yield counter_family("restmq_commands", "Commands run by this process's dispatcher.", ["command"], snap.calls)
+        yield counter_family("restmq_errors", "Command failures by error code (this process).", ["code"], snap.errors)
         yield GaugeMetricFamily(
             "restmq_backend_up", "1 when Redis answered this scrape, 0 when not.", value=1.0 if snap.up else 0.0
         )
@@ -140,12 +130,8 @@ class SnapshotCollector(Collector):
             yield GaugeMetricFamily(
                 "restmq_connections", "Open connections of every listener.", value=float(snap.limits.total)
             )
-            rejected = CounterMetricFamily(
-                "restmq_limit_rejections", "Connections and requests refused by a limit.", labels=["limit"]
-            )
-            for limit, n in sorted(snap.limits.rejected.items()):
-                rejected.add_metric([limit], float(n))
-            yield rejected
+            yield counter_family("restmq_limit_rejections", "Connections and requests refused by a limit.",
+                                 ["limit"], snap.limits.rejected)
         if snap.push is not None:
             yield from push_families(snap.push)
         if snap.latency is not None:
@@ -157,20 +143,20 @@ class SnapshotCollector(Collector):
             )
 
 
+def counter_family(name: str, doc: str, labels: list[str], counts: Mapping[Any, int]) -> CounterMetricFamily:
+    """A counter family from ``counts``: label value (or a tuple of them, in ``labels``' order) -> count."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], float(n))
+    return family
+
+
 def push_families(push: PushMetrics) -> Iterator[Metric]:
     """The push deliveries of this process: delivered and failed (by reason), and their durations."""
-    delivered = CounterMetricFamily(
-        "restmq_push_delivered", "Messages pushed and acked (a 2xx answer), by queue.", labels=["queue"]
-    )
-    for queue, n in sorted(push.pushed.items()):
-        delivered.add_metric([queue], float(n))
-    yield delivered
-    failed = CounterMetricFamily(
-        "restmq_push_failed", "Push deliveries that failed, by queue and reason.", labels=["queue", "reason"]
-    )
-    for (queue, reason), n in sorted(push.failed.items()):
-        failed.add_metric([queue, reason], float(n))
-    yield failed
+    yield counter_family("restmq_push_delivered", "Messages pushed and acked (a 2xx answer), by queue.",
+                         ["queue"], push.pushed)
+    yield counter_family("restmq_push_failed", "Push deliveries that failed, by queue and reason.",
+                         ["queue", "reason"], push.failed)
     yield latency_family(push.latency, "restmq_push_seconds", "How long push deliveries took.", ("queue", "outcome"))
 
 
