@@ -240,6 +240,7 @@ LAYERS: dict[str, str] = {
     "test_push.py::test_kill_9_mid_push_pushes_again_after_the_lease": "process",
     "test_push.py::test_two_processes_push_each_message_once": "process",
     "test_push.py::test_cli_push_set_get_rm": "process",
+    "test_push.py::test_push_allow_option_and_subscription_arguments_are_checked": "pure",
     "test_process.py": "process",
     "test_protocol_commands.py": "engine",
     "test_protocol_commands.py::test_concurrent_srem_of_one_value_removes_it_once": "frontend",

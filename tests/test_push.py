@@ -418,3 +418,32 @@ async def test_a_delayed_nack_comes_back_after_its_delay_not_its_lease(pushing):
     got = await run(pushing, "reserve", queue="n", lease=3600)
     await run(pushing, "nack", queue="n", receipt=got["receipt"], delay=0.05)
     await until(lambda: run(pushing, "peek", queue="n", count=1))
+
+
+def test_push_allow_option_and_subscription_arguments_are_checked():
+    """--push-allow takes http(s) prefixes; push_set's url and backoff are refused with a reason."""
+    from restmq.commands import COMMANDS, parse
+    from restmq.errors import BadRequest
+    from restmq.options import url_prefixes
+    from restmq.push import encode_body, signature
+
+    assert url_prefixes("http://127.0.0.1:, https://hooks.example.org/") == (
+        "http://127.0.0.1:", "https://hooks.example.org/")
+    assert url_prefixes("") == ()
+    for bad in ("ftp://x/", "hooks.example.org", "http://a b/"):
+        with pytest.raises(ValueError, match="--push-allow"):
+            url_prefixes(bad)
+    command = COMMANDS["push_set"]
+    parsed = parse(command, {"queue": "q", "url": "https://h.example/x?y=1", "backoff": "1, 2.5"})
+    assert parsed["backoff"] == (1.0, 2.5) and parsed["concurrency"] == 4 and parsed["timeout"] == 10.0
+    assert parse(command, {"queue": "q", "url": "http://h/"})["backoff"] == (1.0, 5.0, 30.0, 120.0)
+    for bad, why in (({"url": "http://h/#f"}, "fragment"), ({"url": "http://h:0/"}, "port 0"),
+                     ({"url": "http://h:99999/"}, "not a valid URL"), ({"url": "http:///p"}, "with a host"),
+                     ({"url": "http://h/", "backoff": [1, -1]}, "at least 0"),
+                     ({"url": "http://h/", "backoff": [True]}, "seconds"),
+                     ({"url": "http://h/", "backoff": list(range(1, 30))}, "1 to 20")):
+        with pytest.raises(BadRequest, match=why):
+            parse(command, {"queue": "q", **bad})
+    assert encode_body(b'"caf\\u00e9"') == ("café".encode(), b"text/plain; charset=utf-8")
+    assert encode_body(b"[1]") == (b"[1]", b"application/json")
+    assert signature("k", "1700000000", b"{}") == "v1=" + hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
