@@ -203,7 +203,8 @@ class QueuePusher:
         self.running = True
         self._done = defer.ensureDeferred(self._run())
         self._done.addErrback(lambda f: log.failure("push loop of {queue} failed", f, queue=self.queue))
-        self._done.addBoth(lambda _: self.pusher.ended(self))
+        # Known to the pusher until its deliveries in flight have ended too (a stop waits for them).
+        defer.ensureDeferred(self.finished()).addBoth(lambda _: self.pusher.ended(self))
 
     def stop(self) -> None:
         self.running = False
