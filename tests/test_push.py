@@ -447,3 +447,22 @@ def test_push_allow_option_and_subscription_arguments_are_checked():
     assert encode_body(b'"caf\\u00e9"') == ("café".encode(), b"text/plain; charset=utf-8")
     assert encode_body(b"[1]") == (b"[1]", b"application/json")
     assert signature("k", "1700000000", b"{}") == "v1=" + hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
+
+
+@pytest_twisted.ensureDeferred
+async def test_setting_a_subscription_needs_admin_and_reading_it_needs_read(engine, tmp_path):
+    """A token with read and write on a queue may read its subscription but not set or remove it."""
+    from restmq.auth import Tokens
+
+    path = tmp_path / "tokens"
+    path.write_text("admin-t admin *\nworker-t read,write jobs\n")
+    tokens = Tokens(str(path))
+    guarded = Dispatcher(engine, push_allow=ALLOW, authorize=tokens.authorize)
+    args = {"queue": "jobs", "url": "http://127.0.0.1:1/hook", "secret": "s3cret-value"}
+    for name in ("push_set", "push_rm"):
+        with pytest.raises(Exception) as refused:
+            await guarded.execute(name, args if name == "push_set" else {"queue": "jobs"}, "worker-t")
+        assert getattr(refused.value, "code", None) == "forbidden"
+    await guarded.execute("push_set", args, "admin-t")
+    shown = await guarded.execute("push_get", {"queue": "jobs"}, "worker-t")
+    assert shown["secret"] == "***" and "s3cret-value" not in json.dumps(shown)
