@@ -466,3 +466,47 @@ async def test_setting_a_subscription_needs_admin_and_reading_it_needs_read(engi
     await guarded.execute("push_set", args, "admin-t")
     shown = await guarded.execute("push_get", {"queue": "jobs"}, "worker-t")
     assert shown["secret"] == "***" and "s3cret-value" not in json.dumps(shown)
+
+
+@pytest_twisted.ensureDeferred
+async def test_redirects_are_not_followed_and_https_checks_certificates(engine, receiver_at, pushers, tmp_path):
+    """A 302 is a failure (its Location is never requested); an https receiver with a certificate
+    the system does not trust is never sent the message (the failure says tls)."""
+    from twisted.internet.endpoints import serverFromString
+
+    from tests.test_tls import make_cert
+
+    allow = (*ALLOW, "https://127.0.0.1:")
+    pushing = Dispatcher(engine, push_allow=allow)
+    target = Receiver()
+    elsewhere = receiver_at(target)
+
+    class Redirecting(Receiver):
+        def render_POST(self, request: Any) -> Any:
+            self.requests.append({"headers": {}, "body": request.content.read()})
+            request.setResponseCode(302)
+            request.setHeader(b"location", elsewhere.encode())
+            return b""
+
+    redirecting = Redirecting()
+    await run(pushing, "config", queue="r3", max_attempts=1)
+    await run(pushing, "push_set", queue="r3", url=receiver_at(redirecting))
+    cert, key = make_cert(tmp_path)
+    secure = Receiver()
+    port = await serverFromString(
+        reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}").listen(Site(secure))
+    try:
+        await run(pushing, "config", queue="tls", max_attempts=1)
+        await run(pushing, "push_set", queue="tls", url=f"https://127.0.0.1:{port.getHost().port}/hook")
+        await run(pushing, "add", queue="r3", value=1)
+        await run(pushing, "add", queue="tls", value=1)
+        pusher = pushers(allow)
+        await until(lambda: _dead(pushing, "r3"))
+        await until(lambda: _dead(pushing, "tls"))
+    finally:
+        await port.stopListening()
+    assert "HTTP 302" in (await run(pushing, "peek", queue="r3", state="dead"))["error"]
+    assert len(redirecting.requests) == 1 and target.requests == []
+    assert (await run(pushing, "peek", queue="tls", state="dead"))["error"].startswith("tls")
+    assert secure.requests == []
+    assert pusher.metrics.failed[("tls", "tls")] == 1 and pusher.metrics.failed[("r3", "http_3xx")] == 1

@@ -23,7 +23,8 @@ Families:
 - ``restmq_push_delivered_total{queue}`` / ``restmq_push_failed_total{queue,reason}`` counters and
   ``restmq_push_seconds{queue,outcome}`` histogram: this process's push deliveries (docs/push.md);
   ``reason`` is ``http_4xx``, ``http_5xx`` (any other status class likewise), ``timeout``,
-  ``refused``, ``dns``, ``tls``, ``connection`` or ``not_allowed`` (outside --push-allow).
+  ``refused``, ``dns``, ``tls``, ``connection``, ``not_allowed`` (outside --push-allow) or
+  ``stopped`` (this process stopped mid-push).
 - ``restmq_connections`` gauge and ``restmq_limit_rejections_total{limit}`` counter: open
   connections of every listener, and what the limits refused (``connections``,
   ``connections_per_address``, ``header_timeout``, ``body_timeout``, ``idle_timeout``), when the
