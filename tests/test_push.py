@@ -303,6 +303,9 @@ async def test_http_routes_set_show_and_remove_with_clear_400s(engine, receiver_
         answer = await treq.delete(base, persistent=False)
         assert json.loads(await answer.content())["removed"] is True
         assert (await treq.get(base, persistent=False)).code == 404
+        answer = await treq.put(base, data={"url": url, "backoff": "2,10", "concurrency": "2"}, persistent=False)
+        shown = json.loads(await answer.content())
+        assert answer.code == 200 and (shown["backoff"], shown["concurrency"], shown["secret"]) == ([2, 10], 2, None)
     finally:
         await port.stopListening()
 
