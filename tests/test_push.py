@@ -471,6 +471,7 @@ async def test_setting_a_subscription_needs_admin_and_reading_it_needs_read(engi
     assert shown["secret"] == "***" and "s3cret-value" not in json.dumps(shown)
 
 
+@pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")  # Twisted's ssl: endpoint
 @pytest_twisted.ensureDeferred
 async def test_redirects_are_not_followed_and_https_checks_certificates(engine, receiver_at, pushers, tmp_path):
     """A 302 is a failure (its Location is never requested); an https receiver with a certificate
