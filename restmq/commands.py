@@ -153,9 +153,17 @@ _TABLE = (
     ),
     Command(
         "ack",
-        (QUEUE, Arg("receipt", "receipts", required=True, doc="a receipt or a list of them")),
+        (
+            QUEUE,
+            Arg("receipt", "receipts", required=True, doc="a receipt or a list of them"),
+            Arg("next", "bool", default=False,
+                doc="then reserve the next message (answered as next, null when none came)"),
+            Arg("lease", "seconds", low=0.001, high=12 * 3600.0, doc="the next message's lease"),
+            Arg("wait", "seconds", default=0.0, low=0, high=MAX_WAIT, doc="long-poll up to this long for next"),
+        ),
         "read",
-        "Acknowledge reserved messages: they are done and deleted.",
+        "Acknowledge reserved messages: they are done and deleted. With next, reserve the queue's "
+        "next message in the same call, as a worker loop does (one request per message).",
         text=("queue", "receipt"),
     ),
     Command(

@@ -315,8 +315,17 @@ class Dispatcher:
             for w in watches:
                 w.close()
 
-    async def _cmd_ack(self, queue: str, receipt: list[str]) -> dict[str, Any]:
-        return {"queue": queue, "acked": await self.engine.ack(queue, receipt)}
+    async def _cmd_ack(
+        self, queue: str, receipt: list[str], next: bool, lease: float | None, wait: float
+    ) -> dict[str, Any]:
+        """With ``next``, a worker's loop is one request per message: the ack, then a reserve
+        (long-polling up to ``wait``). A stale receipt fails the whole call before anything is
+        reserved, so no message is left leased to a caller that was told "error"."""
+        answer: dict[str, Any] = {"queue": queue, "acked": await self.engine.ack(queue, receipt)}
+        if next:
+            delivered = await self._deliver(queue, 1, wait, lease or 0.0)
+            answer["next"] = delivered[0].to_dict() if delivered else None
+        return answer
 
     async def _cmd_nack(self, queue: str, receipt: str, delay: float, error: str | None) -> dict[str, Any]:
         where = await self.engine.nack(queue, receipt, delay, error)
