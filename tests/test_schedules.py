@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -301,24 +303,42 @@ def _redis_ms(redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+def restmq(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``restmq`` client command against ``server``."""
+    return subprocess.run([sys.executable, "-m", "restmq.cli", *args, "--url", server.url()],
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_every_second_over_two_processes_adds_one_message_per_tick(tmp_path, servers, redis):  # noqa: F811
-    """Two RestMQ processes on one Redis, every: 1 for about 3 s: 2 to 4 messages, one per tick."""
+    """Two RestMQ processes on one Redis, every: 1 for about 3 s: 2 to 4 messages, one per tick;
+    the CLI sets, lists and deletes schedules."""
     for name in ("one", "two"):
         server = Server(serve_argv(tmp_path / name, "--redis", redis.url), cwd=tmp_path)
         servers.append(server)
         server.wait_for("engine ready")
     one, two = servers
-    status, body = http("PUT", one.url("/schedules/beat"), json.dumps({"queue": "beat", "value": "b", "every": 1}).encode(),
-                        {"content-type": "application/json"})
-    assert status == 200, body
     created = _redis_ms(redis)
-    time.sleep(3.2)
+    made = restmq(one, "schedule", "set", "beat", "--queue", "beat", "--value", '{"n": 1}', "--json-value", "--every", "1")
+    assert made.returncode == 0 and "every 1s" in made.stdout, made
+    time.sleep(3.0)
     status, body = http("DELETE", two.url("/schedules/beat"))
     assert status == 200, body
     deleted = _redis_ms(redis)
     time.sleep(0.5)  # a fire already under way when the delete came would show up by now
     status, body = http("GET", one.url("/q/beat/peek?count=100"))
     messages = json.loads(body) if status == 200 else []
-    ticks = deleted // 1000 - created // 1000  # ticks between the set and the delete
+    ticks = deleted // 1000 - created // 1000  # whole seconds passed between the set and the delete
     assert 2 <= len(messages) <= 4, messages
     assert len(messages) <= ticks, (len(messages), ticks)  # never two messages for one tick
+    assert all(m["value"] == {"n": 1} for m in messages)
+
+    made = restmq(two, "schedule", "set", "daily", "--queue", "reports", "--value", "go", "--cron", "0 9 * * 1-5",
+                  "--tz", "Europe/Riga")
+    assert made.returncode == 0, made
+    listed = restmq(one, "schedule", "ls")
+    assert listed.returncode == 0 and "daily" in listed.stdout and "Europe/Riga" in listed.stdout, listed
+    assert "beat" not in listed.stdout
+    bad = restmq(one, "schedule", "set", "x", "--queue", "q", "--value", "v", "--cron", "99 * * * *")
+    assert bad.returncode == 3 and "bad_request" in bad.stderr, bad
+    assert restmq(one, "schedule", "rm", "daily").returncode == 0
+    assert json.loads(restmq(one, "schedule", "ls", "--json").stdout)["count"] == 0
