@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -38,8 +38,11 @@ def check_name(name: Any) -> str:
     return name
 
 
-def zone(name: str) -> ZoneInfo:
-    """The IANA time zone ``name`` (``Europe/Riga``), else ``bad_request``."""
+def zone(name: str) -> tzinfo:
+    """The IANA time zone ``name`` (``Europe/Riga``), else ``bad_request``. UTC needs no zoneinfo
+    database, so the default works on a system without one."""
+    if name == DEFAULT_TZ:
+        return timezone.utc
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -90,7 +93,7 @@ class Timing:
             step = self.every * 1000
             return (ms // step + 1) * step
         assert self.cron is not None
-        start = datetime.fromtimestamp(ms / 1000, ZoneInfo(self.tz))
+        start = datetime.fromtimestamp(ms / 1000, zone(self.tz))
         try:
             found = next(iter(CronSim(self.cron, start)))
         except StopIteration:
