@@ -342,3 +342,27 @@ def test_every_second_over_two_processes_adds_one_message_per_tick(tmp_path, ser
     assert bad.returncode == 3 and "bad_request" in bad.stderr, bad
     assert restmq(one, "schedule", "rm", "daily").returncode == 0
     assert json.loads(restmq(one, "schedule", "ls", "--json").stdout)["count"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_late_set_or_delete_is_undone(dispatcher, engine, redis):
+    """A set or delete that Redis ran after its caller gave up is undone: the caller's view holds."""
+    from twisted.internet import reactor
+
+    store = engine.schedules
+    first = await do(dispatcher, "schedule_set", name="s", queue="q", value=1, every=60)
+    key = K.for_queue("q").schedules
+    before = redis.cli("HGET", key, "s")
+    second = await do(dispatcher, "schedule_set", name="s", queue="q", value=2, every=60)
+    written = Schedule.parse("s", redis.cli("HGET", key, "s").split(b"\r\n")[1]).record()
+    store._undo("q", "s", "set")([-1, before.split(b"\r\n")[1], written])  # the late set's reply
+    await task.deferLater(reactor, 0.1, lambda: None)
+    assert (await do(dispatcher, "schedule_get", name="s"))["value"] == first["value"] != second["value"]
+    # A delete whose script ran but whose answer came too late: the caller saw a failure, the
+    # indexes were left alone, and the record comes back.
+    reply = await engine.scripts.call(engine.redis, "sched", K.for_queue("q").pick(engine.scripts.keys["sched"]),
+                                      [K.for_queue("q").channel, "del", "s"])
+    store._undo("q", "s", "del")(reply)
+    await task.deferLater(reactor, 0.1, lambda: None)
+    assert (await do(dispatcher, "schedule_get", name="s"))["value"] == first["value"]
+    assert engine.late_calls["sched"] == 2

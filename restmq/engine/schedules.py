@@ -14,22 +14,41 @@ early and :meth:`ScheduleStore.repair` (the loop's full pass) re-reads every rec
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from twisted.logger import Logger
 
 from restmq.commands import PRIORITY
 from restmq.engine import keys as K
-from restmq.engine.scripts import send
+from restmq.engine.calls import RedisClock
+from restmq.engine.scripts import Scripts, send
 from restmq.model import encode_value
 from restmq.parallel import gather
 from restmq.recurrence import Schedule
 
-if TYPE_CHECKING:
-    from restmq.engine.core import QueueEngine
-
 log = Logger()
+
+
+class Engine(Protocol):
+    """What the store uses of :class:`restmq.engine.core.QueueEngine` (which creates it)."""
+
+    redis: Any
+    scripts: Scripts
+    redis_clock: RedisClock
+    late_calls: Counter[str]
+    max_queues: int
+    _registered: dict[str, float]
+
+    def _bounded(self, work: Any, late: Callable[[Any], None] | None = None) -> Any: ...
+
+    def _script(self, name: str, queue: str, args: list[Any], late: Callable[[list[Any]], None] | None = None, *,
+                keys: list[str] | None = None, raw: bool = False) -> Any: ...
+
+    def _register(self, queue: str) -> Any: ...
+
+    async def _check_new_queue(self, queue: str) -> None: ...
 
 
 def _text(raw: Any) -> str:
@@ -40,7 +59,7 @@ class ScheduleStore:
     """Schedule operations on the engine's Redis; every script goes through ``QueueEngine._script``
     (deadline on Redis's clock, late replies handled), global index writes are plain commands."""
 
-    def __init__(self, engine: QueueEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def now_ms(self, seconds: float) -> int:
@@ -80,6 +99,8 @@ class ScheduleStore:
     async def put(self, schedule: Schedule) -> Schedule:
         """Create or replace ``schedule`` (its ``next_ms`` already computed); a replaced one keeps
         its last fire and count, and moving it to another queue removes it from the old one."""
+        if self.engine.max_queues and schedule.queue not in self.engine._registered:
+            await self.engine._check_new_queue(schedule.queue)  # --max-queues, as an add would
         old = await self.queue_of(schedule.name)
         if schedule.queue != old:
             await self._send(b"HSET", K.SCHEDULES, schedule.name, schedule.queue)
@@ -166,6 +187,8 @@ class ScheduleStore:
         register = self.engine._register(queue)
         if register is not None:
             await register
+        # No undo for a late reply: the fire happened once and its record says so (a retry finds
+        # it stale); a fire Redis reaches after its deadline changes nothing and is tried again.
         reply = await self.engine._script(
             "sched", queue, ["fire", name, record, after, encode_value(schedule.value), PRIORITY.default]
         )
