@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Protocol
 
-from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from restmq.engine.periodic import Periodic
 from restmq.errors import RestMQError
 
 log = Logger()
@@ -37,34 +37,17 @@ class Firing(Protocol):
     async def repair(self) -> int: ...
 
 
-class Firer:
+class Firer(Periodic):
     """Fires due schedules every ``interval`` seconds; repairs the due index every ``full_pass``."""
 
     def __init__(
         self, store: Firing, clock: IReactorTime, *, interval: float = 0.2, full_pass: float = 30.0
     ) -> None:
-        self.store, self.clock = store, clock
-        self.interval, self.full_pass = interval, full_pass
-        self._loop = task.LoopingCall(self._tick)
-        self._loop.clock = clock
+        super().__init__(clock, interval)
+        self.store, self.full_pass = store, full_pass
         self._last_full: float | None = None  # the first pass is a full one: a restart repairs
-        self._running: defer.Deferred[Counter[str]] | None = None
         #: What the fires of this process came to: fired, stale, full, early, gone, failed.
         self.outcomes: Counter[str] = Counter()
-
-    def start(self) -> None:
-        self._loop.start(self.interval, now=False)
-
-    async def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
-        if self._running is not None and not self._running.called:
-            await self._running
-
-    def _tick(self) -> None:
-        if self._running is not None and not self._running.called:
-            return  # the previous pass is still at work (a slow Redis)
-        self._running = defer.ensureDeferred(self.once())
 
     async def once(self) -> Counter[str]:
         """One pass: fire what is due now (after a full repair when one is due); answers the
