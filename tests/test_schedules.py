@@ -124,13 +124,18 @@ async def _quiet(engine):
     await engine.firer.stop()
 
 
-@pytest_twisted.ensureDeferred
-async def test_cron_fires_once_per_minute_and_once_to_catch_up(dispatcher, engine):
-    """A cron schedule fires at each minute the injected clock passes, and once for a long gap."""
+async def clocked(engine) -> tuple[task.Clock, Firer]:
+    """A firing loop over ``engine`` driven by a test clock set to now (the engine's own stopped)."""
     await _quiet(engine)
     clock = task.Clock()
     clock.advance(time.time())
-    firer = Firer(engine.schedules, clock)
+    return clock, Firer(engine.schedules, clock)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cron_fires_once_per_minute_and_once_to_catch_up(dispatcher, engine):
+    """A cron schedule fires at each minute the injected clock passes, and once for a long gap."""
+    clock, firer = await clocked(engine)
     made = await do(dispatcher, "schedule_set", name="m", queue="cron", value="tick", cron="* * * * *")
     first = made["next_ms"]
     assert first % MINUTE == 0
@@ -200,10 +205,7 @@ async def test_a_schedule_survives_an_engine_restart(redis):
 @pytest_twisted.ensureDeferred
 async def test_delete_stops_it_and_moving_it_leaves_the_old_queue(dispatcher, engine, redis):
     """A deleted schedule fires no more; one moved to another queue fires only there."""
-    await _quiet(engine)
-    clock = task.Clock()
-    clock.advance(time.time())
-    firer = Firer(engine.schedules, clock)
+    clock, firer = await clocked(engine)
     made = await do(dispatcher, "schedule_set", name="s", queue="old", value=1, every=1)
     await do(dispatcher, "schedule_set", name="s", queue="new", value=2, every=1)
     assert redis.cli("HLEN", K.for_queue("old").schedules).strip() == b":0"
@@ -221,10 +223,7 @@ async def test_delete_stops_it_and_moving_it_leaves_the_old_queue(dispatcher, en
 @pytest_twisted.ensureDeferred
 async def test_the_due_index_repairs_itself(dispatcher, engine, redis):
     """A lost or wrong due entry is rebuilt from the queue's record; a stale one is dropped."""
-    await _quiet(engine)
-    clock = task.Clock()
-    clock.advance(time.time())
-    firer = Firer(engine.schedules, clock)
+    clock, firer = await clocked(engine)
     made = await do(dispatcher, "schedule_set", name="s", queue="q", value=1, every=60)
     await firer.once()  # the first pass (a full one) is done
     redis.cli("ZADD", K.SCHEDULES_DUE, "0", "s")  # early: read the record, fix the entry
