@@ -260,6 +260,7 @@ LAYERS: dict[str, str] = {
     "test_schedules.py::test_cron_ticks_at_minutes_in_its_time_zone": "pure",
     "test_schedules.py::test_every_ticks_at_multiples_of_its_period": "pure",
     "test_schedules.py::test_http_routes": "frontend",
+    "test_schedules.py::test_line_protocol_and_xmlrpc_have_the_commands": "frontend",
     "test_schedules.py::test_every_second_over_two_processes_adds_one_message_per_tick": "process",
     "test_sentinel.py": "process",
     "test_sse.py": "frontend",

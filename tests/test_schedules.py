@@ -365,3 +365,30 @@ async def test_a_late_set_or_delete_is_undone(dispatcher, engine, redis):
     await task.deferLater(reactor, 0.1, lambda: None)
     assert (await do(dispatcher, "schedule_get", name="s"))["value"] == first["value"]
     assert engine.late_calls["sched"] == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_line_protocol_and_xmlrpc_have_the_commands(dispatcher, site_url):
+    """The line protocol (text and JSON lines) and XML-RPC set, list and delete schedules too."""
+    import xmlrpc.client
+
+    from .test_line import connect, read
+
+    proto, transport = connect(dispatcher)
+    proto.dataReceived(
+        b"schedule_set tick jobs 30 hello world\n"
+        b'{"cmd": "schedule_set", "name": "cron", "queue": "jobs", "value": 1, "cron": "0 * * * *"}\n'
+        b"schedule_ls\nschedule_rm tick\nschedule_get tick\n"
+    )
+    answers = await read(transport, 5)
+    assert answers[0]["every"] == 30 and answers[0]["value"] == "hello world"
+    assert answers[1]["cron"] == "0 * * * *"
+    assert answers[2]["count"] == 2 and answers[3]["deleted"] == 1 and answers[4]["code"] == "not_found"
+
+    async def rpc(method: str, *params):
+        r = await treq.post(f"{site_url}/RPC2", data=xmlrpc.client.dumps(params, method).encode(),
+                            headers={"content-type": "text/xml"})
+        return xmlrpc.client.loads(await r.content())[0][0]
+
+    assert [s["name"] for s in (await rpc("restmq.schedule_ls"))["schedules"]] == ["cron"]
+    assert (await rpc("restmq.schedule_rm", "cron"))["deleted"] == 1
