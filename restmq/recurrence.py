@@ -98,6 +98,8 @@ class Timing:
             found = next(iter(CronSim(self.cron, start)))
         except StopIteration:
             raise BadRequest(f"cron expression {self.cron!r} never matches") from None
+        except CronSimError as e:
+            raise BadRequest(f"bad cron expression {self.cron!r}: {e}") from None
         return int(found.timestamp()) * 1000
 
     def to_dict(self) -> dict[str, Any]:
