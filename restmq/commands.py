@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from restmq.errors import BadQueueName, BadRequest, UnknownCommand
+from restmq.recurrence import check_name
 from restmq.values import check, parse_float, parse_int, shown
 
 #: Characters a queue name may not hold: control characters (Unicode Cc), whitespace (Unicode
@@ -99,6 +100,31 @@ SETTINGS = (
     Arg("lease", "seconds", default=30.0, low=0.001, high=12 * 3600.0, doc="default reserve lease"),
     Arg("dedup_window", "seconds", default=300.0, low=0, high=7 * DAY, doc="how long a dedup string holds"),
     Arg("max_length", "int", default=0, low=0, high=10**9, doc="most messages held (0: no limit)"),
+)
+
+# -- recurring schedules (docs/schedules.md) -------------------------------------------------------
+SCHEDULE_NAME = Arg("name", "name", required=True, doc="schedule name (1-128 of A-Z a-z 0-9 . _ : -)")
+SCHEDULE_COMMANDS = (
+    Command(
+        "schedule_set",
+        (
+            SCHEDULE_NAME,
+            Arg("queue", "queue", required=True, doc="the queue each fire adds a message to"),
+            Arg("value", "value", required=True, doc="the message each fire adds: any JSON value"),
+            Arg("cron", "text", high=200, doc="five-field cron expression, minute granularity (or every)"),
+            Arg("every", "int", low=1, high=365 * DAY, doc="seconds between fires, at least 1 (or cron)"),
+            Arg("tz", "text", high=64, doc="IANA time zone cron is read in (default UTC)"),
+        ),
+        "admin",
+        "Create or replace a recurring schedule: each tick of cron (or every N seconds) adds value "
+        "to queue, once however many servers run. Needs admin on the queue.",
+        text=("name", "queue", "every", "value"),
+    ),
+    Command("schedule_get", (SCHEDULE_NAME,), "read",
+            "One schedule with its next and last fire (needs read on its queue).", text=("name",)),
+    Command("schedule_ls", (), "read", "Every schedule whose queue the caller may read, with next and last fire."),
+    Command("schedule_rm", (SCHEDULE_NAME,), "admin",
+            "Delete a schedule (needs admin on its queue); no fire happens after the answer.", text=("name",)),
 )
 
 _TABLE = (
@@ -242,6 +268,7 @@ _TABLE = (
         text=("queue", "policy"),
     ),
     Command("health", (), "read", "Whether Redis answers, and how safely it keeps data."),
+    *SCHEDULE_COMMANDS,
 )
 
 COMMANDS: dict[str, Command] = {c.name: c for c in _TABLE}
@@ -410,6 +437,7 @@ _COERCE = {
     "text": _text,
     "receipts": _receipts,
     "queues": _queues,
+    "name": lambda arg, raw: check_name(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw),
 }
 
 

@@ -24,6 +24,7 @@ from restmq.engine import QueueEngine
 from restmq.streams import Sink, Subscription
 from restmq.errors import BadRequest, Empty, Forbidden, LimitExceeded, NotFound, RestMQError, TooLarge
 from restmq.engine.keys import DEAD_SUFFIX
+from restmq.dispatch_schedules import SCHEDULE_COMMANDS, ScheduleCommands
 from restmq.latency import Latency
 from restmq.parallel import gather
 from restmq.ports import TRUSTED, Authorizer, Principal
@@ -87,7 +88,7 @@ def _length_dict(queue: str, length: QueueLength) -> dict[str, Any]:
     return {"queue": queue, "len": length.total, **length.to_dict()}
 
 
-class Dispatcher:
+class Dispatcher(ScheduleCommands):
     """Runs commands from the table against one engine; counts them for stats and metrics."""
 
     def __init__(
@@ -144,7 +145,7 @@ class Dispatcher:
                     self.authorize(principal, right, target)
             self.calls[name] += 1
             handler = getattr(self, "_cmd_" + name)
-            if name in LISTINGS:
+            if name in LISTINGS or name in SCHEDULE_COMMANDS:
                 return await handler(principal=principal, **parsed)
             return await handler(**parsed)
         except RestMQError as e:

@@ -15,6 +15,13 @@ REGISTRY = f"{PREFIX}:queues"
 #: ZSET queue -> when something in it is next due (delay, lease, ttl): what the sweeper looks at.
 TIMERS = f"{PREFIX}:timers"
 DEAD_SUFFIX = ".dead"
+# -- recurring schedules (restmq/engine/schedules.py): each schedule's truth lives in its target
+# queue's ``schedules`` hash; these two global indexes are written by separate idempotent commands
+# and repaired from that truth when they lag.
+#: HASH schedule name -> its target queue.
+SCHEDULES = f"{PREFIX}:schedules"
+#: ZSET schedule name -> when it is next due (ms): what the firing loops look at.
+SCHEDULES_DUE = f"{PREFIX}:schedules:due"
 #: ZSET score = priority * PRIORITY_STEP + n: lower priority first, FIFO (by n) within one.
 PRIORITY_STEP = 10**13
 #: A unique message's record keeps this byte before its value JSON (JSON text never starts with
@@ -48,6 +55,7 @@ class QueueKeys:
     dead_errors: str  # HASH: the dead-letter queue's last errors
     replay: str  # STREAM of the last broadcast messages, for subscribers that reconnect
     channel: str  # pub/sub channel for wake-ups, purge and broadcast
+    schedules: str  # HASH schedule name -> "next_ms:last_ms:fires:last_n:" + definition JSON
 
     def pick(self, roles: tuple[str, ...]) -> list[str]:
         """The key names for ``roles`` (a script's declared ``-- KEYS:`` line), in that order."""
@@ -88,4 +96,5 @@ def for_queue(queue: str) -> QueueKeys:
         dead_errors=dead + "err",
         replay=base + "replay",
         channel=base + "ev",
+        schedules=base + "sched",
     )
