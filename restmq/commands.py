@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from restmq.errors import BadQueueName, BadRequest, UnknownCommand
+from restmq.recurrence import check_name
 from restmq.values import check, parse_float, parse_int, shown
 
 #: Characters a queue name may not hold: control characters (Unicode Cc), whitespace (Unicode
@@ -118,6 +119,31 @@ PUSH_ARGS = (
     Arg("backoff", "backoff", default=DEFAULT_BACKOFF, doc="seconds before each retry; the last one repeats"),
 )
 
+# -- recurring schedules (docs/schedules.md) -------------------------------------------------------
+SCHEDULE_NAME = Arg("name", "name", required=True, doc="schedule name (1-128 of A-Z a-z 0-9 . _ : -)")
+SCHEDULE_COMMANDS = (
+    Command(
+        "schedule_set",
+        (
+            SCHEDULE_NAME,
+            Arg("queue", "queue", required=True, doc="the queue each fire adds a message to"),
+            Arg("value", "value", required=True, doc="the message each fire adds: any JSON value"),
+            Arg("cron", "text", high=200, doc="five-field cron expression, minute granularity (or every)"),
+            Arg("every", "int", low=1, high=365 * DAY, doc="seconds between fires, at least 1 (or cron)"),
+            Arg("tz", "text", high=64, doc="IANA time zone cron is read in (default UTC)"),
+        ),
+        "admin",
+        "Create or replace a recurring schedule: each tick of cron (or every N seconds) adds value "
+        "to queue, once however many servers run. Needs admin on the queue.",
+        text=("name", "queue", "every", "value"),
+    ),
+    Command("schedule_get", (SCHEDULE_NAME,), "read",
+            "One schedule with its next and last fire (needs read on its queue).", text=("name",)),
+    Command("schedule_ls", (), "read", "Every schedule whose queue the caller may read, with next and last fire."),
+    Command("schedule_rm", (SCHEDULE_NAME,), "admin",
+            "Delete a schedule (needs admin on its queue); no fire happens after the answer.", text=("name",)),
+)
+
 _TABLE = (
     Command(
         "add",
@@ -170,9 +196,17 @@ _TABLE = (
     ),
     Command(
         "ack",
-        (QUEUE, Arg("receipt", "receipts", required=True, doc="a receipt or a list of them")),
+        (
+            QUEUE,
+            Arg("receipt", "receipts", required=True, doc="a receipt or a list of them"),
+            Arg("next", "bool", default=False,
+                doc="then reserve the next message (answered as next, null when none came)"),
+            Arg("lease", "seconds", low=0.001, high=12 * 3600.0, doc="the next message's lease"),
+            Arg("wait", "seconds", default=0.0, low=0, high=MAX_WAIT, doc="long-poll up to this long for next"),
+        ),
         "read",
-        "Acknowledge reserved messages: they are done and deleted.",
+        "Acknowledge reserved messages: they are done and deleted. With next, reserve the queue's "
+        "next message in the same call, as a worker loop does (one request per message).",
         text=("queue", "receipt"),
     ),
     Command(
@@ -264,6 +298,7 @@ _TABLE = (
             text=("queue",)),
     Command("push_rm", (QUEUE,), "admin", "Remove the queue's push subscription; deliveries in flight finish.",
             text=("queue",)),
+    *SCHEDULE_COMMANDS,
 )
 
 COMMANDS: dict[str, Command] = {c.name: c for c in _TABLE}
@@ -477,6 +512,7 @@ _COERCE = {
     "queues": _queues,
     "url": _url,
     "backoff": _backoff,
+    "name": lambda arg, raw: check_name(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw),
 }
 
 

@@ -26,6 +26,7 @@ from restmq.engine import QueueEngine
 from restmq.streams import Sink, Subscription
 from restmq.errors import BadRequest, Empty, Forbidden, LimitExceeded, NotFound, RestMQError, TooLarge
 from restmq.engine.keys import DEAD_SUFFIX
+from restmq.dispatch_schedules import SCHEDULE_COMMANDS, ScheduleCommands
 from restmq.latency import Latency, PushMetrics
 from restmq.parallel import gather
 from restmq.ports import TRUSTED, Authorizer, Principal
@@ -114,7 +115,7 @@ def _length_dict(queue: str, length: QueueLength) -> dict[str, Any]:
     return {"queue": queue, "len": length.total, **length.to_dict()}
 
 
-class Dispatcher:
+class Dispatcher(ScheduleCommands):
     """Runs commands from the table against one engine; counts them for stats and metrics."""
 
     def __init__(
@@ -176,7 +177,7 @@ class Dispatcher:
                     self.authorize(principal, right, target)
             self.calls[name] += 1
             handler = getattr(self, "_cmd_" + name)
-            if name in LISTINGS:
+            if name in LISTINGS or name in SCHEDULE_COMMANDS:
                 return await handler(principal=principal, **parsed)
             return await handler(**parsed)
         except RestMQError as e:
@@ -347,8 +348,17 @@ class Dispatcher:
             for w in watches:
                 w.close()
 
-    async def _cmd_ack(self, queue: str, receipt: list[str]) -> dict[str, Any]:
-        return {"queue": queue, "acked": await self.engine.ack(queue, receipt)}
+    async def _cmd_ack(
+        self, queue: str, receipt: list[str], next: bool, lease: float | None, wait: float
+    ) -> dict[str, Any]:
+        """With ``next``, a worker's loop is one request per message: the ack, then a reserve
+        (long-polling up to ``wait``). A stale receipt fails the whole call before anything is
+        reserved, so no message is left leased to a caller that was told "error"."""
+        answer: dict[str, Any] = {"queue": queue, "acked": await self.engine.ack(queue, receipt)}
+        if next:
+            delivered = await self._deliver(queue, 1, wait, lease or 0.0)
+            answer["next"] = delivered[0].to_dict() if delivered else None
+        return answer
 
     async def _cmd_nack(self, queue: str, receipt: str, delay: float, error: str | None) -> dict[str, Any]:
         where = await self.engine.nack(queue, receipt, delay, error)

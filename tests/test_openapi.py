@@ -29,6 +29,7 @@ README_ROUTES = {
     ("get", "/p/{queue}"), ("post", "/p/{queue}"), ("get", "/health"), ("get", "/dashboard"),
     ("get", "/j/{queue}"), ("get", "/static/comet.html"), ("post", "/RPC2"), ("post", "/xmlrpc"),
     ("get", "/metrics"), ("get", "/openapi.json"), ("post", "/collectd/data"), ("post", "/collectd/event"),
+    ("get", "/schedules"), ("put", "/schedules/{name}"), ("get", "/schedules/{name}"), ("delete", "/schedules/{name}"),
 }
 
 #: Operations schemathesis does not call: streams never end (and /ws/ needs a WebSocket client).

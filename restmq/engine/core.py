@@ -26,6 +26,8 @@ from restmq import commands
 from restmq.engine import keys as K
 from restmq.engine.hub import Hub, SubscriberEndpoint
 from restmq.engine.maintenance import Sweeper
+from restmq.engine.firing import Firer
+from restmq.engine.schedules import ScheduleStore
 from restmq.engine.records import parse_broadcast, parse_deliveries, parse_reads
 from restmq.engine.calls import DEADLINE_REFUSED, RESYNC_EVERY, Progress, RedisClock, bounded, margin, redis_failed
 from restmq.engine.scripts import Replicated, Scripts, send
@@ -102,6 +104,9 @@ class QueueEngine:
         self.scripts = Scripts(script_defaults())
         self.hub = Hub(self, clock=clock)
         self.sweeper = Sweeper(self, clock)
+        #: Recurring schedules (stored per target queue) and this process's loop that fires them.
+        self.schedules = ScheduleStore(self)
+        self.firer = Firer(self.schedules, clock)
         self._registered: dict[str, float] = {}
         self.started_at = time.time()
         #: Redis round trips of the scripts, by script name.
@@ -121,6 +126,7 @@ class QueueEngine:
         self.redis = redis
         self.hub.start(subscriber)
         self.sweeper.start()
+        self.firer.start()
         try:
             await self._bounded(self.scripts.load(redis))
         except RestMQError as e:
@@ -132,6 +138,7 @@ class QueueEngine:
         if self._resync.running:
             self._resync.stop()
         await self.sweeper.stop()
+        await self.firer.stop()
         await self.hub.stop()
 
     def _bounded(

@@ -96,6 +96,8 @@ def arg_schema(arg: Arg, *, wire: str = "json") -> dict[str, Any]:
         schema = one if wire == "text" else {
             "anyOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": commands.MAX_COUNT}],
         }
+    elif kind == "name":  # a schedule's name (restmq.recurrence.NAME)
+        schema = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]*$", "minLength": 1, "maxLength": 128}
     elif kind == "queues":
         one = {"type": "string", "pattern": QUEUE_PATTERN, "minLength": 1, "maxLength": 128}
         schema = {"type": "array", "items": one, "minItems": 1, "maxItems": commands.MAX_QUEUES}
@@ -164,7 +166,9 @@ RESULTS: dict[str, dict[str, Any]] = {
     "reserve": MESSAGES,
     "peek": MESSAGES,
     "get": MESSAGE,
-    "ack": _obj("queue", "acked", queue=STRING, acked=INTEGER),
+    "ack": _obj("queue", "acked", queue=STRING, acked=INTEGER,
+                next={"anyOf": [MESSAGE, {"type": "null"}],
+                      "description": "the next message reserved; only when asked (next)"}),
     "nack": _obj("queue", "nacked", queue=STRING, nacked=INTEGER),
     "touch": _obj("queue", "lease_until", queue=STRING, lease_until=NUMBER),
     "config": _obj("queue", queue=STRING),
@@ -313,6 +317,15 @@ ROUTES: tuple[Route, ...] = (
           "PUTNOTIF lines with ?form=records) -> queue collectd_event: one text message per POST as the "
           "original, or with ?form=records one message per notification (add_many)", source="collectd",
           text_field="NotificationExec", extra=(COLLECTD_FORM,), answer="collectd", tag="collectd"),
+    # -- recurring schedules (schedules.py) --
+    Route("get", "/schedules", "schedule_ls", "The schedules of readable queues, with next and last fire",
+          tag="schedules"),
+    Route("put", "/schedules/{name}", "schedule_set", "Create or replace a schedule: JSON {queue, value, "
+          "cron or every, tz}", source="body", path_args=("name",), tag="schedules"),
+    Route("get", "/schedules/{name}", "schedule_get", "One schedule, with next and last fire",
+          path_args=("name",), tag="schedules"),
+    Route("delete", "/schedules/{name}", "schedule_rm", "Delete a schedule", path_args=("name",),
+          tag="schedules"),
 )
 
 
@@ -327,6 +340,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _path_param(name: str) -> dict[str, Any]:
+    if name == "name":
+        return {"name": "name", "in": "path", "required": True, "description": "schedule name",
+                "schema": arg_schema(commands.SCHEDULE_NAME, wire="text")}
     if name == "key":
         return {"name": "n", "in": "path", "required": True, "description": "the number of the key <queue>:<n>",
                 "schema": {"type": "integer", "minimum": 0}}
