@@ -103,7 +103,7 @@ SETTINGS = (
     Arg("max_length", "int", default=0, low=0, high=10**9, doc="most messages held (0: no limit)"),
 )
 
-#: Push subscriptions (docs/push.md): the delivery's bounds.
+#: Push subscriptions (docs/push-and-schedules.md): the delivery's bounds.
 MAX_PUSH_TIMEOUT = 300.0
 MAX_PUSH_CONCURRENCY = 1000
 MAX_BACKOFF_STEPS = 20
@@ -119,7 +119,7 @@ PUSH_ARGS = (
     Arg("backoff", "backoff", default=DEFAULT_BACKOFF, doc="seconds before each retry; the last one repeats"),
 )
 
-# -- recurring schedules (docs/schedules.md) -------------------------------------------------------
+# -- recurring schedules (docs/push-and-schedules.md) -------------------------------------------------------
 SCHEDULE_NAME = Arg("name", "name", required=True, doc="schedule name (1-128 of A-Z a-z 0-9 . _ : -)")
 SCHEDULE_COMMANDS = (
     Command(
@@ -290,7 +290,7 @@ _TABLE = (
         PUSH_ARGS,
         "admin",
         "Set the queue's push subscription: each message is POSTed to url (signed with secret) and "
-        "acked on a 2xx, retried after backoff otherwise (see docs/push.md). The url must start with "
+        "acked on a 2xx, retried after backoff otherwise (see docs/push-and-schedules.md). The url must start with "
         "one of the server's --push-allow prefixes.",
         text=("queue", "url"),
     ),

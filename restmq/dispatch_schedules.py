@@ -1,4 +1,4 @@
-"""The dispatcher's schedule commands (``schedule_set|get|ls|rm``, docs/schedules.md).
+"""The dispatcher's schedule commands (``schedule_set|get|ls|rm``, docs/push-and-schedules.md).
 
 Kept apart from :mod:`restmq.dispatch` because their rights depend on a queue that is not in
 their arguments: a schedule's target queue is read from Redis, then the caller is judged on it

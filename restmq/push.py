@@ -10,7 +10,7 @@ deliveries ending, and otherwise looks again every ``poll`` seconds (a delay tha
 slot another process freed).
 
 Delivery is at-least-once: a process that dies mid-push leaves the message reserved until its
-lease runs out, then it is pushed again (docs/push.md).
+lease runs out, then it is pushed again (docs/push-and-schedules.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Push subscriptions (docs/push.md): messages POSTed to a Twisted receiver on port 0, with retries,
+"""Push subscriptions (docs/push-and-schedules.md): messages POSTed to a Twisted receiver on port 0, with retries,
 signatures, dead letters, timeouts, --push-allow, pause, concurrency, and real processes."""
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ async def empty(dispatcher: Dispatcher, queue: str) -> bool:
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """docs/push.md's check: v1= hex HMAC-SHA256 of "<timestamp>.<body>" keyed with the secret."""
+    """docs/push-and-schedules.md's check: v1= hex HMAC-SHA256 of "<timestamp>.<body>" keyed with the secret."""
     expected = hmac.new(secret.encode(), headers["restmq-timestamp"].encode() + b"." + body, hashlib.sha256)
     return hmac.compare_digest(headers["restmq-signature"], "v1=" + expected.hexdigest())
 

@@ -37,7 +37,7 @@ class PushOptions(ClientOptions):
         "pushed, otherwise the keys are printed, one per line. VALUE is sent as text unless "
         "--json-value is given. 'push set QUEUE URL' sets the queue's push subscription (the server "
         "POSTs each message to URL; --secret, --push-timeout, --concurrency, --backoff), 'push get "
-        "QUEUE' shows it, 'push rm QUEUE' removes it (docs/push.md). To add to a queue named set, "
+        "QUEUE' shows it, 'push rm QUEUE' removes it (docs/push-and-schedules.md). To add to a queue named set, "
         "get or rm, use 'restmq call'."
     )
     optParameters: list[list[Any]] = [

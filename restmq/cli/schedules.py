@@ -1,4 +1,4 @@
-"""``restmq schedule set|get|ls|rm``: recurring schedules from the command line (docs/schedules.md)."""
+"""``restmq schedule set|get|ls|rm``: recurring schedules from the command line (docs/push-and-schedules.md)."""
 
 from __future__ import annotations
 

@@ -157,7 +157,7 @@ class Commands:
         """Whether Redis answers and how safely it keeps data."""
         return self.call("health")
 
-    # -- recurring schedules (docs/schedules.md) --
+    # -- recurring schedules (docs/push-and-schedules.md) --
 
     def schedule_set(self, name: str, queue: str, value: Any, cron: str | None = None,
                      every: int | None = None, tz: str | None = None) -> Any:

@@ -21,7 +21,7 @@ Families:
   line, ws, syslog; ``metrics`` for scrapes' own stats calls).
 - ``restmq_redis_seconds{kind,script}`` histogram: the Redis round trip of each engine script.
 - ``restmq_push_delivered_total{queue}`` / ``restmq_push_failed_total{queue,reason}`` counters and
-  ``restmq_push_seconds{queue,outcome}`` histogram: this process's push deliveries (docs/push.md);
+  ``restmq_push_seconds{queue,outcome}`` histogram: this process's push deliveries (docs/push-and-schedules.md);
   ``reason`` is ``http_4xx``, ``http_5xx`` (any other status class likewise), ``timeout``,
   ``refused``, ``dns``, ``tls``, ``connection``, ``not_allowed`` (outside --push-allow) or
   ``stopped`` (this process stopped mid-push).

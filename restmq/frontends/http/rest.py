@@ -17,7 +17,7 @@ Decisions where the contract is silent:
 - Reads that find nothing answer 204 without a body: take and peek, with or without ``count``
   (an empty list included). ``GET /?queue=q`` keeps the original 404 with an error body.
 - ``DELETE /q/<q>/<n>`` deletes that one message (the ``del`` command): the REST spelling of it.
-- ``PUT|GET|DELETE /q/<q>/push`` run ``push_set``, ``push_get`` and ``push_rm`` (docs/push.md).
+- ``PUT|GET|DELETE /q/<q>/push`` run ``push_set``, ``push_get`` and ``push_rm`` (docs/push-and-schedules.md).
 - HEAD is refused (405) where GET takes a message, so a link checker cannot consume the queue.
 """
 
@@ -175,7 +175,7 @@ class MessageEndpoint(Endpoint):
 
 class PushEndpoint(Endpoint):
     """``/q/<queue>/push``: the queue's push subscription. ``PUT`` sets it (JSON or form body),
-    ``GET`` shows it (secret redacted), ``DELETE`` removes it (docs/push.md)."""
+    ``GET`` shows it (secret redacted), ``DELETE`` removes it (docs/push-and-schedules.md)."""
 
     methods = (GET, PUT, DELETE)
 

@@ -1,4 +1,4 @@
-"""The schedule routes (docs/schedules.md): ``/schedules`` and ``/schedules/<name>``.
+"""The schedule routes (docs/push-and-schedules.md): ``/schedules`` and ``/schedules/<name>``.
 
 Framing only, over :meth:`Front.run`: ``GET /schedules`` lists (``schedule_ls``); ``PUT
 /schedules/<name>`` with a JSON object (or a form) sets (``schedule_set``, the path's name wins
