@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -83,6 +83,26 @@ async def _first_of(waits: list[defer.Deferred[bool]]) -> None:
                 d.cancel()
 
 
+def add_answer(queue: str, value: Any, number: int, ready: int | None) -> dict[str, Any]:
+    """``add``'s answer from the number add.lua gave (negative: a duplicate)."""
+    answer: dict[str, Any] = {"queue": queue, "value": value, "key": f"{queue}:{abs(number)}"}
+    if number < 0:
+        answer["duplicate"] = True
+    if ready is not None:
+        answer["len"] = ready
+    return answer
+
+
+def add_many_answer(queue: str, numbers: list[int], ready: int | None) -> dict[str, Any]:
+    """``add_many``'s answer from the numbers add.lua gave (negative: duplicates)."""
+    answer: dict[str, Any] = {"queue": queue, "keys": [f"{queue}:{abs(n)}" for n in numbers]}
+    if min(numbers) < 0:
+        answer["duplicates"] = [i for i, n in enumerate(numbers) if n < 0]
+    if ready is not None:
+        answer["len"] = ready
+    return answer
+
+
 def _length_dict(queue: str, length: QueueLength) -> dict[str, Any]:
     return {"queue": queue, "len": length.total, **length.to_dict()}
 
@@ -136,20 +156,39 @@ class Dispatcher:
 
     async def _execute(self, name: str, args: Mapping[str, Any], principal: Principal) -> Any:
         try:
-            command = commands.lookup(name)
-            parsed = commands.parse(command, args)
-            if self.authorize is not None and principal is not TRUSTED:
-                right = "admin" if changes_settings(name, parsed) else command.right
-                for target in parsed.get("queues") or [parsed.get("queue")]:  # take over several
-                    self.authorize(principal, right, target)
-            self.calls[name] += 1
-            handler = getattr(self, "_cmd_" + name)
-            if name in LISTINGS:
-                return await handler(principal=principal, **parsed)
-            return await handler(**parsed)
+            return await self.run_parsed(name, self.prepare(name, args, principal), principal)
         except RestMQError as e:
             self.errors[e.code] += 1
             raise
+
+    def prepare(self, name: str, args: Mapping[str, Any], principal: Principal) -> dict[str, Any]:
+        """Check ``args`` against the table and the caller's right, and count the call: what every
+        command does before it runs (alone, or in a coalesced run, see restmq/coalesce.py)."""
+        command = commands.lookup(name)
+        parsed = commands.parse(command, args)
+        if self.authorize is not None and principal is not TRUSTED:
+            right = "admin" if changes_settings(name, parsed) else command.right
+            for target in parsed.get("queues") or [parsed.get("queue")]:  # take over several
+                self.authorize(principal, right, target)
+        self.calls[name] += 1
+        return parsed
+
+    def run_parsed(self, name: str, parsed: dict[str, Any], principal: Principal) -> Awaitable[Any]:
+        """Run a command that :meth:`prepare` checked, on its own."""
+        handler = getattr(self, "_cmd_" + name)
+        if name in LISTINGS:
+            return handler(principal=principal, **parsed)
+        return handler(**parsed)
+
+    def execute_run(
+        self, calls: Sequence[tuple[str, Mapping[str, Any]]], principal: Principal = None, *, frontend: str = "other"
+    ) -> defer.Deferred[list[Any]]:
+        """Run consecutive commands of one connection in order, coalescing runs of one kind on one
+        queue into one script each (see restmq/coalesce.py); fires with each command's answer or
+        its Failure, in order."""
+        from restmq.coalesce import execute_run
+
+        return defer.ensureDeferred(execute_run(self, calls, principal, frontend))
 
     def authenticate(self, token: str) -> None:
         """Check a token up front (the line protocol's ``auth``): ``unauthorized`` if unknown,
@@ -227,12 +266,7 @@ class Dispatcher:
         compare it); ``duplicate: true`` only says that nothing was; ``len`` only when asked."""
         items = [(self._encode(value), priority, ttl, delay, dedup, unique)]
         numbers, ready = await self.engine.add_counted(queue, items)
-        answer: dict[str, Any] = {"queue": queue, "value": value, "key": f"{queue}:{abs(numbers[0])}"}
-        if numbers[0] < 0:
-            answer["duplicate"] = True
-        if len:
-            answer["len"] = ready
-        return answer
+        return add_answer(queue, value, numbers[0], ready if len else None)
 
     async def _cmd_add_many(
         self, queue: str, messages: list[dict[str, Any]], len: bool  # noqa: A002 - as in the table
@@ -244,12 +278,7 @@ class Dispatcher:
             for m in messages
         ]
         numbers, ready = await self.engine.add_counted(queue, items)
-        answer: dict[str, Any] = {"queue": queue, "keys": [f"{queue}:{abs(n)}" for n in numbers]}
-        if min(numbers) < 0:
-            answer["duplicates"] = [i for i, n in enumerate(numbers) if n < 0]
-        if len:
-            answer["len"] = ready
-        return answer
+        return add_many_answer(queue, numbers, ready if len else None)
 
     async def _cmd_find(self, queue: str, value: Any) -> dict[str, Any]:
         """Encoded exactly as add stores it, so "the same value" means the same JSON text."""
