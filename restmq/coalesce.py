@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.python.failure import Failure
 
 from restmq.commands import MAX_COUNT
-from restmq.errors import QueueFull, RestMQError
+from restmq.errors import Empty, QueueFull, RestMQError
 from restmq.ports import Principal
 
 if TYPE_CHECKING:
@@ -186,16 +185,20 @@ async def _deliveries(dispatcher: Dispatcher, group: list[Prepared], results: li
     name, queue = group[0][1], group[0][2]["queue"]
     total = sum(int(parsed["count"] or 1) for _, _, parsed in group)
     if name == "take":
-        messages = [replace(m, count=0) for m in await dispatcher.engine.take(queue, total)]
+        messages = [m.to_dict() for m in await dispatcher.engine.take(queue, total)]
+        for m in messages:
+            m["count"] = 0  # as a lone take answers: only soft gets count looks
     else:
-        messages = await dispatcher.engine.reserve(queue, total, group[0][2]["lease"] or 0.0)
+        messages = [m.to_dict() for m in await dispatcher.engine.reserve(queue, total, group[0][2]["lease"] or 0.0)]
     at = 0
     for i, _, parsed in group:
         want = int(parsed["count"] or 1)
-        try:
-            results[i] = dispatcher._one_or_list(messages[at:at + want], parsed["count"])
-        except RestMQError as e:
-            results[i] = Failure(e)
+        if parsed["count"] is not None:
+            results[i] = messages[at:at + want]
+        elif at < len(messages):
+            results[i] = messages[at]
+        else:
+            results[i] = Failure(Empty("empty queue"))
         at += want
 
 

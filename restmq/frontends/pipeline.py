@@ -66,7 +66,7 @@ class Host(Protocol):
         """Close the connection: a :meth:`Pipeline.quit` or :meth:`Pipeline.finish` came up."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Slot:
     """One answer's place in the output order: its bytes once known, and what to do after writing."""
 
@@ -75,7 +75,7 @@ class Slot:
     then: Callable[[], None] | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Command:
     """A dispatcher command queued with :meth:`Pipeline.command`, which may run in one script with
     its neighbours. ``finish`` turns its answer (or its Failure) into the bytes to write;
@@ -88,7 +88,7 @@ class Command:
     check: Callable[[], bytes | None] | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Queued:
     run: Run | None
     slot: Slot
@@ -332,7 +332,8 @@ class Pipeline:
 
     def _push(self, slot: Slot) -> None:
         self._out.append(slot)
-        self._flush()
+        if slot.ready or self._credentials or self.max_bytes or len(self._out) >= self.max_pending:
+            self._flush()  # a pending slot at the back writes nothing: only back-pressure may change
 
     def _flush(self) -> None:
         """Write every answer at the head of the queue that is ready; stop at the first pending."""

@@ -258,29 +258,38 @@ class RespSession:
 
     def command(self, argv: list[bytes], name: str) -> Command | None:
         """A push or a pop as a dispatcher command that may be coalesced with its neighbours (the
-        same answers as :meth:`execute`'s); None for any other request, or one whose arguments
-        :meth:`execute` must refuse."""
+        same answers as :meth:`execute`'s); None for any other request. One whose arguments are
+        refused answers its error in its turn, without breaking its neighbours' run."""
         if not (name in PUSHES or name in POPS) or not SPECS[name].fits(len(argv)):
             return None
         try:
             queue = _queue(argv[1])
-            if name in PUSHES:
-                messages = [_text(v) for v in argv[2:]]
-                return Command("add_many", {"queue": queue, "messages": messages, "len": True},
-                               partial(self._finish, name, self._pushed), partial(self._turn, name, False))
-            count = min(_count(argv[2]), commands.MAX_COUNT) if len(argv) == 3 else None
         except RestMQError:
-            return None
-        if count == 0:
-            return None
-        return Command("take", {"queue": queue, "count": count or 1, "wait": 0.0},
-                       partial(self._finish, name, partial(self._popped, count)), partial(self._turn, name, True))
+            return None  # no queue, no run to join: execute() refuses it
+        pop, early = name in POPS, None
+        args: dict[str, Any] = {"queue": queue}
+        count: int | None = None
+        try:
+            if pop:
+                count = min(_count(argv[2]), commands.MAX_COUNT) if len(argv) == 3 else None
+                args.update(count=count or 1, wait=0.0)
+                if count == 0:
+                    early = wire.encode([])
+            else:
+                args.update(messages=[_text(v) for v in argv[2:]], len=True)
+        except RestMQError as e:
+            early = self.proto._encode_error(e)
+        reply = partial(self._popped, count) if pop else self._pushed
+        return Command("take" if pop else "add_many", args, partial(self._finish, name, reply),
+                       partial(self._turn, name, pop, early))
 
-    def _turn(self, name: str, pop: bool) -> bytes | None:
+    def _turn(self, name: str, pop: bool, early: bytes | None) -> bytes | None:
         """When a coalescible command's turn comes: what :meth:`execute` checks first."""
         if self.in_multi:
             return wire.encode(Error("ERR not run: MULTI is not supported, send EXEC or DISCARD"))
         self.last_command = SPECS[name].name
+        if early is not None:
+            return early
         return b"" if pop and self.proto.gone else None  # nobody would get the message
 
     def _finish(self, name: str, reply: Callable[[Any], Reply], outcome: Any) -> bytes:
