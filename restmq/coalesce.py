@@ -26,6 +26,7 @@ waits, a take over several queues) runs on its own in its place, so effects keep
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -109,8 +110,9 @@ async def execute_run(
     if group:
         await _run_group(dispatcher, key, group, results, principal)
     elapsed = time.monotonic() - start
-    for (name, _), result in zip(calls, results):
-        dispatcher.latency.observe(frontend, name, elapsed)
+    for name, count in Counter(name for name, _ in calls).items():
+        dispatcher.latency.observe(frontend, name if name in KINDS else "unknown", elapsed, count)
+    for result in results:
         if isinstance(result, Failure) and isinstance(result.value, RestMQError):
             dispatcher.errors[result.value.code] += 1
     return results
