@@ -207,3 +207,16 @@ async def test_memcached_sets_and_gets_coalesce(dispatcher):
         b"VALUE q 0 1\r\na\r\nEND\r\nVALUE q 0 1\r\nb\r\nEND\r\nVALUE q 0 1\r\nc\r\nEND\r\nEND\r\n"
     )
     assert scripts(dispatcher, "add") == 1 and scripts(dispatcher, "take") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_runs_of_two_connections_in_one_reactor_turn_share_one_script(dispatcher):
+    """Pipelined LPUSHes read from two connections in the same reactor turn cost one add script, and each push still answers the length just after its own values."""
+    first, out1 = connected(RespFactory(dispatcher))
+    second, out2 = connected(RespFactory(dispatcher))
+    first.dataReceived(multibulk("LPUSH", "q", "a") + multibulk("LPUSH", "q", "b"))
+    second.dataReceived(multibulk("RPUSH", "q", "c", "d") + multibulk("RPUSH", "q", "e"))
+    await until(lambda: out1.value().count(b"\r\n") >= 2 and out2.value().count(b"\r\n") >= 2)
+    assert replies(out1.value()) == [1, 2] and replies(out2.value()) == [4, 5]
+    assert scripts(dispatcher, "add") == 1
+    assert [m["value"] for m in await run(dispatcher, "take", queue="q", count=10)] == ["a", "b", "c", "d", "e"]
