@@ -332,7 +332,12 @@ class Pipeline:
 
     def _push(self, slot: Slot) -> None:
         self._out.append(slot)
-        if slot.ready or self._credentials or self.max_bytes or len(self._out) >= self.max_pending:
+        if (
+            slot.ready
+            or self._credentials
+            or len(self._out) >= self.max_pending
+            or (self.max_bytes and self._bytes > self.max_bytes)
+        ):
             self._flush()  # a pending slot at the back writes nothing: only back-pressure may change
 
     def _flush(self) -> None:
