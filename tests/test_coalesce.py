@@ -1,5 +1,5 @@
 """Coalesced pipelines: a run of one kind of command on one queue, pipelined on one connection, is one
-Redis script (what an operator sees as one ``restmq_redis_seconds_count{script=…}`` observation),
+Redis script (what an operator sees as one ``restmq_redis_seconds_count{kind="script",script=…}`` observation),
 while each command keeps its own answer, its own error and its place in the order; over the line
 protocol, RESP and memcached."""
 
