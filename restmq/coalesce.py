@@ -21,6 +21,9 @@ and is left out; the others still run together. A command that cannot be coalesc
 waits, a take over several queues) runs on its own in its place, so effects keep command order:
 ``add`` then ``take`` in one pipeline sees the add. Every script still goes through
 ``QueueEngine._script``, so a coalesced call that Redis ran too late is undone as a whole (#8).
+
+Across connections, the :class:`Merger` turns the engine calls that runs of different connections
+make in the same reactor turn (same kind, queue and lease) into one.
 """
 
 from __future__ import annotations
@@ -233,21 +236,31 @@ class Merger:
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.engine = dispatcher.engine
-        self.pending: dict[Hashable, list[tuple[Any, defer.Deferred[Any]]]] = {}
+        #: Per key: how many items are gathered, and each part with the Deferred it waits on.
+        self.pending: dict[Hashable, tuple[list[int], list[tuple[Any, defer.Deferred[Any]]]]] = {}
 
     def call(self, key: tuple[Any, ...], payload: Any) -> defer.Deferred[Any]:
         """``key``: (``"add"``, queue) with items, (``"take"``/``"reserve"``, queue, lease) with a
-        count, (``"ack"``, queue) with receipt lists; fires with this payload's part."""
+        count, (``"ack"``, queue) with receipt lists; fires with this payload's part. A call would
+        pass :data:`MAX_ITEMS` sends what is gathered first, so no merged script grows unbounded."""
         d: defer.Deferred[Any] = defer.Deferred()
-        parts = self.pending.get(key)
-        if parts is None:
-            parts = self.pending[key] = []
+        size = payload if isinstance(payload, int) else sum(map(len, payload)) if key[0] == "ack" else len(payload)
+        entry = self.pending.get(key)
+        if entry is not None and entry[0][0] + size > MAX_ITEMS:
+            self._flush(key)
+            entry = None
+        if entry is None:
+            entry = self.pending[key] = ([0], [])
             self.engine.clock.callLater(0, self._flush, key)
-        parts.append((payload, d))
+        entry[0][0] += size
+        entry[1].append((payload, d))
         return d
 
     def _flush(self, key: tuple[Any, ...]) -> None:
-        parts = self.pending.pop(key)
+        entry = self.pending.pop(key, None)
+        if entry is None:
+            return  # sent early (it was full); a later batch may be sent by its own timer
+        parts = entry[1]
         def failed(failure: Failure) -> None:
             for _, d in parts:
                 if not d.called:

@@ -220,3 +220,15 @@ async def test_runs_of_two_connections_in_one_reactor_turn_share_one_script(disp
     assert replies(out1.value()) == [1, 2] and replies(out2.value()) == [4, 5]
     assert scripts(dispatcher, "add") == 1
     assert [m["value"] for m in await run(dispatcher, "take", queue="q", count=10)] == ["a", "b", "c", "d", "e"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_merged_runs_stop_at_a_thousand_messages_per_script(dispatcher):
+    """Two connections pipelining 600 adds each in the same reactor turn cost two scripts (no merged script passes 1000 messages), and every add is answered."""
+    first, out1 = connected(LineFactory(dispatcher))
+    second, out2 = connected(LineFactory(dispatcher))
+    first.dataReceived(b"add q a\n" * 600)
+    second.dataReceived(b"add q b\n" * 600)
+    await until(lambda: out1.value().count(b"\n") >= 600 and out2.value().count(b"\n") >= 600)
+    assert scripts(dispatcher, "add") == 2
+    assert (await run(dispatcher, "len", queue="q"))["ready"] == 1200

@@ -360,11 +360,11 @@ class QueueEngine:
             raise outcome
         return outcome
 
-    async def ack_each(self, queue: str, commands: Sequence[Sequence[str]]) -> list[int | StaleReceipt]:
-        """Several acks in one script, in order, each all or nothing on its own: per command the
+    async def ack_each(self, queue: str, acks: Sequence[Sequence[str]]) -> list[int | StaleReceipt]:
+        """Several acks in one script, in order, each all or nothing on its own: per ack the
         number acked, or the ``stale_receipt`` error it answers (the others still ack)."""
-        args: list[Any] = [" ".join(str(len(receipts)) for receipts in commands)]
-        for receipts in commands:
+        args: list[Any] = [" ".join(str(len(receipts)) for receipts in acks)]
+        for receipts in acks:
             args += receipts
         reply = await self._script("ack", queue, args)
         outcomes: list[int | StaleReceipt] = []
