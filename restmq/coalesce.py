@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
 from twisted.internet import defer
@@ -39,10 +39,23 @@ from twisted.python.failure import Failure
 
 from restmq.commands import MAX_COUNT
 from restmq.errors import Empty, QueueFull, RestMQError
+from restmq.latency import Latency
+from restmq.model import add_answer, add_many_answer
 from restmq.ports import Principal
 
-if TYPE_CHECKING:
-    from restmq.dispatch import Dispatcher
+
+class Dispatcher(Protocol):
+    """What coalescing needs of :class:`restmq.dispatch.Dispatcher` (which calls it)."""
+
+    engine: Any
+    latency: Latency
+    errors: Counter[str]
+
+    def prepare(self, name: str, args: Mapping[str, Any], principal: Principal) -> dict[str, Any]: ...
+
+    def run_parsed(self, name: str, parsed: dict[str, Any], principal: Principal) -> Any: ...
+
+    def _encode(self, value: Any) -> bytes: ...
 
 #: The commands that coalesce, by kind: commands of one kind on one queue share a script.
 KINDS = {"add": "add", "add_many": "add", "take": "take", "reserve": "reserve", "ack": "ack"}
@@ -159,8 +172,6 @@ def _item(dispatcher: Dispatcher, m: Mapping[str, Any]) -> tuple[bytes, int, flo
 
 
 async def _adds(dispatcher: Dispatcher, group: list[Prepared], results: list[Any]) -> None:
-    from restmq.dispatch import add_answer, add_many_answer
-
     queue = group[0][2]["queue"]
     items: list[tuple[bytes, int, float, float, str | None, bool]] = []
     spans: list[tuple[int, str, dict[str, Any], int, int]] = []

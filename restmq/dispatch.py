@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from restmq import commands
 from restmq.auth import permits
+from restmq.coalesce import execute_run
 from restmq.engine import QueueEngine
 from restmq.streams import Sink, Subscription
 from restmq.errors import BadRequest, Empty, Forbidden, LimitExceeded, NotFound, RestMQError, TooLarge
@@ -27,7 +28,7 @@ from restmq.engine.keys import DEAD_SUFFIX
 from restmq.latency import Latency
 from restmq.parallel import gather
 from restmq.ports import TRUSTED, Authorizer, Principal
-from restmq.model import Message, QueueLength, QueueState, encode_value
+from restmq.model import Message, QueueLength, QueueState, add_answer, add_many_answer, encode_value
 from restmq.values import parse_int, shown
 
 log = Logger()
@@ -81,26 +82,6 @@ async def _first_of(waits: list[defer.Deferred[bool]]) -> None:
         for d in waits:
             if not d.called:
                 d.cancel()
-
-
-def add_answer(queue: str, value: Any, number: int, ready: int | None) -> dict[str, Any]:
-    """``add``'s answer from the number add.lua gave (negative: a duplicate)."""
-    answer: dict[str, Any] = {"queue": queue, "value": value, "key": f"{queue}:{abs(number)}"}
-    if number < 0:
-        answer["duplicate"] = True
-    if ready is not None:
-        answer["len"] = ready
-    return answer
-
-
-def add_many_answer(queue: str, numbers: list[int], ready: int | None) -> dict[str, Any]:
-    """``add_many``'s answer from the numbers add.lua gave (negative: duplicates)."""
-    answer: dict[str, Any] = {"queue": queue, "keys": [f"{queue}:{abs(n)}" for n in numbers]}
-    if min(numbers) < 0:
-        answer["duplicates"] = [i for i, n in enumerate(numbers) if n < 0]
-    if ready is not None:
-        answer["len"] = ready
-    return answer
 
 
 def _length_dict(queue: str, length: QueueLength) -> dict[str, Any]:
@@ -186,8 +167,6 @@ class Dispatcher:
         """Run consecutive commands of one connection in order, coalescing runs of one kind on one
         queue into one script each (see restmq/coalesce.py); fires with each command's answer or
         its Failure, in order."""
-        from restmq.coalesce import execute_run
-
         return defer.ensureDeferred(execute_run(self, calls, principal, frontend))
 
     def authenticate(self, token: str) -> None:

@@ -276,7 +276,11 @@ class Pipeline:
         todo: list[_Queued] = []
         for queued in run:
             assert queued.command is not None
-            early = queued.command.check() if queued.command.check is not None else None
+            try:
+                early = queued.command.check() if queued.command.check is not None else None
+            except Exception:
+                log.failure("request failed unexpectedly")
+                early = self.internal
             answers.append(early)
             if early is None:
                 todo.append(queued)
