@@ -8,8 +8,10 @@ beside this file): a private non-persistent ``redis-server`` (``--save "" --appe
 ``--pipeline 0``) it runs ``redis-benchmark -t lpush,rpop -n N -c C -q --csv`` against
 
 * the redis-server itself, in database 1 (``--dbnum 1``, away from RestMQ's keys): the ceiling;
-* RestMQ's RESP port: LPUSH is an ``add_many`` plus a ``len`` (for the ready length LPUSH answers),
-  RPOP a ``take``; each is one Lua script per Redis round trip.
+* RestMQ's RESP port: LPUSH is an ``add_many`` with ``len`` (the ready length LPUSH answers comes
+  from the same script), RPOP a ``take``. Pipelined, a run of LPUSHes (or RPOPs) on one queue is
+  one script, and the runs of all connections read in one reactor turn share it
+  (restmq/coalesce.py).
 
 and prints requests/s, p50/p99 latency and CPU used (RestMQ / Redis, 100 = one core, from /proc)
 per test, with RestMQ's ratio to the ceiling. It never fails on timing (exit 0); 1 only when a
@@ -174,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(rows)
         print()
         print("cpu% is over the whole redis-benchmark run (both tests); 100 = one core. RestMQ answers "
-              "LPUSH with an add_many and a len (two Redis round trips), RPOP with one take.")
+              "LPUSH with an add_many with len, RPOP with a take; pipelined runs of them are coalesced "
+              "into one script (restmq/coalesce.py).")
         print(machine_line(facts))
         load = load_average_line(facts)
         if load:

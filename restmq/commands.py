@@ -536,7 +536,7 @@ def parse(command: Command, raw: Mapping[str, Any]) -> dict[str, Any]:
 def _check(
     what: str, args: tuple[Arg, ...], raw: Mapping[str, Any], names: Mapping[str, Arg]
 ) -> dict[str, Any]:
-    unknown = [k for k in raw if k not in names]
+    unknown = [] if raw.keys() <= names.keys() else [k for k in raw if k not in names]
     if unknown:
         raise BadRequest(
             f"{what} does not take {', '.join(sorted(map(str, unknown)))}; "

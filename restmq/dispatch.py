@@ -11,7 +11,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from restmq import commands
 from restmq.commands import check_push_url
 from restmq.auth import permits
+from restmq.coalesce import execute_run
 from restmq.engine import QueueEngine
 from restmq.streams import Sink, Subscription
 from restmq.errors import BadRequest, Empty, Forbidden, LimitExceeded, NotFound, RestMQError, TooLarge
@@ -30,7 +31,7 @@ from restmq.dispatch_schedules import SCHEDULE_COMMANDS, ScheduleCommands
 from restmq.latency import Latency, PushMetrics
 from restmq.parallel import gather
 from restmq.ports import TRUSTED, Authorizer, Principal
-from restmq.model import Message, QueueLength, QueueState, encode_value
+from restmq.model import Message, QueueLength, QueueState, add_answer, add_many_answer, encode_value
 from restmq.values import parse_int, shown
 
 log = Logger()
@@ -169,20 +170,37 @@ class Dispatcher(ScheduleCommands):
 
     async def _execute(self, name: str, args: Mapping[str, Any], principal: Principal) -> Any:
         try:
-            command = commands.lookup(name)
-            parsed = commands.parse(command, args)
-            if self.authorize is not None and principal is not TRUSTED:
-                right = "admin" if changes_settings(name, parsed) else command.right
-                for target in parsed.get("queues") or [parsed.get("queue")]:  # take over several
-                    self.authorize(principal, right, target)
-            self.calls[name] += 1
-            handler = getattr(self, "_cmd_" + name)
-            if name in LISTINGS or name in SCHEDULE_COMMANDS:
-                return await handler(principal=principal, **parsed)
-            return await handler(**parsed)
+            return await self.run_parsed(name, self.prepare(name, args, principal), principal)
         except RestMQError as e:
             self.errors[e.code] += 1
             raise
+
+    def prepare(self, name: str, args: Mapping[str, Any], principal: Principal) -> dict[str, Any]:
+        """Check ``args`` against the table and the caller's right, and count the call: what every
+        command does before it runs (alone, or in a coalesced run, see restmq/coalesce.py)."""
+        command = commands.lookup(name)
+        parsed = commands.parse(command, args)
+        if self.authorize is not None and principal is not TRUSTED:
+            right = "admin" if changes_settings(name, parsed) else command.right
+            for target in parsed.get("queues") or [parsed.get("queue")]:  # take over several
+                self.authorize(principal, right, target)
+        self.calls[name] += 1
+        return parsed
+
+    def run_parsed(self, name: str, parsed: dict[str, Any], principal: Principal) -> Awaitable[Any]:
+        """Run a command that :meth:`prepare` checked, on its own."""
+        handler = getattr(self, "_cmd_" + name)
+        if name in LISTINGS or name in SCHEDULE_COMMANDS:
+            return handler(principal=principal, **parsed)
+        return handler(**parsed)
+
+    def execute_run(
+        self, calls: Sequence[tuple[str, Mapping[str, Any]]], principal: Principal = None, *, frontend: str = "other"
+    ) -> defer.Deferred[list[Any]]:
+        """Run consecutive commands of one connection in order, coalescing runs of one kind on one
+        queue into one script each (see restmq/coalesce.py); fires with each command's answer or
+        its Failure, in order."""
+        return defer.ensureDeferred(execute_run(self, calls, principal, frontend))
 
     def authenticate(self, token: str) -> None:
         """Check a token up front (the line protocol's ``auth``): ``unauthorized`` if unknown,
@@ -260,12 +278,7 @@ class Dispatcher(ScheduleCommands):
         compare it); ``duplicate: true`` only says that nothing was; ``len`` only when asked."""
         items = [(self._encode(value), priority, ttl, delay, dedup, unique)]
         numbers, ready = await self.engine.add_counted(queue, items)
-        answer: dict[str, Any] = {"queue": queue, "value": value, "key": f"{queue}:{abs(numbers[0])}"}
-        if numbers[0] < 0:
-            answer["duplicate"] = True
-        if len:
-            answer["len"] = ready
-        return answer
+        return add_answer(queue, value, numbers[0], ready if len else None)
 
     async def _cmd_add_many(
         self, queue: str, messages: list[dict[str, Any]], len: bool  # noqa: A002 - as in the table
@@ -277,12 +290,7 @@ class Dispatcher(ScheduleCommands):
             for m in messages
         ]
         numbers, ready = await self.engine.add_counted(queue, items)
-        answer: dict[str, Any] = {"queue": queue, "keys": [f"{queue}:{abs(n)}" for n in numbers]}
-        if min(numbers) < 0:
-            answer["duplicates"] = [i for i, n in enumerate(numbers) if n < 0]
-        if len:
-            answer["len"] = ready
-        return answer
+        return add_many_answer(queue, numbers, ready if len else None)
 
     async def _cmd_find(self, queue: str, value: Any) -> dict[str, Any]:
         """Encoded exactly as add stores it, so "the same value" means the same JSON text."""

@@ -23,16 +23,17 @@ class Latency:
         #: (label, label) -> [per-bucket counts (not cumulative), sum, count]
         self.series: dict[tuple[str, str], list[Any]] = {}
 
-    def observe(self, first: str, second: str, seconds: float) -> None:
+    def observe(self, first: str, second: str, seconds: float, count: int = 1) -> None:
+        """``count`` observations of ``seconds`` each (a coalesced run's commands share one)."""
         series = self.series.get((first, second))
         if series is None:
             series = self.series[(first, second)] = [[0] * len(self.buckets), 0.0, 0]
         for i, bound in enumerate(self.buckets):
             if seconds <= bound:
-                series[0][i] += 1
+                series[0][i] += count
                 break
-        series[1] += seconds
-        series[2] += 1
+        series[1] += seconds * count
+        series[2] += count
 
 
 

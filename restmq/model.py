@@ -94,3 +94,23 @@ def encode_value(value: Any) -> bytes:
     """The JSON text stored for a message value (text stays text: "42" is kept as a string); a
     lone surrogate (a JSON ``"\\ud800"`` escape, which UTF-8 cannot carry) stays escaped."""
     return dumps(value)
+
+
+def add_answer(queue: str, value: Any, number: int, ready: int | None) -> dict[str, Any]:
+    """``add``'s answer from the number add.lua gave (negative: a duplicate)."""
+    answer: dict[str, Any] = {"queue": queue, "value": value, "key": f"{queue}:{abs(number)}"}
+    if number < 0:
+        answer["duplicate"] = True
+    if ready is not None:
+        answer["len"] = ready
+    return answer
+
+
+def add_many_answer(queue: str, numbers: list[int], ready: int | None) -> dict[str, Any]:
+    """``add_many``'s answer from the numbers add.lua gave (negative: duplicates)."""
+    answer: dict[str, Any] = {"queue": queue, "keys": [f"{queue}:{abs(n)}" for n in numbers]}
+    if min(numbers) < 0:
+        answer["duplicates"] = [i for i, n in enumerate(numbers) if n < 0]
+    if ready is not None:
+        answer["len"] = ready
+    return answer

@@ -6,7 +6,7 @@ which judges principals and cannot import this module.)"""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -35,6 +35,12 @@ class Dispatcher(Protocol):
         self, name: str, args: Mapping[str, Any], principal: Principal = None, *, frontend: str = "other"
     ) -> defer.Deferred[Any]:
         """Run command ``name``; fires with its JSON-able answer or a RestMQError."""
+
+    def execute_run(
+        self, calls: Sequence[tuple[str, Mapping[str, Any]]], principal: Principal = None, *, frontend: str = "other"
+    ) -> defer.Deferred[list[Any]]:
+        """Run consecutive commands in order, runs of one kind on one queue as one script each;
+        fires with each one's answer or Failure (see restmq/coalesce.py)."""
 
     def authenticate(self, token: str) -> None:
         """Check a token up front (``auth TOKEN``); raises ``unauthorized`` when unknown."""

@@ -193,6 +193,7 @@ LAYERS: dict[str, str] = {
     "test_collectd.py::test_write_http_json_keeps_dsnames_dstypes_and_meta": "pure",
     "test_collectd.py::test_notifications_in_every_collectd_format": "pure",
     "test_collectd.py::test_bad_payloads_are_refused_with_a_clear_error": "pure",
+    "test_coalesce.py": "frontend",
     "test_compat.py": "pure",
     "test_contract.py": "frontend",
     "test_contract_streams.py": "frontend",

@@ -220,6 +220,28 @@ async def test_late_answers_are_undone(delayed: tuple[Dispatcher, DelayingProxy,
 
 
 @pytest_twisted.ensureDeferred
+async def test_late_coalesced_runs_are_undone_as_a_whole(delayed: tuple[Dispatcher, DelayingProxy, Dispatcher]) -> None:
+    """A pipelined run of adds, and one of takes, whose one script's answer came too late: every
+    command of the run says nothing was applied, and nothing was (the adds are gone, the taken
+    messages are back)."""
+    dispatcher, proxy, _ = delayed
+    await dispatcher.execute("add_many", {"queue": "c", "messages": ["m0", "m1"]})
+    proxy.holding = True
+    adds = dispatcher.execute_run([("add", {"queue": "c", "value": f"late{n}", "dedup": f"l{n}"}) for n in range(3)])
+    takes = dispatcher.execute_run([("take", {"queue": "c"}), ("take", {"queue": "c"})])
+    for run in (adds, takes):
+        for failure in await run:
+            assert failure.value.code == "backend_unavailable" and failure.value.fields["applied"] is False
+    proxy.release()
+    await sleep(0.3)
+    assert dispatcher.engine.late_calls["add"] == 1 and dispatcher.engine.late_calls["take"] == 1
+    peeked = await dispatcher.execute("peek", {"queue": "c", "count": 10})
+    assert [m["value"] for m in peeked] == ["m0", "m1"]
+    again = await dispatcher.execute("add", {"queue": "c", "value": "late0", "dedup": "l0"})
+    assert "duplicate" not in again
+
+
+@pytest_twisted.ensureDeferred
 async def test_late_delete_by_value_is_undone(delayed: tuple[Dispatcher, DelayingProxy, Dispatcher]) -> None:
     """A del by value (and one by key) that Redis ran after its caller gave up is undone: the
     message is held again, findable by its value."""

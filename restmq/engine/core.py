@@ -374,15 +374,30 @@ class QueueEngine:
 
     async def ack(self, queue: str, receipts: Sequence[str]) -> int:
         """Finish reservations; all or nothing: any stale receipt raises ``stale_receipt``."""
-        reply = await self._script("ack", queue, list(receipts))
-        if reply[0] == b"stale":
-            stale = [r.decode() for r in reply[1:]]
-            raise StaleReceipt(
-                f"stale or unknown receipt(s): {', '.join(stale[:10])}; the lease ended or the "
-                "message was acked or delivered again. Nothing was acked.",
-                receipts=stale,
-            )
-        return int(reply[1])
+        outcome = (await self.ack_each(queue, [receipts]))[0]
+        if isinstance(outcome, StaleReceipt):
+            raise outcome
+        return outcome
+
+    async def ack_each(self, queue: str, acks: Sequence[Sequence[str]]) -> list[int | StaleReceipt]:
+        """Several acks in one script, in order, each all or nothing on its own: per ack the
+        number acked, or the ``stale_receipt`` error it answers (the others still ack)."""
+        args: list[Any] = [" ".join(str(len(receipts)) for receipts in acks)]
+        for receipts in acks:
+            args += receipts
+        reply = await self._script("ack", queue, args)
+        outcomes: list[int | StaleReceipt] = []
+        for answer in reply:
+            if answer[0] == b"stale":
+                stale = [r.decode() for r in answer[1:]]
+                outcomes.append(StaleReceipt(
+                    f"stale or unknown receipt(s): {', '.join(stale[:10])}; the lease ended or the "
+                    "message was acked or delivered again. Nothing was acked.",
+                    receipts=stale,
+                ))
+            else:
+                outcomes.append(int(answer[1]))
+        return outcomes
 
     async def nack(self, queue: str, receipt: str, delay: float, error: str | None) -> str:
         """Give a reservation back; answers where the message went: ready, delayed or dead."""

@@ -52,7 +52,7 @@ from zope.interface import implementer
 from restmq.streams import Subscription
 from restmq.frontends.connection import CLOSE_GRACE, INTERNAL, NewlineReceiver, close_gracefully
 from restmq.frontends.flow import ProducerSink
-from restmq.frontends.pipeline import Pipeline
+from restmq.frontends.pipeline import Command, Pipeline
 from restmq.errors import BadRequest, LimitExceeded, RestMQError, TooLarge, Unauthorized, internal
 from restmq.wire import line as wire
 from restmq.frontends.base import Context, FrontEnd
@@ -106,7 +106,9 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
     def __init__(self, dispatcher: Dispatcher, max_line: int) -> None:
         self.dispatcher = dispatcher
         self.MAX_LENGTH = max_line
-        self.pipeline = Pipeline(self, internal=wire.encode_error(INTERNAL))
+        self.pipeline = Pipeline(
+            self, internal=wire.encode_error(INTERNAL), dispatcher=dispatcher, frontend="line"
+        )
         self._sink: _StreamSink | None = None
         self._subscription: Subscription | None = None
         self._stream_queue = ""
@@ -166,7 +168,8 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
-        super().dataReceived(data)
+        with self.pipeline.reading_batch():
+            super().dataReceived(data)
 
     def timeoutConnection(self) -> None:
         """Idle for ``--idle-timeout``: close, unless it streams or still has work in flight."""
@@ -208,13 +211,12 @@ class LineProtocol(NewlineReceiver, TimeoutMixin):
 
     def _call(self, request: wire.Call, *, reply: bool = False) -> None:
         """Queue a command; ``reply``: answer it as ``{"reply": …}`` (on a streaming connection)."""
-        self.pipeline.call(partial(self._run, request, reply))
+        self.pipeline.command(Command(request.name, request.args, partial(self._finish, request.name, reply)))
 
-    def _run(self, request: wire.Call, reply: bool, principal: Principal) -> defer.Deferred[bytes]:
-        d = self.dispatcher.execute(request.name, request.args, principal, frontend="line")
-        return d.addCallbacks(
-            self._encode_answer, self._encode_failure, callbackArgs=(reply,), errbackArgs=(request.name,)
-        )
+    def _finish(self, name: str, reply: bool, outcome: Any) -> bytes:
+        if isinstance(outcome, Failure):
+            return self._encode_failure(outcome, name)
+        return self._encode_answer(outcome, reply)
 
     def _auth(self, token: str, principal: Principal) -> defer.Deferred[bytes]:
         try:

@@ -41,7 +41,7 @@ from zope.interface import implementer
 from restmq import __version__
 from restmq.errors import BadRequest, Empty, RestMQError, internal
 from restmq.frontends.connection import INTERNAL, BufferedReading, describe_peer
-from restmq.frontends.pipeline import Pipeline
+from restmq.frontends.pipeline import Command, Pipeline
 from restmq.wire import memcache as wire
 from restmq.frontends.base import Context, FrontEnd
 from restmq.options import Option
@@ -73,7 +73,10 @@ class MemcacheProtocol(protocol.Protocol):
         self.dispatcher = factory.dispatcher
         self.parser = wire.Parser(factory.max_value)
         self.peer = "unknown"
-        self.pipeline = Pipeline(self, max_bytes=factory.high_water, internal=wire.error_reply(INTERNAL))
+        self.pipeline = Pipeline(
+            self, max_bytes=factory.high_water, internal=wire.error_reply(INTERNAL),
+            dispatcher=factory.dispatcher, frontend="memcache",
+        )
         self._open: dict[str, _Open] = {}
         self.input = BufferedReading(self, self._read_requests)
         self._eof = False  # the client closed its side: answer what was read, then close
@@ -97,7 +100,8 @@ class MemcacheProtocol(protocol.Protocol):
         if self.pipeline.closing:
             return
         self.parser.feed(data)
-        self.input.read()
+        with self.pipeline.reading_batch():
+            self.input.read()
 
     def readConnectionLost(self) -> None:
         """The client closed its side: answer what it sent, then close. A get still waiting (t=)
@@ -143,7 +147,56 @@ class MemcacheProtocol(protocol.Protocol):
                 (self.pipeline.quit if request.close else self.pipeline.answer)(reply)
             else:
                 size = len(request.value) if isinstance(request, wire.Store) else 0
-                self.pipeline.call(partial(self._run, request), size=size)
+                command = self._command(request)
+                if command is not None:
+                    self.pipeline.command(command, size=size)
+                else:
+                    self.pipeline.call(partial(self._run, request), size=size)
+
+    def _command(self, request: wire.Request) -> Command | None:
+        """A ``set``/``add`` or a plain one-key ``get`` as a dispatcher command, which may be
+        coalesced with its neighbours (restmq/coalesce.py), answered as :meth:`_serve` would."""
+        if isinstance(request, wire.Store):
+            ttl = wire.ttl_for(request.exptime, self.factory.clock.seconds())
+            if ttl is None:
+                return None  # answered without a command (see _store)
+            return Command("add", self._store_args(request, ttl), partial(self._stored, request), self._store_turn)
+        if isinstance(request, wire.Get) and len(request.keys) == 1:
+            key = request.keys[0]
+            if not (key.open or key.close or key.abort or key.peek or key.timeout_ms):
+                return Command("take", {"queue": key.queue, "wait": 0}, partial(self._taken, key), self._get_turn)
+        return None
+
+    def _store_turn(self) -> bytes | None:
+        self.factory.cmd_set += 1
+        return None
+
+    def _stored(self, request: wire.Store, outcome: Any) -> bytes:
+        if isinstance(outcome, Failure):
+            reply = self._failed(outcome)
+        else:
+            reply = wire.NOT_STORED if outcome.get("duplicate") else wire.STORED
+        return self._quiet(reply) if request.noreply else reply
+
+    def _get_turn(self) -> bytes | None:
+        if self._gone:
+            return b""  # nobody is left to receive the message
+        self.factory.cmd_get += 1
+        return None
+
+    def _taken(self, key: wire.Key, outcome: Any) -> bytes:
+        if isinstance(outcome, Failure) and outcome.check(Empty):
+            self.factory.get_misses += 1
+            return wire.encode_get([])
+        if isinstance(outcome, Failure):
+            return self._failed(outcome)
+        self.factory.get_hits += 1
+        return wire.encode_get([wire.value_block(key.raw, wire.value_bytes(outcome["value"]))])
+
+    def _failed(self, failure: Failure) -> bytes:
+        if isinstance(failure.value, RestMQError):
+            return wire.error_reply(failure.value)
+        return wire.error_reply(internal(failure, "memcache request failed peer={peer}", peer=self.peer))
 
     def _run(self, request: wire.Request, principal: Principal) -> defer.Deferred[bytes]:
         return defer.ensureDeferred(self._serve(request))
@@ -204,13 +257,17 @@ class MemcacheProtocol(protocol.Protocol):
         ttl = wire.ttl_for(request.exptime, self.factory.clock.seconds())
         if ttl is None:
             return wire.STORED  # memcached stores it already expired: nobody will ever get it
+        answer = await self._call("add", **self._store_args(request, ttl))
+        return wire.NOT_STORED if answer.get("duplicate") else wire.STORED
+
+    @staticmethod
+    def _store_args(request: wire.Store, ttl: float) -> dict[str, Any]:
         args: dict[str, Any] = {"queue": request.queue, "value": request.value}
         if ttl:
             args["ttl"] = ttl
         if request.verb == "add":
             args["unique"] = True
-        answer = await self._call("add", **args)
-        return wire.NOT_STORED if answer.get("duplicate") else wire.STORED
+        return args
 
     # -- get ----------------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ from zope.interface import implementer
 from restmq import __version__, commands
 from restmq.errors import BadQueueName, BadRequest, LimitExceeded, RestMQError, Unauthorized, internal
 from restmq.frontends.connection import INTERNAL, BufferedReading, close_gracefully, describe_peer
-from restmq.frontends.pipeline import Pipeline
+from restmq.frontends.pipeline import Command, Pipeline
 from restmq.wire import resp as wire
 from restmq.wire.resp import NIL_ARRAY, OK, Error, Map, Reply, Simple, value_bytes
 from restmq.frontends.base import Context, FrontEnd
@@ -81,6 +81,10 @@ REDIS_VERSION = "7.0.0"
 PREFIXES = {"unauthorized": "NOAUTH", "forbidden": "NOPERM"}
 #: Commands that may change the connection's token: what follows them is read once they have run.
 CREDENTIALS = frozenset({"AUTH", "HELLO"})
+#: Commands queued as dispatcher commands, so that a pipelined run of them on one queue is one
+#: script (see restmq/coalesce.py): pushes are ``add_many``, pops ``take``.
+PUSHES = frozenset({"LPUSH", "RPUSH"})
+POPS = frozenset({"LPOP", "RPOP"})
 
 
 def error_reply(error: RestMQError, prefix: str | None = None) -> Error:
@@ -252,6 +256,57 @@ class RespSession:
             d.addBoth(self._unblocked)
         return d
 
+    def command(self, argv: list[bytes], name: str) -> Command | None:
+        """A push or a pop as a dispatcher command that may be coalesced with its neighbours (the
+        same answers as :meth:`execute`'s); None for any other request. One whose arguments are
+        refused answers its error in its turn, without breaking its neighbours' run."""
+        if not (name in PUSHES or name in POPS) or not SPECS[name].fits(len(argv)):
+            return None
+        try:
+            queue = _queue(argv[1])
+        except RestMQError:
+            return None  # no queue, no run to join: execute() refuses it
+        pop, early = name in POPS, None
+        args: dict[str, Any] = {"queue": queue}
+        count: int | None = None
+        try:
+            if pop:
+                count = min(_count(argv[2]), commands.MAX_COUNT) if len(argv) == 3 else None
+                args.update(count=count or 1, wait=0.0)
+                if count == 0:
+                    early = wire.encode([])
+            else:
+                args.update(messages=[_text(v) for v in argv[2:]], len=True)
+        except RestMQError as e:
+            early = self.proto._encode_error(e)
+        reply = partial(self._popped, count) if pop else self._pushed
+        return Command("take" if pop else "add_many", args, partial(self._finish, name, reply),
+                       partial(self._turn, name, pop, early))
+
+    def _turn(self, name: str, pop: bool, early: bytes | None) -> bytes | None:
+        """When a coalescible command's turn comes: what :meth:`execute` checks first."""
+        if self.in_multi:
+            return wire.encode(Error("ERR not run: MULTI is not supported, send EXEC or DISCARD"))
+        self.last_command = SPECS[name].name
+        if early is not None:
+            return early
+        return b"" if pop and self.proto.gone else None  # nobody would get the message
+
+    def _finish(self, name: str, reply: Callable[[Any], Reply], outcome: Any) -> bytes:
+        if isinstance(outcome, Failure):
+            return self.proto._encode_failure(outcome, name)
+        return self.proto._encode_answer(reply(outcome))
+
+    @staticmethod
+    def _pushed(answer: dict[str, Any]) -> Reply:
+        return int(answer["len"])
+
+    @staticmethod
+    def _popped(count: int | None, taken: list[dict[str, Any]]) -> Reply:
+        if count is None:
+            return value_bytes(taken[0]["value"]) if taken else None
+        return [value_bytes(m["value"]) for m in taken] if taken else NIL_ARRAY
+
     def _unblocked(self, result: Any) -> Any:
         self.blocking = None
         return result
@@ -303,7 +358,7 @@ class RespSession:
 
     async def _push(self, args: list[bytes]) -> Reply:
         answer = await self._run("add_many", queue=_queue(args[0]), messages=[_text(v) for v in args[1:]], len=True)
-        return int(answer["len"])
+        return self._pushed(answer)
 
     _cmd_lpush = _cmd_rpush = _push
 
@@ -311,13 +366,12 @@ class RespSession:
         """One value (nil when empty) or, with a count, a list (``none`` when empty)."""
         queue = _queue(args[0])
         if len(args) == 1:
-            taken = await self._take(queue, 1)
-            return value_bytes(taken[0]["value"]) if taken else None
+            return self._popped(None, await self._take(queue, 1))
         count = min(_count(args[1]), commands.MAX_COUNT)
         if count == 0:
             return []
         taken = await self._take(queue, count)
-        return [value_bytes(m["value"]) for m in taken] if taken else none
+        return self._popped(count, taken) if taken else none
 
     _cmd_lpop = _cmd_rpop = _pop
 
@@ -524,7 +578,9 @@ class RespProtocol(protocol.Protocol):
         self.factory = factory
         self.session = RespSession(self, factory.dispatcher, factory, client_id)
         self.parser = wire.RequestParser(max_bulk=factory.max_bulk)
-        self.pipeline = Pipeline(self, internal=wire.encode(error_reply(INTERNAL)))
+        self.pipeline = Pipeline(
+            self, internal=wire.encode(error_reply(INTERNAL)), dispatcher=factory.dispatcher, frontend="resp"
+        )
         self.input = BufferedReading(self, self._read_loop)
 
     @property
@@ -573,7 +629,8 @@ class RespProtocol(protocol.Protocol):
         if self.pipeline.closing:
             return
         self.parser.feed(data)
-        self.input.read()
+        with self.pipeline.reading_batch():
+            self.input.read()
 
     def _read_loop(self) -> None:
         """Hand complete requests to the pipeline until the buffer is empty, reading is paused
@@ -592,7 +649,11 @@ class RespProtocol(protocol.Protocol):
             if name == "QUIT":
                 self.pipeline.quit(wire.encode(OK))  # after every earlier answer; what follows is ignored
                 return
-            self.pipeline.call(partial(self._run, argv, name), credential=name in CREDENTIALS)
+            command = self.session.command(argv, name)
+            if command is not None:
+                self.pipeline.command(command)
+            else:
+                self.pipeline.call(partial(self._run, argv, name), credential=name in CREDENTIALS)
 
     def _run(self, argv: list[bytes], name: str, principal: Principal) -> defer.Deferred[bytes]:
         return self.session.execute(argv, principal).addCallbacks(

@@ -127,12 +127,15 @@ def parse_line(line: bytes | str) -> Request:
     return _text_line(verb, rest[0] if rest else "")
 
 
+#: One encoder for every answer: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(answer: Any) -> bytes:
     """One answer as one JSON line. Non-ASCII text stays readable; lone surrogates (which JSON
     values may carry but UTF-8 cannot) fall back to ``\\u`` escapes."""
     try:
-        text = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
-        return text.encode("utf-8") + b"\n"
+        return _ENCODER.encode(answer).encode("utf-8") + b"\n"
     except UnicodeEncodeError:
         return json.dumps(answer, separators=(",", ":")).encode("ascii") + b"\n"
 
