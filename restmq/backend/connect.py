@@ -208,25 +208,62 @@ class SentinelMasterEndpoint:
         return await endpoint.connect(factory)
 
 
+@implementer(IStreamClientEndpoint)
+class ClusterNodeEndpoint:
+    """Connects to the first cluster seed that answers, starting with the one after the last
+    used: the hub's pub/sub connection (cluster-wide PUBLISH reaches every node) survives the
+    loss of any node as long as one seed lives."""
+
+    def __init__(self, reactor: Any, target: RedisTarget, timeout: float = 1.0) -> None:
+        self.reactor, self.target, self.timeout = reactor, target, timeout
+        self._next = 0
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        return ensureDeferred(self._connect(factory))
+
+    async def _connect(self, factory: Any) -> Any:
+        from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+
+        seeds = self.target.seeds
+        last: Exception | None = None
+        for i in range(len(seeds)):
+            host, port = seeds[(self._next + i) % len(seeds)]
+            endpoint: IStreamClientEndpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
+            if self.target.tls:
+                endpoint = wrapClientTLS(_tls_options(self.target, host), endpoint)
+            try:
+                connected = await endpoint.connect(factory)
+            except Exception as e:
+                last = e
+                continue
+            self._next = (self._next + i) % len(seeds)
+            return connected
+        self._next += 1
+        raise last or ConnectionError("no cluster seed")
+
+
 def endpoint_for(target: RedisTarget, reactor: Any, timeout: float = 1.0) -> IStreamClientEndpoint:
     """A client endpoint to ``target`` for a single connection (the hub's pub/sub): tcp, TLS,
-    unix, or the Sentinels' current master."""
+    unix, the Sentinels' current master, or any live cluster seed."""
     if target.kind == "sentinel":
         return SentinelMasterEndpoint(reactor, target, timeout)
+    if target.kind == "cluster":
+        return ClusterNodeEndpoint(reactor, target, timeout)
     return _endpoint(target, reactor, timeout)
 
 
-def _tls_options(target: RedisTarget) -> Any:
-    """TLS to Redis: the host name checked against the system's CAs, or ``ca_certs``; no check at
-    all only when the URL says ``ssl_cert_reqs=none``."""
+def _tls_options(target: RedisTarget, host: str | None = None) -> Any:
+    """TLS to Redis: the host name (``host``, else the target's) checked against the system's
+    CAs, or ``ca_certs``; no check at all only when the URL says ``ssl_cert_reqs=none``."""
     from twisted.internet.ssl import Certificate, CertificateOptions, optionsForClientTLS
 
+    name = host or target.host or ""
     if not target.verify:
         return CertificateOptions()
     if target.ca_certs:
         with open(target.ca_certs, "rb") as f:
-            return optionsForClientTLS(target.host or "", trustRoot=Certificate.loadPEM(f.read()))
-    return optionsForClientTLS(target.host or "")
+            return optionsForClientTLS(name, trustRoot=Certificate.loadPEM(f.read()))
+    return optionsForClientTLS(name)
 
 
 def _make_pool(target: RedisTarget, poolsize: int, reactor: Any, timeout: float) -> Any:
@@ -299,6 +336,12 @@ def connect(
     ``timeout`` is the connect timeout of each attempt. Cancelling the Deferred closes the pool.
     """
     reactor = _reactor(reactor)
+    if target.kind == "cluster":
+        from restmq.backend.cluster import connect_cluster
+
+        return ensureDeferred(
+            connect_cluster(target, poolsize=poolsize, reactor=reactor, timeout=timeout, wait=wait)
+        )
     factory = _make_pool(target, poolsize, reactor, timeout)
     handler = factory.handler
     where = target.display()
@@ -427,4 +470,4 @@ def redis_facts(client: txredisapi.ConnectionHandler) -> Deferred[dict[str, Any]
     return ensureDeferred(_facts(client))
 
 
-__all__ = ["RECONNECT_MAX_DELAY", "SentinelMasterEndpoint", "connect", "disconnect", "endpoint_for", "redis_facts"]
+__all__ = ["RECONNECT_MAX_DELAY", "ClusterNodeEndpoint", "SentinelMasterEndpoint", "connect", "disconnect", "endpoint_for", "redis_facts"]

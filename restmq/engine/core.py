@@ -487,7 +487,14 @@ class QueueEngine:
     async def queues_stats(self, queues: Sequence[str]) -> dict[str, dict[str, Any]]:
         """:meth:`queue_stats` of many queues, :data:`STATS_BATCH` queues per script: a scrape of
         every queue costs a few round trips, not one per queue."""
-        batches = [list(queues[i:i + STATS_BATCH]) for i in range(0, len(queues), STATS_BATCH)]
+        groups: list[list[str]] = [list(queues)]
+        if getattr(self.redis, "cluster", False):
+            # One script touches one slot on a cluster: batch the queues of each slot together.
+            by_slot: dict[int, list[str]] = {}
+            for queue in queues:
+                by_slot.setdefault(self.redis.slot_of(K.for_queue(queue).conf), []).append(queue)
+            groups = list(by_slot.values())
+        batches = [g[i:i + STATS_BATCH] for g in groups for i in range(0, len(g), STATS_BATCH)]
         replies = await gather(defer.ensureDeferred(self._stats_batch(batch)) for batch in batches)
         return {queue: found for batch in replies for queue, found in batch.items()}
 
