@@ -5,17 +5,20 @@ and a slot moved under load."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task, threads
 
 from restmq.backend.cluster import key_slot
+from restmq.backend.localcluster import command
 from restmq.backend.redisconf import parse_redis_url
 from restmq.engine import keys as K
 from restmq.engine.scripts import NAMES, declared_keys, per_queue, source
-from restmq.errors import BadRequest
+from restmq.errors import BadRequest, RestMQError
+from tests.conftest import make_cluster_engine
 
 
 def test_cluster_urls_take_seeds_and_refuse_other_databases():
@@ -159,3 +162,150 @@ async def test_the_contract_holds_on_a_cluster(cluster_engine, cluster, frontend
     finally:
         await site.stopListening()
         await line.stopListening()
+
+
+class Load:
+    """Adds (and optionally takes, reserves and acks) on some queues until stopped, remembering
+    what the engine acknowledged, what it answered as not applied and what it could not tell."""
+
+    def __init__(self, engine: Any, queues: list[str], *, consume: bool = False) -> None:
+        self.engine, self.queues, self.consume = engine, queues, consume
+        self.acked: dict[str, set[str]] = {q: set() for q in queues}
+        self.unknown: dict[str, set[str]] = {q: set() for q in queues}
+        self.taken: dict[str, list[str]] = {q: [] for q in queues}
+        self.first_ok_after: dict[str, float] = {}
+        self.failures: dict[str, int] = {}
+        self.running = True
+        self.mark: float | None = None
+        self._n = 0
+
+    async def _one(self, queue: str) -> None:
+        self._n += 1
+        value = f"{queue}-{self._n}"
+        try:
+            await self.engine.add(queue, [(f'"{value}"'.encode(), 0, 0, 0, None, False)])
+        except RestMQError as e:
+            self.failures[e.code] = self.failures.get(e.code, 0) + 1
+            if e.fields.get("applied") is not False:
+                self.unknown[queue].add(value)
+            return
+        self.acked[queue].add(value)
+        if self.mark is not None and queue not in self.first_ok_after:
+            self.first_ok_after[queue] = time.monotonic() - self.mark
+        if self.consume and self._n % 3 == 0:
+            try:
+                for message in await self.engine.take(queue, 1):
+                    self.taken[queue].append(message.value)
+                for message in await self.engine.reserve(queue, 1, 30):
+                    self.taken[queue].append(message.value)
+                    await self.engine.ack(queue, [message.receipt])
+            except RestMQError as e:
+                self.failures[e.code] = self.failures.get(e.code, 0) + 1
+
+    async def run(self) -> None:
+        while self.running:
+            for queue in self.queues:
+                await self._one(queue)
+            await task.deferLater(reactor, 0.005, lambda: None)
+
+    async def check(self) -> None:
+        """Every acknowledged message is taken or still queued, once; nothing taken twice."""
+        for queue in self.queues:
+            left: list[str] = []
+            while True:
+                batch = await self.engine.take(queue, 1000)
+                if not batch:
+                    break
+                left += [m.value for m in batch]
+            seen = self.taken[queue] + left
+            assert len(seen) == len(set(seen)), f"{queue}: a message was delivered twice"
+            missing = self.acked[queue] - set(seen)
+            assert not missing, f"{queue}: acknowledged messages lost: {sorted(missing)[:5]}"
+            assert set(seen) <= self.acked[queue] | self.unknown[queue], f"{queue}: messages nobody added"
+
+
+async def wait_until(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if await threads.deferToThread(predicate):
+                return True
+        except (OSError, RuntimeError):
+            pass  # the cluster is between two states
+        await task.deferLater(reactor, 0.1, lambda: None)
+    return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_master_killed_under_load_loses_no_acknowledged_message(cluster):
+    """kill -9 of a master while adds run with --replicas 1: its replica takes over, no
+    acknowledged add is lost, and adds to that shard work again once the cluster has healed."""
+    engine = await make_cluster_engine(cluster, replicas=1)
+    try:
+        queues = queues_on_each_master(cluster, "fail")
+        victim = cluster.node_of_slot(key_slot(queues[0]))
+        load = Load(engine, queues)
+        running = defer.ensureDeferred(load.run())
+        await task.deferLater(reactor, 1.0, lambda: None)
+        before = sum(len(v) for v in load.acked.values())
+        cluster.kill(victim)
+        load.mark = killed = time.monotonic()
+        load.first_ok_after.clear()
+        promoted = await wait_until(lambda: cluster.node_of_slot(key_slot(queues[0])) is not victim, 30)
+        took_over = time.monotonic() - killed
+        assert promoted, "no replica took over"
+        # the old master comes back as a replica of the new one: --replicas 1 can be met again
+        await threads.deferToThread(cluster.start_node, victim)
+        assert await wait_until(lambda: queues[0] in load.first_ok_after, 30), load.failures
+        load.running = False
+        await running
+        await load.check()
+        print(  # the figure the issue asks for (pytest -s shows it)
+            f"failover: replica promoted after {took_over:.1f} s, adds to that shard acknowledged again "
+            f"after {load.first_ok_after[queues[0]]:.1f} s; {before} adds before the kill, "
+            f"{sum(len(v) for v in load.acked.values())} in all; failures {load.failures}; "
+            f"router {engine.redis.redirects}"
+        )
+    finally:
+        await engine.stop()
+        await engine.redis.disconnect()
+
+
+def migrate_slot(cluster: Any, slot: int, source: Any, target: Any, pause: float = 0.02) -> None:
+    """Move ``slot`` from ``source`` to ``target`` the way redis-cli --cluster reshard does, one
+    key at a time (slowly, so that calls meet the slot half moved: ASK and TRYAGAIN)."""
+    source_id, target_id = cluster.node_id(source), cluster.node_id(target)
+    assert command(target.port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id).startswith(b"+OK")
+    assert command(source.port, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id).startswith(b"+OK")
+    while True:
+        reply = command(source.port, "CLUSTER", "GETKEYSINSLOT", str(slot), "1")
+        keys = re.findall(rb"\$\d+\r\n([^\r]*)\r\n", reply)
+        if not keys:
+            break
+        moved = command(source.port, "MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", keys[0].decode())
+        assert moved.startswith((b"+OK", b"+NOKEY")), moved
+        time.sleep(pause)
+    for node in cluster.masters():
+        command(node.port, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slot_moved_under_load_loses_and_duplicates_nothing(cluster_engine, cluster):
+    """A busy queue's slot moves to another master while adds, takes, reserves and acks run:
+    nothing is lost, nothing is delivered twice, and the router saw ASK and TRYAGAIN."""
+    engine = cluster_engine
+    [queue] = queues_on_each_master(cluster, "busy")[:1]
+    slot = key_slot(queue)
+    source = cluster.node_of_slot(slot)
+    target = next(m for m in cluster.masters() if m is not source)
+    load = Load(engine, [queue], consume=True)
+    running = defer.ensureDeferred(load.run())
+    await task.deferLater(reactor, 0.5, lambda: None)
+    await threads.deferToThread(migrate_slot, cluster, slot, source, target)
+    await task.deferLater(reactor, 0.5, lambda: None)
+    load.running = False
+    await running
+    assert cluster.node_of_slot(slot) is target
+    await load.check()
+    assert engine.redis.redirects.get("ASK", 0) + engine.redis.redirects.get("TRYAGAIN", 0) > 0, engine.redis.redirects
+    assert engine.redis.redirects.get("MOVED", 0) > 0, engine.redis.redirects

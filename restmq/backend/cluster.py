@@ -14,7 +14,8 @@ Routing:
 - ``ASK``: the call is sent again to the named node, preceded by ``ASKING`` on that connection.
 - ``TRYAGAIN``, ``CLUSTERDOWN``, a master with no connection up (it died; its replica is being
   promoted): the call waits a short, growing delay and is routed again, until ``timeout``
-  seconds after it started; then ``backend_unavailable``. A retry sends the very same command, so a
+  seconds after it started; then a ``txredisapi.ConnectionError`` that says it was never run
+  (the engine answers ``backend_unavailable``, ``applied: false``). A retry sends the very same command, so a
   script carries the deadline its caller gave it and refuses to run after it (calls.py): a call
   that timed out takes no effect later, however often it was retried.
 - ``NOSCRIPT`` on an ``EVALSHA``: the script is loaded on that master and the call sent again
@@ -37,6 +38,9 @@ from restmq.backend.redisconf import RedisTarget
 from restmq.errors import BackendUnavailable
 
 log = Logger()
+
+#: (node target, poolsize, reactor, connect timeout) -> a started txredisapi factory.
+MakePool = Callable[[RedisTarget, int, Any, float], Any]
 
 SLOTS = 16384
 #: Shortest time between two slot map refreshes triggered by MOVED or a dead master.
@@ -147,8 +151,12 @@ class ClusterClient:
     #: The engine groups multi-queue scripts by slot when this is true (see QueueEngine).
     cluster = True
 
-    def __init__(self, target: RedisTarget, *, poolsize: int, reactor: Any, timeout: float) -> None:
+    def __init__(
+        self, target: RedisTarget, make_pool: MakePool, *, poolsize: int, reactor: Any, timeout: float
+    ) -> None:
         self.target, self.poolsize, self.reactor, self.timeout = target, poolsize, reactor, timeout
+        #: Opens a lazy, reconnecting txredisapi pool to one node (connect.py's, injected: no circle).
+        self.make_pool = make_pool
         self.seeds = [f"{h}:{p}" for h, p in target.seeds]
         #: Master address per slot (None: no master known).
         self.slots: list[str | None] = [None] * SLOTS
@@ -191,18 +199,19 @@ class ClusterClient:
     def _pool(self, address: str) -> Any:
         pool = self.pools.get(address)
         if pool is None:
-            from restmq.backend.connect import _make_pool
-
-            host, _, port = address.rpartition(":")
-            node = RedisTarget(
-                "tcp", host=host, port=int(port), db=0, password=self.target.password,
-                username=self.target.username, tls=self.target.tls, ca_certs=self.target.ca_certs,
-                verify=self.target.verify,
-            )
-            pool = self.pools[address] = _make_pool(node, self.poolsize, self.reactor, self.timeout)
+            pool = self.pools[address] = self.make_pool(self._node(address), self.poolsize, self.reactor, self.timeout)
             if self.scripts and pool.deferred is not None:
                 pool.deferred.addCallback(lambda _: self._load_known(address))
         return pool
+
+    def _node(self, address: str) -> RedisTarget:
+        """The target of one node: its address, the URL's credentials and TLS settings."""
+        host, _, port = address.rpartition(":")
+        return RedisTarget(
+            "tcp", host=host, port=int(port), db=0, password=self.target.password,
+            username=self.target.username, tls=self.target.tls, ca_certs=self.target.ca_certs,
+            verify=self.target.verify,
+        )
 
     def _load_known(self, address: str) -> None:
         """A master we just connected to gets every script we loaded elsewhere."""
@@ -257,15 +266,7 @@ class ClusterClient:
         connection = self._connection(address)
         if connection is not None:
             return await self._map_from(connection.execute_command)
-        from restmq.backend.connect import _make_pool
-
-        host, _, port = address.rpartition(":")
-        node = RedisTarget(
-            "tcp", host=host, port=int(port), db=0, password=self.target.password,
-            username=self.target.username, tls=self.target.tls, ca_certs=self.target.ca_certs,
-            verify=self.target.verify,
-        )
-        pool = _make_pool(node, 1, self.reactor, self.timeout)
+        pool = self.make_pool(self._node(address), 1, self.reactor, self.timeout)
         try:
             ready = pool.deferred
             if ready is not None:
@@ -387,10 +388,10 @@ class ClusterClient:
                         delay = min(delay * 2, RETRY_MOST)
                         self.refresh().addErrback(lambda _: None)
             if time.monotonic() - started > self.timeout:
-                raise BackendUnavailable(
-                    f"the redis cluster could not serve the call within {self.timeout:g} s ({reason}); "
-                    "nothing was applied (safe to retry)",
-                    applied=False,
+                # a ConnectionError that was never sent: the engine answers backend_unavailable
+                # with applied=False (calls.redis_failed), and a late one is not logged as a bug
+                raise txredisapi.ConnectionError(
+                    f"the redis cluster could not serve the call within {self.timeout:g} s ({reason})"
                 )
             target = asking or self._address(slot)
             connection = self._connection(target) if target else None
@@ -480,9 +481,9 @@ def _current_failure() -> Any:
 
 
 async def connect_cluster(
-    target: RedisTarget, *, poolsize: int, reactor: Any, timeout: float, wait: float
+    target: RedisTarget, make_pool: MakePool, *, poolsize: int, reactor: Any, timeout: float, wait: float
 ) -> ClusterClient:
     """A started :class:`ClusterClient` (its map read, its pools opening)."""
-    client = ClusterClient(target, poolsize=poolsize, reactor=reactor, timeout=timeout)
+    client = ClusterClient(target, make_pool, poolsize=poolsize, reactor=reactor, timeout=timeout)
     await client.start(wait)
     return client

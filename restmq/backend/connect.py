@@ -340,7 +340,7 @@ def connect(
         from restmq.backend.cluster import connect_cluster
 
         return ensureDeferred(
-            connect_cluster(target, poolsize=poolsize, reactor=reactor, timeout=timeout, wait=wait)
+            connect_cluster(target, _make_pool, poolsize=poolsize, reactor=reactor, timeout=timeout, wait=wait)
         )
     factory = _make_pool(target, poolsize, reactor, timeout)
     handler = factory.handler
