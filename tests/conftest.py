@@ -351,6 +351,11 @@ SLOW_LAYERS = frozenset({"process", "chaos"})
 SLOW: frozenset[str] = frozenset({
     "test_backend.py::test_backend_embedded",
     "test_backend.py::test_connect_while_down_then_recovers",
+    "test_cluster.py::test_queues_on_every_master_add_take_reserve_ack_and_list",
+    "test_cluster.py::test_an_expired_lease_comes_back_on_each_shard",
+    "test_cluster.py::test_the_contract_holds_on_a_cluster",
+    "test_cluster.py::test_round_robin_streams_deliver_exactly_once_across_two_processes",
+    "test_cluster.py::test_a_stream_follows_its_queue_when_the_slot_moves",
     "test_collectd.py::test_a_real_collectd_posts_values_and_notifications",
     "test_dashboard.py::test_chromium_renders_the_live_table",
     "test_dashboard.py::test_chromium_screenshot_renders",

@@ -309,3 +309,77 @@ async def test_a_slot_moved_under_load_loses_and_duplicates_nothing(cluster_engi
     await load.check()
     assert engine.redis.redirects.get("ASK", 0) + engine.redis.redirects.get("TRYAGAIN", 0) > 0, engine.redis.redirects
     assert engine.redis.redirects.get("MOVED", 0) > 0, engine.redis.redirects
+
+
+class Sink:
+    """A stream consumer that records what it gets."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.closed: str | None = None
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+
+
+async def settle_until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await task.deferLater(reactor, 0.02, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_round_robin_streams_deliver_exactly_once_across_two_processes(cluster, cluster_engine):
+    """Round-robin streams in two RestMQ processes on a cluster share each queue's messages:
+    every message reaches exactly one subscriber, on queues of every master."""
+    other = await make_cluster_engine(cluster)
+    try:
+        queues = queues_on_each_master(cluster, "rr")
+        sinks: dict[str, list[Sink]] = {}
+        for queue in queues:
+            await cluster_engine.queue_state(queue, "policy", "roundrobin")
+            sinks[queue] = [Sink(), Sink()]
+            cluster_engine.subscribe(queue, sinks[queue][0])
+            other.subscribe(queue, sinks[queue][1])
+            for engine in (cluster_engine, other):
+                assert await engine.hub.watch(queue).ready(5)
+        for queue in queues:
+            for i in range(20):
+                await cluster_engine.add(queue, [(f'"{i}"'.encode(), 0, 0, 0, None, False)])
+        for queue in queues:
+            got = lambda q=queue: [m["value"] for s in sinks[q] for m in s.messages]  # noqa: E731
+            await settle_until(lambda q=queue: len(got(q)) >= 20)
+            assert sorted(got(queue), key=int) == [str(i) for i in range(20)]
+        # the hub listens to every master, each channel on the master of its slot
+        assert set(cluster_engine.hub._links.protocols) == set(cluster_engine.redis.masters())
+    finally:
+        await other.stop()
+        await other.redis.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_follows_its_queue_when_the_slot_moves(cluster, cluster_engine):
+    """A subscriber keeps getting its queue's messages after the queue's slot moved to another
+    master (the old master pushes sunsubscribe; the hub subscribes again where the slot is)."""
+    engine = cluster_engine
+    [queue] = queues_on_each_master(cluster, "moving")[:1]
+    sink = Sink()
+    engine.subscribe(queue, sink)
+    assert await engine.hub.watch(queue).ready(5)
+    await engine.add(queue, [(b'"before"', 0, 0, 0, None, False)])
+    await settle_until(lambda: len(sink.messages) == 1)
+    slot = key_slot(queue)
+    source = cluster.node_of_slot(slot)
+    target = next(m for m in cluster.masters() if m is not source)
+    await threads.deferToThread(migrate_slot, cluster, slot, source, target, 0)
+    channel = K.for_queue(queue).channel.encode()
+    links = engine.hub._links
+    await settle_until(lambda: channel in links.where and links.where[channel].address == target.address)
+    await engine.add(queue, [(b'"after"', 0, 0, 0, None, False)])
+    await settle_until(lambda: len(sink.messages) == 2)
+    assert [m["value"] for m in sink.messages] == ["before", "after"]
+    assert sink.closed is None

@@ -41,6 +41,8 @@ log = Logger()
 
 #: (node target, poolsize, reactor, connect timeout) -> a started txredisapi factory.
 MakePool = Callable[[RedisTarget, int, Any, float], Any]
+#: (node target, reactor, connect timeout) -> a client endpoint to that node (TLS as the URL says).
+MakeEndpoint = Callable[[RedisTarget, Any, float], Any]
 
 SLOTS = 16384
 #: Shortest time between two slot map refreshes triggered by MOVED or a dead master.
@@ -152,11 +154,18 @@ class ClusterClient:
     cluster = True
 
     def __init__(
-        self, target: RedisTarget, make_pool: MakePool, *, poolsize: int, reactor: Any, timeout: float
+        self,
+        target: RedisTarget,
+        make_pool: MakePool,
+        make_endpoint: MakeEndpoint,
+        *,
+        poolsize: int,
+        reactor: Any,
+        timeout: float,
     ) -> None:
         self.target, self.poolsize, self.reactor, self.timeout = target, poolsize, reactor, timeout
         #: Opens a lazy, reconnecting txredisapi pool to one node (connect.py's, injected: no circle).
-        self.make_pool = make_pool
+        self.make_pool, self.make_endpoint = make_pool, make_endpoint
         self.seeds = [f"{h}:{p}" for h, p in target.seeds]
         #: Master address per slot (None: no master known).
         self.slots: list[str | None] = [None] * SLOTS
@@ -212,6 +221,10 @@ class ClusterClient:
             username=self.target.username, tls=self.target.tls, ca_certs=self.target.ca_certs,
             verify=self.target.verify,
         )
+
+    def node_endpoint(self, address: str) -> Any:
+        """A client endpoint to one node (the hub's pub/sub connection to each master)."""
+        return self.make_endpoint(self._node(address), self.reactor, self.timeout)
 
     def _load_known(self, address: str) -> None:
         """A master we just connected to gets every script we loaded elsewhere."""
@@ -481,9 +494,16 @@ def _current_failure() -> Any:
 
 
 async def connect_cluster(
-    target: RedisTarget, make_pool: MakePool, *, poolsize: int, reactor: Any, timeout: float, wait: float
+    target: RedisTarget,
+    make_pool: MakePool,
+    make_endpoint: MakeEndpoint,
+    *,
+    poolsize: int,
+    reactor: Any,
+    timeout: float,
+    wait: float,
 ) -> ClusterClient:
     """A started :class:`ClusterClient` (its map read, its pools opening)."""
-    client = ClusterClient(target, make_pool, poolsize=poolsize, reactor=reactor, timeout=timeout)
+    client = ClusterClient(target, make_pool, make_endpoint, poolsize=poolsize, reactor=reactor, timeout=timeout)
     await client.start(wait)
     return client

@@ -211,8 +211,8 @@ class SentinelMasterEndpoint:
 @implementer(IStreamClientEndpoint)
 class ClusterNodeEndpoint:
     """Connects to the first cluster seed that answers, starting with the one after the last
-    used: the hub's pub/sub connection (cluster-wide PUBLISH reaches every node) survives the
-    loss of any node as long as one seed lives."""
+    used. (The hub itself connects to every master through the cluster client, see
+    restmq/engine/shards.py; this is the one-connection endpoint a cluster URL stands for.)"""
 
     def __init__(self, reactor: Any, target: RedisTarget, timeout: float = 1.0) -> None:
         self.reactor, self.target, self.timeout = reactor, target, timeout
@@ -340,7 +340,7 @@ def connect(
         from restmq.backend.cluster import connect_cluster
 
         return ensureDeferred(
-            connect_cluster(target, _make_pool, poolsize=poolsize, reactor=reactor, timeout=timeout, wait=wait)
+            connect_cluster(target, _make_pool, _endpoint, poolsize=poolsize, reactor=reactor, timeout=timeout, wait=wait)
         )
     factory = _make_pool(target, poolsize, reactor, timeout)
     handler = factory.handler

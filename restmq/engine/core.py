@@ -109,7 +109,8 @@ class QueueEngine:
         """Start working on ``redis`` (a txredisapi pool); until then commands answer
         ``backend_unavailable``. ``subscriber`` opens the hub's pub/sub connection."""
         self.redis = redis
-        self.hub.start(subscriber)
+        # on a cluster the hub listens to every master (sharded pub/sub, see shards.py)
+        self.hub.start(subscriber, router=redis if getattr(type(redis), "cluster", False) else None)
         self.sweeper.start()
         try:
             await self._bounded(self.scripts.load(redis))
@@ -488,7 +489,7 @@ class QueueEngine:
         """:meth:`queue_stats` of many queues, :data:`STATS_BATCH` queues per script: a scrape of
         every queue costs a few round trips, not one per queue."""
         groups: list[list[str]] = [list(queues)]
-        if getattr(self.redis, "cluster", False):
+        if getattr(type(self.redis), "cluster", False):
             # One script touches one slot on a cluster: batch the queues of each slot together.
             by_slot: dict[int, list[str]] = {}
             for queue in queues:

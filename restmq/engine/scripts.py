@@ -179,9 +179,8 @@ def send_replicated(redis: Any, replicated: Replicated, command: tuple[Any, ...]
     connection): the answer is the write's, given only once enough replicas acknowledged it;
     otherwise ``backend_unavailable`` (the write may or may not survive a failover, so the client
     should retry)."""
-    on_connection = getattr(redis, "on_connection", None)
-    if on_connection is not None:  # a cluster client: the write's master, redirections followed
-        return on_connection(command, lambda connection: _write_and_wait(connection, replicated, command))
+    if getattr(type(redis), "cluster", False):  # a cluster client: the write's master, redirections followed
+        return redis.on_connection(command, lambda connection: _write_and_wait(connection, replicated, command))
     pool = getattr(getattr(redis, "_factory", None), "pool", None)
     if pool:
         connection = pool[next(_turn) % len(pool)]

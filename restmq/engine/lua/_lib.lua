@@ -184,7 +184,7 @@ local function settle(now, limit)
     end
   end
   if expired > 0 then redis.call('HINCRBY', K.stats, 'expired', expired) end
-  if woke > 0 then redis.call('PUBLISH', CHANNEL, 'a') end
+  if woke > 0 then redis.call('SPUBLISH', CHANNEL, 'a') end
 end
 
 -- Check a receipt "<n>.<attempts>.<nonce>": the message's current, unexpired reservation.

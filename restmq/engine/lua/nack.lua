@@ -22,7 +22,7 @@ elseif tonumber(ARGV[3]) > 0 then
   redis.call('ZADD', K.delayed, now + tonumber(ARGV[3]), n)
   where = 'delayed'
 elseif release(n, rec, now) == 1 then
-  redis.call('PUBLISH', CHANNEL, 'a')
+  redis.call('SPUBLISH', CHANNEL, 'a')
 else
   where = 'expired'
 end
