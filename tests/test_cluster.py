@@ -60,8 +60,12 @@ def test_every_script_touches_one_hash_tag():
         qk = K.for_queue(queue)
         for name in NAMES:
             roles = declared_keys(source(name))
-            if roles == ("timers",):
-                continue  # the sweeper's scripts: one global key and nothing else
+            if set(roles) <= {"timers", "sweeper", "registry"}:
+                # the sweeper's scripts: the keys of one bucket of global keys, sharing its tag
+                for bucket in range(K.CLUSTER_BUCKETS):
+                    gk = K.global_keys(bucket, K.CLUSTER_BUCKETS)
+                    assert len({key_slot(getattr(gk, role)) for role in roles}) == 1, (name, bucket)
+                continue
             keys = qk.pick(roles)
             tags = {re.match(r"rmq:\{(.*?)\}", key).group(1) for key in keys}  # type: ignore[union-attr]
             assert len(tags) == 1, (name, queue, keys)
@@ -110,6 +114,10 @@ async def test_queues_on_every_master_add_take_reserve_ack_and_list(cluster_engi
     assert await engine.queues() == sorted(names)
     stats = await engine.queues_stats(names)
     assert all(stats[n]["counters"]["added"] == 2 and stats[n]["counters"]["acked"] == 1 for n in names)
+    from restmq.dispatch import Dispatcher
+
+    listed = await Dispatcher(engine).execute("stats", {"detail": True})
+    assert sorted(listed["queues"]) == sorted(names) and listed["count"] == len(names)
 
 
 @pytest_twisted.ensureDeferred
@@ -383,3 +391,89 @@ async def test_a_stream_follows_its_queue_when_the_slot_moves(cluster, cluster_e
     await settle_until(lambda: len(sink.messages) == 2)
     assert [m["value"] for m in sink.messages] == ["before", "after"]
     assert sink.closed is None
+
+
+def test_global_keys_are_one_pair_on_one_redis_and_spread_buckets_on_a_cluster():
+    """One Redis keeps rmq:queues and rmq:timers; a cluster's buckets spread over many slots."""
+    single = K.global_keys(K.bucket_of("anything", 1), 1)
+    assert (single.registry, single.timers) == (K.REGISTRY, K.TIMERS)
+    slots = {key_slot(K.global_keys(b, K.CLUSTER_BUCKETS).registry) for b in range(K.CLUSTER_BUCKETS)}
+    assert len(slots) == K.CLUSTER_BUCKETS
+    buckets = {K.bucket_of(f"q{i}", K.CLUSTER_BUCKETS) for i in range(200)}
+    assert buckets == set(range(K.CLUSTER_BUCKETS))
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_old_registry_and_timers_move_into_buckets_at_start(cluster):
+    """A data set with the single-Redis registry and timers keys (rmq:queues, rmq:timers) is
+    moved into the cluster's buckets when RestMQ starts: its queues are listed and swept."""
+    names = [f"old{i}" for i in range(20)]
+    for name in names:
+        slot_owner = cluster.node_of_slot(key_slot(K.REGISTRY))
+        assert command(slot_owner.port, "SADD", K.REGISTRY, name).startswith(b":")
+        owner = cluster.node_of_slot(key_slot(K.TIMERS))
+        assert command(owner.port, "ZADD", K.TIMERS, "1", name).startswith(b":")
+    engine = await make_cluster_engine(cluster)
+    try:
+        assert await engine.queues() == sorted(names)
+        assert command(cluster.node_of_slot(key_slot(K.REGISTRY)).port, "EXISTS", K.REGISTRY) == b":0\r\n"
+        assert command(cluster.node_of_slot(key_slot(K.TIMERS)).port, "EXISTS", K.TIMERS) == b":0\r\n"
+        # the timers were due: the sweeper settles those queues and clears their timers
+        await settle_until(lambda: all(
+            command(cluster.node_of_slot(key_slot(g.timers)).port, "ZCARD", g.timers) == b":0\r\n"
+            for g in (engine._globals(n) for n in names)
+        ))
+    finally:
+        await engine.stop()
+        await engine.redis.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_process_sweeps_each_bucket_and_max_queues_counts_every_bucket(cluster, cluster_engine):
+    """Two processes on a cluster: each bucket's sweeper lease is held by one of them, and
+    --max-queues counts the queues of every bucket."""
+    from restmq.errors import LimitExceeded
+
+    other = await make_cluster_engine(cluster)
+    try:
+        await task.deferLater(reactor, 0.5, lambda: None)
+        holders = set()
+        for bucket in range(K.CLUSTER_BUCKETS):
+            key = K.global_keys(bucket, K.CLUSTER_BUCKETS).sweeper
+            reply = command(cluster.node_of_slot(key_slot(key)).port, "GET", key)
+            holders.add(reply.split(b"\r\n")[1].decode())
+        assert holders <= {cluster_engine.process_id, other.process_id}
+        assert holders  # every bucket has one holder, whichever got there first
+        other.max_queues = 5
+        for i in range(5):
+            await cluster_engine.add(f"m{i}", [(b'"x"', 0, 0, 0, None, False)])
+        with pytest.raises(LimitExceeded):
+            await other.add("one-more", [(b'"x"', 0, 0, 0, None, False)])
+        await other.add("m0", [(b'"x"', 0, 0, 0, None, False)])
+    finally:
+        await other.stop()
+        await other.redis.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_shows_every_master_and_the_full_coverage_setting(cluster, cluster_engine):
+    """/health on a cluster lists every master's facts and warns while
+    cluster-require-full-coverage is yes; the warning goes once it is no."""
+    from restmq.dispatch import Dispatcher
+
+    dispatcher = Dispatcher(cluster_engine)
+    health = await dispatcher.execute("health", {})
+    masters = cluster_engine.redis.masters()
+    assert health["status"] == "ok"
+    assert sorted(health["redis"]["cluster"]["masters"]) == masters
+    assert health["redis"]["cluster"]["state"] == "ok"
+    assert any("cluster-require-full-coverage is yes" in w for w in health["warnings"])
+    for master in cluster.masters():
+        command(master.port, "CONFIG", "SET", "cluster-require-full-coverage", "no")
+    try:
+        health = await dispatcher.execute("health", {})
+        assert set(health["redis"]["cluster"]["require_full_coverage"].values()) == {"no"}
+        assert not any("full-coverage" in w for w in health["warnings"])
+    finally:
+        for master in cluster.masters():
+            command(master.port, "CONFIG", "SET", "cluster-require-full-coverage", "yes")

@@ -465,18 +465,9 @@ class ClusterClient:
     def smembers(self, key: Any) -> defer.Deferred[Any]:
         return self.execute_command(b"SMEMBERS", key)
 
-    def on_each_master(self, *args: Any) -> defer.Deferred[dict[str, Any]]:
-        """One command on every master; answers {address: reply or the Exception it raised}."""
-
-        async def run() -> dict[str, Any]:
-            masters = self.masters()
-            results = await defer.DeferredList(
-                [self._send_to(m, args).addTimeout(self.timeout, self.reactor) for m in masters],
-                consumeErrors=True,
-            )
-            return {m: (r if ok else r.value) for m, (ok, r) in zip(masters, results)}
-
-        return defer.ensureDeferred(run())
+    def node(self, address: str) -> NodeClient:
+        """A client for one node only (its INFO and CONFIG, for /health), bounded by ``timeout``."""
+        return NodeClient(self, address)
 
     def disconnect(self) -> defer.Deferred[Any]:
         """Close every pool and stop reading the map."""
@@ -485,6 +476,16 @@ class ClusterClient:
             self._loop.stop()
         pools, self.pools = list(self.pools.values()), {}
         return defer.DeferredList([p.disconnect() for p in pools], consumeErrors=True)
+
+
+class NodeClient:
+    """``execute_command`` on one node of a cluster, no routing (what facts and health ask)."""
+
+    def __init__(self, client: ClusterClient, address: str) -> None:
+        self.client, self.address = client, address
+
+    def execute_command(self, *args: Any) -> defer.Deferred[Any]:
+        return self.client._send_to(self.address, args).addTimeout(self.client.timeout, self.client.reactor)
 
 
 def _current_failure() -> Any:

@@ -460,13 +460,61 @@ async def _facts(client: Any) -> dict[str, Any]:
     return facts
 
 
+async def _cluster_facts(client: Any) -> dict[str, Any]:
+    """:func:`redis_facts` of every master of a cluster client, and the cluster's own state.
+
+    The top-level facts are the first reachable master's; ``cluster`` has ``state``
+    (``cluster_state``), ``require_full_coverage`` (per master) and ``masters`` (each one's
+    facts, or ``{"error": …}``); ``warnings`` are every master's, prefixed by its address.
+    """
+    masters = client.masters()
+    found: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    coverage: dict[str, str] = {}
+    for address in masters:
+        node = client.node(address)
+        try:
+            found[address] = await _facts(node)
+            coverage[address] = await _config_get(node, "cluster-require-full-coverage")
+        except Exception as e:
+            found[address] = {"error": str(e)}
+            warnings.append(f"{address}: not reachable: {e}")
+            continue
+        warnings += [f"{address}: {w}" for w in found[address]["warnings"]]
+    state = "unknown"
+    for address in masters:
+        try:
+            raw = _decode(await client.node(address).execute_command("CLUSTER", "INFO"))
+        except Exception:
+            continue
+        state = next((line.split(":", 1)[1].strip() for line in raw.splitlines() if line.startswith("cluster_state:")), state)
+        break
+    if state != "ok":
+        warnings.append(f"cluster_state is {state}: some slots have no master")
+    full = sorted(a for a, v in coverage.items() if v == "yes")
+    if full:
+        warnings.append(
+            "cluster-require-full-coverage is yes on " + ", ".join(full) + ": while one shard fails over, "
+            "every queue answers backend_unavailable; set it to no so other shards keep serving"
+        )
+    unknown = dict.fromkeys(("version", "appendonly", "appendfsync", "maxmemory_policy", "save"), "unknown")
+    first = next((f for f in found.values() if "error" not in f), {**unknown, "flavour": "redis"})
+    facts = {k: v for k, v in first.items() if k != "warnings"}
+    facts["cluster"] = {"state": state, "require_full_coverage": coverage, "masters": found}
+    facts["warnings"] = warnings
+    return facts
+
+
 def redis_facts(client: txredisapi.ConnectionHandler) -> Deferred[dict[str, Any]]:
     """What a person deploying RestMQ should know about its server: version, flavour, durability.
 
     Keys: ``version``, ``flavour`` (``redis``/``valkey``), ``appendonly``, ``appendfsync``,
     ``maxmemory_policy``, ``save`` and ``warnings`` (list of sentences). Values that CONFIG cannot
-    give (renamed or denied on managed servers) are ``"unknown"`` rather than an error.
+    give (renamed or denied on managed servers) are ``"unknown"`` rather than an error. On a
+    cluster, also ``cluster``: every master's facts (see :func:`_cluster_facts`).
     """
+    if getattr(type(client), "cluster", False):
+        return ensureDeferred(_cluster_facts(client))
     return ensureDeferred(_facts(client))
 
 
