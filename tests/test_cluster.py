@@ -19,6 +19,7 @@ from restmq.engine import keys as K
 from restmq.engine.scripts import NAMES, declared_keys, per_queue, source
 from restmq.errors import BadRequest, RestMQError
 from tests.conftest import make_cluster_engine
+from tests.test_process import servers  # noqa: F401  (the fixture)
 
 
 def test_cluster_urls_take_seeds_and_refuse_other_databases():
@@ -477,3 +478,35 @@ async def test_health_shows_every_master_and_the_full_coverage_setting(cluster, 
     finally:
         for master in cluster.masters():
             command(master.port, "CONFIG", "SET", "cluster-require-full-coverage", "yes")
+
+
+@pytest.mark.parametrize("how", ["plugin", "tac"])
+def test_twistd_serves_a_cluster_url_and_refuses_another_database(tmp_path, servers, cluster, how):
+    """twistd restmq --redis redis+cluster://… and the tac's RESTMQ_REDIS serve on the cluster; a
+    /2 database is refused at start with one clear line."""
+    from tests.test_process import BIN, ROOT, Server, http
+
+    def start(url: str) -> Server:
+        if how == "plugin":
+            argv = [str(BIN / "twistd"), "-n", "--pidfile=", "restmq", "--redis", url,
+                    "--http", "tcp:0:interface=127.0.0.1", "--line", "none"]
+            env = {}
+        else:
+            argv = [str(BIN / "twistd"), "-ny", str(ROOT / "restmq_server.tac"), "--pidfile="]
+            env = {"RESTMQ_REDIS": url, "RESTMQ_HTTP": "tcp:0:interface=127.0.0.1", "RESTMQ_LINE": "none"}
+        server = Server(argv, cwd=tmp_path, env=env)
+        servers.append(server)
+        return server
+
+    server = start(cluster.url)
+    server.wait_for("engine ready")
+    if "http" not in server.addresses:
+        server.wait_for("http listening")
+    status, body = http("POST", server.url("/q/t"), b"x", {"accept": "application/json", "content-type": "text/plain"})
+    assert status == 201, body
+    status, body = http("GET", server.url("/health"))
+    assert status == 200
+    server.stop()
+    refused = start(cluster.url + "/2")
+    refused.wait_for("only database 0")
+    assert refused.proc.wait(20) != 0
