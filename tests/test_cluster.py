@@ -19,7 +19,6 @@ from restmq.engine import keys as K
 from restmq.engine.scripts import NAMES, declared_keys, per_queue, source
 from restmq.errors import BadRequest, RestMQError
 from tests.conftest import make_cluster_engine
-from tests.test_process import servers  # noqa: F401  (the fixture)
 
 
 def test_cluster_urls_take_seeds_and_refuse_other_databases():
@@ -478,6 +477,17 @@ async def test_health_shows_every_master_and_the_full_coverage_setting(cluster, 
     finally:
         for master in cluster.masters():
             command(master.port, "CONFIG", "SET", "cluster-require-full-coverage", "yes")
+
+
+@pytest.fixture
+def servers():
+    """RestMQ processes a test started, killed after it if still running."""
+    started: list[Any] = []
+    yield started
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(10)
 
 
 @pytest.mark.parametrize("how", ["plugin", "tac"])

@@ -180,6 +180,9 @@ class ClusterClient:
         self._loop = task.LoopingCall(self._periodic)
         self._loop.clock = reactor
         self._closed = False
+        #: The master a keyless command last failed on (skipped for the next ones, until it is
+        #: gone from the map or another fails).
+        self._avoid: str | None = None
         #: Redirections and retries seen, by kind (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, …).
         self.redirects: dict[str, int] = {}
 
@@ -325,7 +328,7 @@ class ClusterClient:
 
     def _address(self, slot: int | None) -> str | None:
         if slot is None:
-            masters = [a for a in self.pools if self._connection(a) is not None]
+            masters = [a for a in self.pools if a != self._avoid and self._connection(a) is not None]
             return random.choice(masters) if masters else (next(iter(self.pools), None))
         return self.slots[slot]
 
@@ -372,6 +375,28 @@ class ClusterClient:
         while True:
             if failure is not None:
                 error = failure.value
+                if slot is None and isinstance(error, txredisapi.ConnectionError) and len(self.pools) > 1:
+                    # a keyless read (TIME, INFO, CONFIG GET) met a master that just died: any
+                    # other master answers it as well
+                    self._count("KEYLESS_RETRY")
+                    reason = str(error)
+                    failure = None
+                    self._avoid = target
+                    await self._pause(delay)
+                    delay = min(delay * 2, RETRY_MOST)
+                    self.refresh().addErrback(lambda _: None)
+                    if time.monotonic() - started > self.timeout:
+                        error.args = (f"{reason} (and no other master answered within {self.timeout:g} s)",)
+                        raise error
+                    target = self._address(None)
+                    connection = self._connection(target) if target else None
+                    if connection is None:
+                        continue
+                    try:
+                        return await send(connection)
+                    except Exception:
+                        failure = _current_failure()
+                        continue
                 if not isinstance(error, txredisapi.ResponseError):
                     failure.raiseException()
                 text = str(error)
