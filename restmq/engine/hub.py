@@ -1,7 +1,7 @@
 """The subscription hub: who gets which message, for every stream and long poll of this process.
 
 Front ends register a sink (``deliver``, ``close``). The hub listens on each interesting queue's
-Redis channel (one pub/sub connection per process) and, on a wake-up, drains the queue through the
+Redis channel (sharded pub/sub: one connection per master, see shards.py) and, on a wake-up, drains the queue through the
 engine's atomic stream step: in ``roundrobin`` each message goes to exactly one subscriber anywhere,
 in ``broadcast`` the step publishes it and every process hands it to all its subscribers. Pause,
 policy and purge live in Redis, so every process sharing the Redis honours them.
