@@ -118,6 +118,12 @@ async def test_queues_on_every_master_add_take_reserve_ack_and_list(cluster_engi
 
     listed = await Dispatcher(engine).execute("stats", {"detail": True})
     assert sorted(listed["queues"]) == sorted(names) and listed["count"] == len(names)
+    # a master that forgot the scripts (restarted, promoted) gets them again where NOSCRIPT was seen
+    for master in cluster.masters():
+        assert command(master.port, "SCRIPT", "FLUSH").startswith(b"+OK")
+    for name in names:
+        assert (await engine.length(name)).total == 0
+    assert engine.redis.redirects.get("NOSCRIPT", 0) >= 3
 
 
 @pytest_twisted.ensureDeferred
@@ -364,6 +370,14 @@ async def test_round_robin_streams_deliver_exactly_once_across_two_processes(clu
             assert sorted(got(queue), key=int) == [str(i) for i in range(20)]
         # the hub listens to every master, each channel on the master of its slot
         assert set(cluster_engine.hub._links.protocols) == set(cluster_engine.redis.masters())
+        # a long poll in one process is woken by an add in the other, on every master
+        for queue in queues:
+            watch = other.watch(queue)
+            assert await watch.ready(5)
+            waiting = watch.wait(5)
+            await cluster_engine.add(queue, [(b'"wake"', 0, 0, 0, None, False)])
+            assert await waiting is True
+            watch.close()
     finally:
         await other.stop()
         await other.redis.disconnect()
