@@ -248,6 +248,7 @@ LAYERS: dict[str, str] = {
     "test_cluster.py::test_a_master_killed_under_load_loses_no_acknowledged_message": "chaos",
     "test_cluster.py::test_a_slot_moved_under_load_loses_and_duplicates_nothing": "chaos",
     "test_cluster.py::test_twistd_serves_a_cluster_url_and_refuses_another_database": "process",
+    "test_cluster.py::test_rediss_cluster_urls_speak_tls_to_every_master": "process",
     "test_collectd.py": "frontend",
     "test_collectd.py::test_putval_lines_become_one_record_per_value_list": "pure",
     "test_collectd.py::test_write_http_json_keeps_dsnames_dstypes_and_meta": "pure",

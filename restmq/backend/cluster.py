@@ -111,7 +111,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def parse_shards(reply: list[Any]) -> tuple[dict[int, str], set[str]]:
+def parse_shards(reply: list[Any], tls: bool = False) -> tuple[dict[int, str], set[str]]:
     """``CLUSTER SHARDS`` -> ({slot range start: master address} per range as (start, end, addr)
     expanded lazily by the caller), and every node address (replicas included) that is online."""
     ranges: dict[int, str] = {}
@@ -122,7 +122,8 @@ def parse_shards(reply: list[Any]) -> tuple[dict[int, str], set[str]]:
         master = None
         for node in fields.get("nodes", []):
             info = {_text(node[i]): node[i + 1] for i in range(0, len(node), 2)}
-            port = info.get("port") or info.get("tls-port") or 0
+            # a node with TLS lists both ports; a TLS client must use "tls-port"
+            port = (info.get("tls-port") if tls else None) or info.get("port") or info.get("tls-port") or 0
             address = f"{_text(info.get('ip') or info.get('endpoint'))}:{int(port)}"
             if _text(info.get("health", "online")) != "online":
                 continue
@@ -298,7 +299,7 @@ class ClusterClient:
 
         try:
             reply = await execute(b"CLUSTER", b"SHARDS").addTimeout(self.timeout, self.reactor)
-            return parse_shards(reply)
+            return parse_shards(reply, self.target.tls)
         except txredisapi.ResponseError:
             reply = await execute(b"CLUSTER", b"SLOTS").addTimeout(self.timeout, self.reactor)
             return parse_slots(reply)
@@ -353,9 +354,11 @@ class ClusterClient:
         return d.addErrback(lambda f: defer.ensureDeferred(self._retry(args, send, slot, f, started, address)))
 
     def _send_to(self, address: str, args: tuple[Any, ...]) -> defer.Deferred[Any]:
+        """One command to one node, no routing; waits at most ``timeout`` for a connection (a
+        cancelled wait withdraws the command: it is never sent later)."""
         connection = self._connection(address)
         if connection is None:
-            return self._pool(address).handler.execute_command(*args)
+            return self._pool(address).handler.execute_command(*args).addTimeout(self.timeout, self.reactor)
         return connection.execute_command(*args)
 
     async def _retry(

@@ -68,6 +68,8 @@ class ClusterNode:
     port: int
     directory: str
     process: subprocess.Popen[bytes] | None = None
+    #: The node's TLS port when the cluster speaks TLS (the plain port stays for administration).
+    tls_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -87,10 +89,16 @@ class LocalCluster:
     node_timeout: int
     own_directory: bool = True
     extra: list[str] = field(default_factory=list)
+    #: (certificate, key) PEM files when the nodes also listen for TLS (``tls-cluster yes``).
+    tls: tuple[str, str] | None = None
 
     @property
     def url(self) -> str:
-        """A ``redis+cluster://`` URL naming every node as a seed."""
+        """A ``redis+cluster://`` URL naming every node as a seed (``rediss+cluster://`` to the
+        TLS ports, trusting the cluster's certificate, when it speaks TLS)."""
+        if self.tls is not None:
+            seeds = ",".join(f"127.0.0.1:{n.tls_port}" for n in self.nodes)
+            return f"rediss+cluster://{seeds}?ssl_ca_certs={self.tls[0]}"
         return "redis+cluster://" + ",".join(n.address for n in self.nodes)
 
     def start_node(self, node: ClusterNode) -> None:
@@ -101,7 +109,7 @@ class LocalCluster:
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(self.node_timeout),
                 "--save", "", "--appendonly", "no", "--dir", node.directory,
-                "--protected-mode", "no", *self.extra,
+                "--protected-mode", "no", *self._tls_options(node), *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -114,6 +122,16 @@ class LocalCluster:
             except OSError:
                 time.sleep(0.05)
         raise ClusterStartError(f"redis-server on port {node.port} did not start")
+
+    def _tls_options(self, node: ClusterNode) -> list[str]:
+        if self.tls is None:
+            return []
+        cert, key = self.tls
+        return [
+            "--tls-port", str(node.tls_port), "--tls-cluster", "yes", "--tls-replication", "yes",
+            "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert,
+            "--tls-auth-clients", "no",
+        ]
 
     def info(self, node: ClusterNode) -> dict[str, str]:
         """``CLUSTER INFO`` of one node as a dict."""
@@ -217,11 +235,13 @@ def start_cluster(
     binary: str | None = None,
     node_timeout: int = 1000,
     extra: list[str] | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> LocalCluster:
     """Start ``masters`` × (1 + ``replicas``) cluster nodes and join them; ready when this returns.
 
     ``node_timeout`` (ms) is ``cluster-node-timeout``: how long a master may be silent before its
-    replicas take over. Raises :class:`ClusterStartError` (nodes stopped) on any failure.
+    replicas take over. With ``tls`` (certificate and key PEM files, the certificate also the CA)
+    every node listens for TLS too and the cluster bus and replication use it. Raises :class:`ClusterStartError` (nodes stopped) on any failure.
     """
     cli = redis_cli_binary()
     if cli is None:
@@ -233,13 +253,15 @@ def start_cluster(
         port = _cluster_port()
         path = os.path.join(root, str(port))
         os.makedirs(path, exist_ok=True)
-        nodes.append(ClusterNode(port, path))
-    cluster = LocalCluster(nodes, root, redis_server_binary(binary), node_timeout, own, list(extra or []))
+        nodes.append(ClusterNode(port, path, tls_port=_cluster_port() if tls else None))
+    cluster = LocalCluster(nodes, root, redis_server_binary(binary), node_timeout, own, list(extra or []), tls)
     try:
         for node in nodes:
             cluster.start_node(node)
+        addresses = [f"127.0.0.1:{n.tls_port}" for n in nodes] if tls else [n.address for n in nodes]
+        over_tls = ["--tls", "--cacert", tls[0]] if tls else []
         result = subprocess.run(
-            [cli, "--cluster", "create", *(n.address for n in nodes),
+            [cli, *over_tls, "--cluster", "create", *addresses,
              "--cluster-replicas", str(replicas), "--cluster-yes"],
             capture_output=True, timeout=60, check=False,
         )
