@@ -19,6 +19,8 @@ from restmq.engine import keys as K
 from restmq.engine.scripts import NAMES, declared_keys, per_queue, source
 from restmq.errors import BadRequest, RestMQError
 from tests.conftest import make_cluster_engine
+from tests.test_hub import Sink
+from tests.test_process import servers  # noqa: F401  (fixture)
 
 
 def test_cluster_urls_take_seeds_and_refuse_other_databases():
@@ -335,20 +337,6 @@ async def test_a_slot_moved_under_load_loses_and_duplicates_nothing(cluster_engi
     assert engine.redis.redirects.get("MOVED", 0) > 0, engine.redis.redirects
 
 
-class Sink:
-    """A stream consumer that records what it gets."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.closed: str | None = None
-
-    def deliver(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-
-    def close(self, reason: str) -> None:
-        self.closed = reason
-
-
 async def settle_until(check: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -501,17 +489,6 @@ async def test_health_shows_every_master_and_the_full_coverage_setting(cluster, 
     finally:
         for master in cluster.masters():
             command(master.port, "CONFIG", "SET", "cluster-require-full-coverage", "yes")
-
-
-@pytest.fixture
-def servers():
-    """RestMQ processes a test started, killed after it if still running."""
-    started: list[Any] = []
-    yield started
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(10)
 
 
 @pytest.mark.parametrize("how", ["plugin", "tac"])

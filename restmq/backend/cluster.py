@@ -520,19 +520,3 @@ def _current_failure() -> Any:
     from twisted.python.failure import Failure
 
     return Failure()
-
-
-async def connect_cluster(
-    target: RedisTarget,
-    make_pool: MakePool,
-    make_endpoint: MakeEndpoint,
-    *,
-    poolsize: int,
-    reactor: Any,
-    timeout: float,
-    wait: float,
-) -> ClusterClient:
-    """A started :class:`ClusterClient` (its map read, its pools opening)."""
-    client = ClusterClient(target, make_pool, make_endpoint, poolsize=poolsize, reactor=reactor, timeout=timeout)
-    await client.start(wait)
-    return client

@@ -337,11 +337,10 @@ def connect(
     """
     reactor = _reactor(reactor)
     if target.kind == "cluster":
-        from restmq.backend.cluster import connect_cluster
+        from restmq.backend.cluster import ClusterClient
 
-        return ensureDeferred(
-            connect_cluster(target, _make_pool, _endpoint, poolsize=poolsize, reactor=reactor, timeout=timeout, wait=wait)
-        )
+        client = ClusterClient(target, _make_pool, _endpoint, poolsize=poolsize, reactor=reactor, timeout=timeout)
+        return ensureDeferred(client.start(wait)).addCallback(lambda _: client)
     factory = _make_pool(target, poolsize, reactor, timeout)
     handler = factory.handler
     where = target.display()
