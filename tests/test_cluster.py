@@ -456,6 +456,9 @@ async def test_one_process_sweeps_each_bucket_and_max_queues_counts_every_bucket
             holders.add(reply.split(b"\r\n")[1].decode())
         assert holders <= {cluster_engine.process_id, other.process_id}
         assert holders  # every bucket has one holder, whichever got there first
+        # the full pass of each process covers the buckets it holds, and no bucket twice
+        assert not cluster_engine.sweeping & other.sweeping
+        assert cluster_engine.sweeping | other.sweeping == set(range(K.CLUSTER_BUCKETS))
         other.max_queues = 5
         for i in range(5):
             await cluster_engine.add(f"m{i}", [(b'"x"', 0, 0, 0, None, False)])

@@ -108,6 +108,8 @@ class QueueEngine:
         #: Buckets of the registry and the timers: 1 (``rmq:queues``, ``rmq:timers``) on one Redis,
         #: keys.CLUSTER_BUCKETS on a cluster (see keys.global_keys).
         self.buckets = 1
+        #: The buckets whose sweeper lease this process held at its last sweep.
+        self.sweeping: set[int] = set()
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -460,7 +462,7 @@ class QueueEngine:
         lease this process holds (or takes now): one process sweeps each bucket at a time."""
         owner = self.process_id if self.buckets > 1 else ""
 
-        async def bucket(g: K.GlobalKeys) -> list[Any]:
+        async def bucket(number: int, g: K.GlobalKeys) -> list[Any]:
             try:
                 reply = await self._script(
                     "due", g.timers, [limit, owner, ms(SWEEPER_LEASE)], keys=[g.timers, g.sweeper], raw=True
@@ -469,11 +471,25 @@ class QueueEngine:
                 if self.buckets == 1:
                     raise
                 log.debug("bucket {key} not swept: {error}", key=g.timers, error=e.message)
-                return [None]
+                reply = [0]
+            (self.sweeping.add if int(reply[0]) else self.sweeping.discard)(number)
             return list(reply)
 
-        replies = await gather(defer.ensureDeferred(bucket(g)) for g in self._all_globals())
+        replies = await gather(defer.ensureDeferred(bucket(b, g)) for b, g in enumerate(self._all_globals()))
         return [q.decode() for reply in replies for q in reply[1:]]
+
+    async def swept_queues(self) -> list[str]:
+        """The sweeper's full pass: every queue on one Redis; on a cluster, the queues of the
+        buckets whose lease this process holds (the other processes sweep the others)."""
+        if self.buckets == 1:
+            return await self.queues()
+        held = [K.global_keys(b, self.buckets) for b in sorted(self.sweeping)]
+
+        async def ask() -> list[Any]:
+            return await gather(send(self.redis, b"SMEMBERS", g.registry) for g in held)
+
+        found = await self._bounded(ask())
+        return sorted({n.decode() if isinstance(n, bytes) else n for names in found for n in names})
 
     async def replayed(self, queue: str, since: str) -> list[Message]:
         """The broadcast messages after replay id ``since`` that the replay stream still holds."""
