@@ -57,7 +57,10 @@ def test_key_slots_follow_redis_cluster_hashing():
 
 def test_every_script_touches_one_hash_tag():
     """Every script's declared keys share the hash tag of one queue (dead-letter keys included),
-    or are one global key alone: no script can fail with CROSSSLOT on a cluster."""
+    or of one bucket of global keys: no script can fail with CROSSSLOT on a cluster; and scripts
+    announce events with SPUBLISH, which the hub's SSUBSCRIBE connections hear."""
+    for name in NAMES + ("_lib",):
+        assert "'PUBLISH'" not in source(name), f"{name}.lua: use SPUBLISH (sharded pub/sub)"
     for queue in ("q", "a.dead", "with:colon", "ünï", "x{y}z"):
         qk = K.for_queue(queue)
         for name in NAMES:
