@@ -268,11 +268,18 @@ async def wait_until(predicate: Any, timeout: float) -> bool:
 @pytest_twisted.ensureDeferred
 async def test_a_master_killed_under_load_loses_no_acknowledged_message(cluster):
     """kill -9 of a master while adds run with --replicas 1: its replica takes over, no
-    acknowledged add is lost, and adds to that shard work again once the cluster has healed."""
+    acknowledged add is lost, adds to that shard work again once the cluster has healed, and a
+    stream on that shard gets the messages added after the failover."""
     engine = await make_cluster_engine(cluster, replicas=1)
     try:
         queues = queues_on_each_master(cluster, "fail")
         victim = cluster.node_of_slot(key_slot(queues[0]))
+        # a stream on another queue of the same master must follow the failover too
+        streamed = next(q for q in queues_on_each_master(cluster, "failstream")
+                        if cluster.node_of_slot(key_slot(q)) is victim)
+        sink = Sink()
+        engine.subscribe(streamed, sink)
+        assert await engine.hub.watch(streamed).ready(5)
         load = Load(engine, queues)
         running = defer.ensureDeferred(load.run())
         await task.deferLater(reactor, 1.0, lambda: None)
@@ -289,6 +296,8 @@ async def test_a_master_killed_under_load_loses_no_acknowledged_message(cluster)
         load.running = False
         await running
         await load.check()
+        await engine.add(streamed, [(b'"after the failover"', 0, 0, 0, None, False)])
+        await settle_until(lambda: [m["value"] for m in sink.messages] == ["after the failover"])
         print(  # the figure the issue asks for (pytest -s shows it)
             f"failover: replica promoted after {took_over:.1f} s, adds to that shard acknowledged again "
             f"after {load.first_ok_after[queues[0]]:.1f} s; {before} adds before the kill, "
