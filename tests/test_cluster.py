@@ -123,6 +123,18 @@ async def test_queues_on_every_master_add_take_reserve_ack_and_list(cluster_engi
 
     listed = await Dispatcher(engine).execute("stats", {"detail": True})
     assert sorted(listed["queues"]) == sorted(names) and listed["count"] == len(names)
+    # /metrics covers the queues of every shard
+    import treq
+    from restmq.frontends.http.routes import build_site
+
+    site = reactor.listenTCP(0, build_site(Dispatcher(engine), reactor=reactor), interface="127.0.0.1")
+    try:
+        response = await treq.get(f"http://127.0.0.1:{site.getHost().port}/metrics")
+        text = (await response.content()).decode()
+    finally:
+        await site.stopListening()
+    assert response.code == 200
+    assert all(f'queue="{name}"' in text for name in names)
     # a master that forgot the scripts (restarted, promoted) gets them again where NOSCRIPT was seen
     for master in cluster.masters():
         assert command(master.port, "SCRIPT", "FLUSH").startswith(b"+OK")
