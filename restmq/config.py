@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from restmq.commands import POLICIES
-from restmq.options import Coerce, Option, choice, count, positive, seconds
+from restmq.options import Coerce, Option, choice, count, positive, seconds, url_prefixes
 
 
 def option(default: Any, help: str, coerce: Coerce | None = None, *, flag: bool = False) -> Any:
@@ -98,6 +98,11 @@ class Config:
     replicas: int = option(
         0, "Answer writes only once this many Redis replicas have them (WAIT); 0: when the master has.",
         count("replicas", 100),
+    )
+    push_allow: tuple[str, ...] = option(
+        (), "URL prefixes push subscriptions may deliver to, comma-separated (e.g. "
+        "http://127.0.0.1:,https://hooks.example.org/); empty: push is off. Checked when a "
+        "subscription is set and again at each delivery.", url_prefixes,
     )
     insecure: bool = option(
         False, "Allow listening on a non-loopback address without authentication.", flag=True
