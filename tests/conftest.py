@@ -373,6 +373,8 @@ SLOW: frozenset[str] = frozenset({
     "test_cluster.py::test_a_stream_follows_its_queue_when_the_slot_moves",
     "test_cluster.py::test_the_old_registry_and_timers_move_into_buckets_at_start",
     "test_cluster.py::test_health_shows_every_master_and_the_full_coverage_setting",
+    "test_cluster.py::test_schedules_fire_into_queues_on_every_master",
+    "test_cluster.py::test_push_subscriptions_deliver_from_queues_on_every_master",
     "test_cluster.py::test_one_process_sweeps_each_bucket_and_max_queues_counts_every_bucket",
     "test_collectd.py::test_a_real_collectd_posts_values_and_notifications",
     "test_dashboard.py::test_chromium_renders_the_live_table",

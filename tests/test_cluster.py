@@ -593,3 +593,62 @@ async def test_rediss_cluster_urls_speak_tls_to_every_master(tmp_path):
             await refused.disconnect()
     finally:
         await threads.deferToThread(tls_cluster.stop)
+
+
+@pytest_twisted.ensureDeferred
+async def test_schedules_fire_into_queues_on_every_master(cluster_engine, cluster):
+    """Recurring schedules work on a cluster: set, listed, fired into queues on every master, deleted."""
+    from restmq.dispatch import Dispatcher
+    from tests.test_schedules import MINUTE, clocked
+
+    dispatcher = Dispatcher(cluster_engine)
+    clock, firer = await clocked(cluster_engine)
+    queues = queues_on_each_master(cluster, "cron")
+    for i, queue in enumerate(queues):
+        made = await dispatcher.execute(
+            "schedule_set", {"name": f"s{i}", "queue": queue, "value": "tick", "cron": "* * * * *"}
+        )
+        first = made["next_ms"]
+    listed = await dispatcher.execute("schedule_ls", {})
+    assert listed["count"] == len(queues)
+    clock.advance(first / 1000 - clock.seconds() + 0.5)
+    assert (await firer.once())["fired"] == len(queues)
+    for queue in queues:
+        assert [m.value for m in await cluster_engine.take(queue, 5)] == ["tick"]
+    clock.advance(MINUTE / 1000)
+    assert (await firer.once())["fired"] == len(queues)
+    for i in range(len(queues)):
+        assert (await dispatcher.execute("schedule_rm", {"name": f"s{i}"}))["deleted"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_subscriptions_deliver_from_queues_on_every_master(cluster_engine, cluster):
+    """Push subscriptions work on a cluster: each message of queues on every master is POSTed and acked."""
+    from twisted.web.server import Site
+
+    from restmq.dispatch import Dispatcher
+    from restmq.push import Pusher
+    from tests.test_push import ALLOW, Receiver
+
+    dispatcher = Dispatcher(cluster_engine, push_allow=ALLOW)
+    receiver = Receiver()
+    port = reactor.listenTCP(0, Site(receiver), interface="127.0.0.1")
+    pusher = Pusher(cluster_engine, reactor, ALLOW, poll=0.2)
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}/hook"
+        queues = queues_on_each_master(cluster, "hook")
+        for queue in queues:
+            await dispatcher.execute("push_set", {"queue": queue, "url": url})
+            await dispatcher.execute("add", {"queue": queue, "value": queue})
+        pusher.startService()
+        await settle_until(lambda: len(receiver.requests) >= len(queues), timeout=15)
+        assert sorted(r["headers"]["restmq-queue"] for r in receiver.requests) == sorted(queues)
+        for queue in queues:  # acked: nothing left, not even reserved
+            for _ in range(100):
+                if (await cluster_engine.length(queue)).total == 0:
+                    break
+                await task.deferLater(reactor, 0.05, lambda: None)
+            assert (await cluster_engine.length(queue)).total == 0
+    finally:
+        await pusher.stopService()
+        await port.stopListening()
