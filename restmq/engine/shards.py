@@ -146,7 +146,8 @@ class ShardLinks:
 
     def start(self) -> None:
         self.reconcile()
-        self._loop.start(RECONCILE_EVERY, now=False)
+        if self.router is not None:  # one server: channels never move, a reconnect re-places them
+            self._loop.start(RECONCILE_EVERY, now=False)
 
     async def stop(self) -> None:
         self._stopping = True
