@@ -37,7 +37,8 @@ class Config:
 
     redis: str | None = option(
         None, "Redis URL: redis://host:port/db, rediss://…, unix:///path, "
-        "redis+sentinel://host:port/master. Default: a private embedded server."
+        "redis+sentinel://host:port/master, redis+cluster://host:port[,host:port…]. "
+        "Default: a private embedded server."
     )
     redis_server: str | None = option(None, "redis-server/valkey-server binary for the embedded server.")
     data: str = option("./restmq-data", "Directory of the embedded server's files.")

@@ -120,6 +120,58 @@ async def engine(redis: RedisServer):
     await eng.redis.disconnect()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real Redis Cluster for the session (3 masters + 3 replicas, cluster-node-timeout 1 s),
+    started only when a test asks for it; skipped with the reason when redis-cli is missing."""
+    from restmq.backend.localcluster import ClusterStartError, redis_cli_binary, start_cluster
+
+    if redis_cli_binary() is None:
+        pytest.skip("redis-cli is not on PATH: it creates the test cluster")
+    try:
+        cluster = start_cluster(3, 1, node_timeout=1000)
+    except ClusterStartError as e:
+        pytest.skip(f"could not start a redis cluster: {e}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster(redis_cluster):
+    """The session's cluster with every node running and every master emptied before the test."""
+    for node in redis_cluster.nodes:
+        if not node.alive():
+            redis_cluster.start_node(node)
+    redis_cluster.wait_ok()
+    redis_cluster.flush()
+    return redis_cluster
+
+
+async def make_cluster_engine(cluster, *, default_policy: str = "broadcast", timeout: float = 2.0, replicas: int = 0):
+    """A started QueueEngine on ``cluster`` through the slot router, as the service tree builds it."""
+    from twisted.internet import reactor
+
+    from restmq.backend.connect import connect
+    from restmq.backend.redisconf import parse_redis_url
+    from restmq.engine import QueueEngine
+    from restmq.service import subscriber_endpoint
+
+    target = parse_redis_url(cluster.url)
+    client = await connect(target, poolsize=2, timeout=timeout)
+    engine = QueueEngine(clock=reactor, timeout=timeout, default_policy=default_policy, replicas=replicas)
+    await engine.attach(client, subscriber_endpoint(target, reactor))
+    return engine
+
+
+@pytest_twisted.async_yield_fixture
+async def cluster_engine(cluster):
+    """A QueueEngine on the emptied test cluster, stopped after the test."""
+    eng = await make_cluster_engine(cluster)
+    yield eng
+    await eng.stop()
+    await eng.redis.disconnect()
+
+
 @pytest_twisted.async_yield_fixture
 async def site_url(dispatcher):
     """The base URL of a RestMQ HTTP Site (every route) over the test dispatcher, on a free port."""
@@ -188,6 +240,15 @@ LAYERS: dict[str, str] = {
     "test_cli.py": "process",
     "test_client.py": "frontend",
     "test_codec_properties.py": "pure",
+    "test_cluster.py": "engine",
+    "test_cluster.py::test_cluster_urls_take_seeds_and_refuse_other_databases": "pure",
+    "test_cluster.py::test_key_slots_follow_redis_cluster_hashing": "pure",
+    "test_cluster.py::test_every_script_touches_one_hash_tag": "pure",
+    "test_cluster.py::test_global_keys_are_one_pair_on_one_redis_and_spread_buckets_on_a_cluster": "pure",
+    "test_cluster.py::test_a_master_killed_under_load_loses_no_acknowledged_message": "chaos",
+    "test_cluster.py::test_a_slot_moved_under_load_loses_and_duplicates_nothing": "chaos",
+    "test_cluster.py::test_twistd_serves_a_cluster_url_and_refuses_another_database": "process",
+    "test_cluster.py::test_rediss_cluster_urls_speak_tls_to_every_master": "process",
     "test_collectd.py": "frontend",
     "test_collectd.py::test_putval_lines_become_one_record_per_value_list": "pure",
     "test_collectd.py::test_write_http_json_keeps_dsnames_dstypes_and_meta": "pure",
@@ -306,6 +367,16 @@ SLOW_LAYERS = frozenset({"process", "chaos"})
 SLOW: frozenset[str] = frozenset({
     "test_backend.py::test_backend_embedded",
     "test_backend.py::test_connect_while_down_then_recovers",
+    "test_cluster.py::test_queues_on_every_master_add_take_reserve_ack_and_list",
+    "test_cluster.py::test_an_expired_lease_comes_back_on_each_shard",
+    "test_cluster.py::test_the_contract_holds_on_a_cluster",
+    "test_cluster.py::test_round_robin_streams_deliver_exactly_once_across_two_processes",
+    "test_cluster.py::test_a_stream_follows_its_queue_when_the_slot_moves",
+    "test_cluster.py::test_the_old_registry_and_timers_move_into_buckets_at_start",
+    "test_cluster.py::test_health_shows_every_master_and_the_full_coverage_setting",
+    "test_cluster.py::test_schedules_fire_into_queues_on_every_master",
+    "test_cluster.py::test_push_subscriptions_deliver_from_queues_on_every_master",
+    "test_cluster.py::test_one_process_sweeps_each_bucket_and_max_queues_counts_every_bucket",
     "test_collectd.py::test_a_real_collectd_posts_values_and_notifications",
     "test_dashboard.py::test_chromium_renders_the_live_table",
     "test_dashboard.py::test_chromium_screenshot_renders",

@@ -208,25 +208,62 @@ class SentinelMasterEndpoint:
         return await endpoint.connect(factory)
 
 
+@implementer(IStreamClientEndpoint)
+class ClusterNodeEndpoint:
+    """Connects to the first cluster seed that answers, starting with the one after the last
+    used. (The hub itself connects to every master through the cluster client, see
+    restmq/engine/shards.py; this is the one-connection endpoint a cluster URL stands for.)"""
+
+    def __init__(self, reactor: Any, target: RedisTarget, timeout: float = 1.0) -> None:
+        self.reactor, self.target, self.timeout = reactor, target, timeout
+        self._next = 0
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        return ensureDeferred(self._connect(factory))
+
+    async def _connect(self, factory: Any) -> Any:
+        from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+
+        seeds = self.target.seeds
+        last: Exception | None = None
+        for i in range(len(seeds)):
+            host, port = seeds[(self._next + i) % len(seeds)]
+            endpoint: IStreamClientEndpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
+            if self.target.tls:
+                endpoint = wrapClientTLS(_tls_options(self.target, host), endpoint)
+            try:
+                connected = await endpoint.connect(factory)
+            except Exception as e:
+                last = e
+                continue
+            self._next = (self._next + i) % len(seeds)
+            return connected
+        self._next += 1
+        raise last or ConnectionError("no cluster seed")
+
+
 def endpoint_for(target: RedisTarget, reactor: Any, timeout: float = 1.0) -> IStreamClientEndpoint:
     """A client endpoint to ``target`` for a single connection (the hub's pub/sub): tcp, TLS,
-    unix, or the Sentinels' current master."""
+    unix, the Sentinels' current master, or any live cluster seed."""
     if target.kind == "sentinel":
         return SentinelMasterEndpoint(reactor, target, timeout)
+    if target.kind == "cluster":
+        return ClusterNodeEndpoint(reactor, target, timeout)
     return _endpoint(target, reactor, timeout)
 
 
-def _tls_options(target: RedisTarget) -> Any:
-    """TLS to Redis: the host name checked against the system's CAs, or ``ca_certs``; no check at
-    all only when the URL says ``ssl_cert_reqs=none``."""
+def _tls_options(target: RedisTarget, host: str | None = None) -> Any:
+    """TLS to Redis: the host name (``host``, else the target's) checked against the system's
+    CAs, or ``ca_certs``; no check at all only when the URL says ``ssl_cert_reqs=none``."""
     from twisted.internet.ssl import Certificate, CertificateOptions, optionsForClientTLS
 
+    name = host or target.host or ""
     if not target.verify:
         return CertificateOptions()
     if target.ca_certs:
         with open(target.ca_certs, "rb") as f:
-            return optionsForClientTLS(target.host or "", trustRoot=Certificate.loadPEM(f.read()))
-    return optionsForClientTLS(target.host or "")
+            return optionsForClientTLS(name, trustRoot=Certificate.loadPEM(f.read()))
+    return optionsForClientTLS(name)
 
 
 def _make_pool(target: RedisTarget, poolsize: int, reactor: Any, timeout: float) -> Any:
@@ -299,6 +336,11 @@ def connect(
     ``timeout`` is the connect timeout of each attempt. Cancelling the Deferred closes the pool.
     """
     reactor = _reactor(reactor)
+    if target.kind == "cluster":
+        from restmq.backend.cluster import ClusterClient
+
+        client = ClusterClient(target, _make_pool, _endpoint, poolsize=poolsize, reactor=reactor, timeout=timeout)
+        return ensureDeferred(client.start(wait)).addCallback(lambda _: client)
     factory = _make_pool(target, poolsize, reactor, timeout)
     handler = factory.handler
     where = target.display()
@@ -417,14 +459,62 @@ async def _facts(client: Any) -> dict[str, Any]:
     return facts
 
 
+async def _cluster_facts(client: Any) -> dict[str, Any]:
+    """:func:`redis_facts` of every master of a cluster client, and the cluster's own state.
+
+    The top-level facts are the first reachable master's; ``cluster`` has ``state``
+    (``cluster_state``), ``require_full_coverage`` (per master) and ``masters`` (each one's
+    facts, or ``{"error": …}``); ``warnings`` are every master's, prefixed by its address.
+    """
+    masters = client.masters()
+    found: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    coverage: dict[str, str] = {}
+    for address in masters:
+        node = client.node(address)
+        try:
+            found[address] = await _facts(node)
+            coverage[address] = await _config_get(node, "cluster-require-full-coverage")
+        except Exception as e:
+            found[address] = {"error": str(e)}
+            warnings.append(f"{address}: not reachable: {e}")
+            continue
+        warnings += [f"{address}: {w}" for w in found[address]["warnings"]]
+    state = "unknown"
+    for address in masters:
+        try:
+            raw = _decode(await client.node(address).execute_command("CLUSTER", "INFO"))
+        except Exception:
+            continue
+        state = next((line.split(":", 1)[1].strip() for line in raw.splitlines() if line.startswith("cluster_state:")), state)
+        break
+    if state != "ok":
+        warnings.append(f"cluster_state is {state}: some slots have no master")
+    full = sorted(a for a, v in coverage.items() if v == "yes")
+    if full:
+        warnings.append(
+            "cluster-require-full-coverage is yes on " + ", ".join(full) + ": while one shard fails over, "
+            "every queue answers backend_unavailable; set it to no so other shards keep serving"
+        )
+    unknown = dict.fromkeys(("version", "appendonly", "appendfsync", "maxmemory_policy", "save"), "unknown")
+    first = next((f for f in found.values() if "error" not in f), {**unknown, "flavour": "redis"})
+    facts = {k: v for k, v in first.items() if k != "warnings"}
+    facts["cluster"] = {"state": state, "require_full_coverage": coverage, "masters": found}
+    facts["warnings"] = warnings
+    return facts
+
+
 def redis_facts(client: txredisapi.ConnectionHandler) -> Deferred[dict[str, Any]]:
     """What a person deploying RestMQ should know about its server: version, flavour, durability.
 
     Keys: ``version``, ``flavour`` (``redis``/``valkey``), ``appendonly``, ``appendfsync``,
     ``maxmemory_policy``, ``save`` and ``warnings`` (list of sentences). Values that CONFIG cannot
-    give (renamed or denied on managed servers) are ``"unknown"`` rather than an error.
+    give (renamed or denied on managed servers) are ``"unknown"`` rather than an error. On a
+    cluster, also ``cluster``: every master's facts (see :func:`_cluster_facts`).
     """
+    if getattr(type(client), "cluster", False):
+        return ensureDeferred(_cluster_facts(client))
     return ensureDeferred(_facts(client))
 
 
-__all__ = ["RECONNECT_MAX_DELAY", "SentinelMasterEndpoint", "connect", "disconnect", "endpoint_for", "redis_facts"]
+__all__ = ["RECONNECT_MAX_DELAY", "ClusterNodeEndpoint", "SentinelMasterEndpoint", "connect", "disconnect", "endpoint_for", "redis_facts"]

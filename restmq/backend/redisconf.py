@@ -22,7 +22,7 @@ DURABILITIES = ("everysec", "always")
 #: Oldest servers whose Lua, AOF layout and commands the engine relies on.
 MINIMUM_VERSIONS: dict[str, tuple[int, int, int]] = {"redis": (7, 0, 0), "valkey": (8, 0, 0)}
 
-Kind = Literal["tcp", "unix", "sentinel"]
+Kind = Literal["tcp", "unix", "sentinel", "cluster"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class RedisTarget:
     username: str | None = None
     master: str | None = None
     sentinels: tuple[tuple[str, int], ...] = ()
+    #: Redis Cluster (``redis+cluster://``): the nodes asked for the slot map at start.
+    seeds: tuple[tuple[str, int], ...] = ()
     tls: bool = False
     #: TLS (``rediss://``): a PEM file of the CA to trust instead of the system's (``?ssl_ca_certs=``).
     ca_certs: str | None = None
@@ -55,6 +57,9 @@ class RedisTarget:
         if self.kind == "sentinel":
             hosts = ",".join(f"{_host_for_url(h)}:{p}" for h, p in self.sentinels)
             return f"redis+sentinel://{auth}{hosts}/{self.master}/{self.db}"
+        if self.kind == "cluster":
+            hosts = ",".join(f"{_host_for_url(h)}:{p}" for h, p in self.seeds)
+            return f"{'rediss' if self.tls else 'redis'}+cluster://{auth}{hosts}"
         scheme = "rediss" if self.tls else "redis"
         return f"{scheme}://{auth}{_host_for_url(self.host or '')}:{self.port}/{self.db}"
 
@@ -150,7 +155,11 @@ def parse_redis_url(url: str) -> RedisTarget:
         return _parse_unix(url)
     if scheme in ("redis+sentinel", "sentinel"):
         return _parse_sentinel(url)
-    raise _bad(url, f"unknown scheme {scheme!r}; expected redis, rediss, unix or redis+sentinel")
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return _parse_cluster(url, tls=scheme == "rediss+cluster")
+    raise _bad(
+        url, f"unknown scheme {scheme!r}; expected redis, rediss, unix, redis+sentinel or redis+cluster"
+    )
 
 
 def _split(url: str) -> SplitResult:
@@ -161,13 +170,8 @@ def _split(url: str) -> SplitResult:
         raise _bad(url, str(e)) from e
 
 
-def _parse_tcp(url: str, *, tls: bool) -> RedisTarget:
-    """``redis://`` and ``rediss://``."""
-    parts = _split(url)
-    if parts.fragment:
-        raise _bad(url, "fragments (#…) are not allowed")
-    user, password, hostport = _split_userinfo(url, parts.netloc)
-    params = _query(url, parts.query, {"db", "password", "ssl_ca_certs", "ssl_cert_reqs"})
+def _tls_params(url: str, params: dict[str, str], tls: bool) -> tuple[str | None, bool]:
+    """``ssl_ca_certs`` and whether to verify, from a URL's query (TLS URLs only)."""
     if not tls and {"ssl_ca_certs", "ssl_cert_reqs"} & set(params):
         raise _bad(url, "ssl_ca_certs and ssl_cert_reqs need a rediss:// URL")
     reqs = params.get("ssl_cert_reqs", "required").lower()
@@ -176,6 +180,47 @@ def _parse_tcp(url: str, *, tls: bool) -> RedisTarget:
     ca_certs = params.get("ssl_ca_certs") or None
     if ca_certs is not None and not os.path.isfile(ca_certs):
         raise _bad(url, f"ssl_ca_certs {ca_certs!r} is not a readable file")
+    return ca_certs, reqs == "required"
+
+
+def _parse_cluster(url: str, *, tls: bool) -> RedisTarget:
+    """``redis+cluster://[user:pass@]host:port[,host:port…][/0]`` and ``rediss+cluster://…``.
+
+    The hosts are seeds: any of them gives the slot map. A cluster has database 0 only, so any
+    other number is refused here, at start, rather than failing at the first SELECT.
+    """
+    rest = url.split(":", 1)[1]
+    if not rest.startswith("//"):
+        raise _bad(url, "expected redis+cluster://host:port[,host:port…]")
+    rest, _, fragment = rest[2:].partition("#")
+    if fragment:
+        raise _bad(url, "fragments (#…) are not allowed")
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    user, password, hosts = _split_userinfo(url, netloc)
+    seeds = tuple(_split_hostport(url, h.strip(), DEFAULT_PORT) for h in hosts.split(",") if h.strip())
+    if not seeds:
+        raise _bad(url, "no cluster node: redis+cluster://host:port[,host:port…]")
+    params = _query(url, query, {"db", "password", "ssl_ca_certs", "ssl_cert_reqs"})
+    db_text = params.get("db", path.strip("/") if slash else "")
+    if db_text and _parse_db(url, db_text) != 0:
+        raise _bad(url, f"Redis Cluster has only database 0, not {db_text}")
+    ca_certs, verify = _tls_params(url, params, tls)
+    host, port = seeds[0]
+    return RedisTarget(
+        "cluster", host=host, port=port, password=params.get("password") or password, username=user,
+        seeds=seeds, tls=tls, ca_certs=ca_certs, verify=verify,
+    )
+
+
+def _parse_tcp(url: str, *, tls: bool) -> RedisTarget:
+    """``redis://`` and ``rediss://``."""
+    parts = _split(url)
+    if parts.fragment:
+        raise _bad(url, "fragments (#…) are not allowed")
+    user, password, hostport = _split_userinfo(url, parts.netloc)
+    params = _query(url, parts.query, {"db", "password", "ssl_ca_certs", "ssl_cert_reqs"})
+    ca_certs, verify = _tls_params(url, params, tls)
     host, port = (
         _split_hostport(url, hostport, DEFAULT_PORT) if hostport else ("localhost", DEFAULT_PORT)
     )
@@ -188,7 +233,7 @@ def _parse_tcp(url: str, *, tls: bool) -> RedisTarget:
     password = params.get("password") or password
     return RedisTarget(
         "tcp", host=host, port=port, db=db, password=password, username=user, tls=tls,
-        ca_certs=ca_certs, verify=reqs == "required",
+        ca_certs=ca_certs, verify=verify,
     )
 
 

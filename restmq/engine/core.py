@@ -55,6 +55,9 @@ STATS_BATCH = 200
 #: How long a queue name stays in this process's "already registered" cache before the next add
 #: registers it again (cheap insurance after a FLUSHALL or a restored backup).
 REGISTRY_REFRESH = 10.0
+#: How long a process keeps a bucket's sweeper lease on a cluster without renewing it (it renews
+#: it every sweep, 100 ms): a crashed sweeper's buckets are taken over after this.
+SWEEPER_LEASE = 1.0
 NOT_CONNECTED = "redis is not connected yet"
 #: Scripts whose writes a client is told about: with ``--replicas`` they are answered after WAIT.
 #: ``take`` (take, reserve, streams) is not: it hands messages over, and refusing to answer after
@@ -117,6 +120,11 @@ class QueueEngine:
         self._resync.clock = clock
         #: Scripts Redis ran after their caller had stopped waiting (then undone), by script.
         self.late_calls: Counter[str] = Counter()
+        #: Buckets of the registry and the timers: 1 (``rmq:queues``, ``rmq:timers``) on one Redis,
+        #: keys.CLUSTER_BUCKETS on a cluster (see keys.global_keys).
+        self.buckets = 1
+        #: The buckets whose sweeper lease this process held at its last sweep.
+        self.sweeping: set[int] = set()
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -124,7 +132,16 @@ class QueueEngine:
         """Start working on ``redis`` (a txredisapi pool); until then commands answer
         ``backend_unavailable``. ``subscriber`` opens the hub's pub/sub connection."""
         self.redis = redis
-        self.hub.start(subscriber)
+        cluster = bool(getattr(type(redis), "cluster", False))
+        self.buckets = K.CLUSTER_BUCKETS if cluster else 1
+        # on a cluster the hub listens to every master (sharded pub/sub, see shards.py)
+        self.hub.start(subscriber, router=redis if cluster else None)
+        if cluster:
+            try:  # not bounded by the call timeout: a large registry takes longer; started once
+                await self._migrate_global_keys()
+            except Exception as e:
+                log.warn("registry and timers not moved into buckets yet ({error}); the next start does it",
+                         error=str(e))
         self.sweeper.start()
         self.firer.start()
         try:
@@ -132,6 +149,31 @@ class QueueEngine:
         except RestMQError as e:
             log.warn("redis not ready at start ({error}); scripts load on first use", error=e.message)
         self._resync.start(RESYNC_EVERY, now=True)
+
+    async def _migrate_global_keys(self) -> None:
+        """A data set written with one registry and one timers key (``rmq:queues``,
+        ``rmq:timers``, e.g. imported from a single Redis) is moved into the cluster's buckets.
+        Idempotent (SADD, ZADD LT), and safe when several processes start at once."""
+        names = await send(self.redis, b"SMEMBERS", K.REGISTRY)
+        timers = await send(self.redis, b"ZRANGE", K.TIMERS, 0, -1, b"WITHSCORES")
+        if not names and not timers:
+            return
+        text = [n.decode() if isinstance(n, bytes) else n for n in names]
+        await gather(send(self.redis, b"SADD", self._globals(q).registry, q) for q in text)
+        due = [(t.decode() if isinstance(t, bytes) else t, at) for t, at in zip(timers[::2], timers[1::2])]
+        # LT: a timer a newer process already set earlier in its bucket stands
+        await gather(send(self.redis, b"ZADD", self._globals(q).timers, b"LT", at, q) for q, at in due)
+        await send(self.redis, b"DEL", K.REGISTRY)
+        await send(self.redis, b"DEL", K.TIMERS)
+        log.info("moved {queues} queue names and {timers} timers into {buckets} cluster buckets",
+                 queues=len(names), timers=len(timers) // 2, buckets=self.buckets)
+
+    def _globals(self, queue: str) -> K.GlobalKeys:
+        """The registry, timers and sweeper keys of ``queue``'s bucket."""
+        return K.global_keys(K.bucket_of(queue, self.buckets), self.buckets)
+
+    def _all_globals(self) -> list[K.GlobalKeys]:
+        return [K.global_keys(b, self.buckets) for b in range(self.buckets)]
 
     async def stop(self) -> None:
         """Stop sweeping, end every stream and stop listening."""
@@ -279,7 +321,7 @@ class QueueEngine:
         if due >= 0:
             # LT: never postpone a timer someone else set earlier. Best effort: the sweeper's
             # full pass re-arms any timer lost here.
-            send(self.redis, b"ZADD", K.TIMERS, b"LT", due, queue).addErrback(
+            send(self.redis, b"ZADD", self._globals(queue).timers, b"LT", due, queue).addErrback(
                 lambda f: log.debug("timer not set queue={queue}: {e}", queue=queue, e=f.value)
             )
         return reply[1:]
@@ -294,7 +336,7 @@ class QueueEngine:
         def done(_: Any) -> None:
             self._registered[queue] = now
 
-        return self._bounded(self.redis.sadd(K.REGISTRY, queue)).addCallback(done)
+        return self._bounded(self.redis.sadd(self._globals(queue).registry, queue)).addCallback(done)
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -339,9 +381,13 @@ class QueueEngine:
         per queue and process (then the registry cache knows it), so adds pay nothing after."""
 
         async def ask() -> list[Any]:
-            return await gather([send(self.redis, b"SISMEMBER", K.REGISTRY, queue), send(self.redis, b"SCARD", K.REGISTRY)])
+            return await gather(
+                [send(self.redis, b"SISMEMBER", self._globals(queue).registry, queue)]
+                + [send(self.redis, b"SCARD", g.registry) for g in self._all_globals()]
+            )
 
-        known, count = await self._bounded(ask())  # a coroutine: not even started without Redis
+        known, *counts = await self._bounded(ask())  # a coroutine: not even started without Redis
+        count = sum(int(c) for c in counts)
         if not int(known) and int(count) >= self.max_queues:
             raise LimitExceeded(f"this server holds {int(count)} queues, its limit (--max-queues)")
 
@@ -486,12 +532,42 @@ class QueueEngine:
         """Bring ``queue`` up to date now and set its timer to what is next due (the sweeper's
         step for idle queues)."""
         due, settled_at = await self._script("settle", queue, [], raw=True)
-        await self._script("retime", K.TIMERS, [queue, due, settled_at], keys=[K.TIMERS], raw=True)
+        timers = self._globals(queue).timers
+        await self._script("retime", timers, [queue, due, settled_at], keys=[timers], raw=True)
 
     async def due_queues(self, limit: int) -> list[str]:
-        """Queues whose timers are due by Redis's clock."""
-        reply = await self._script("due", K.TIMERS, [limit], keys=[K.TIMERS], raw=True)
-        return [q.decode() for q in reply[1:]]
+        """Queues whose timers are due by Redis's clock. On a cluster, of the buckets whose sweeper
+        lease this process holds (or takes now): one process sweeps each bucket at a time."""
+        owner = self.process_id if self.buckets > 1 else ""
+
+        async def bucket(number: int, g: K.GlobalKeys) -> list[Any]:
+            try:
+                reply = await self._script(
+                    "due", g.timers, [limit, owner, ms(SWEEPER_LEASE)], keys=[g.timers, g.sweeper], raw=True
+                )
+            except RestMQError as e:
+                if self.buckets == 1:
+                    raise
+                log.debug("bucket {key} not swept: {error}", key=g.timers, error=e.message)
+                reply = [0]
+            (self.sweeping.add if int(reply[0]) else self.sweeping.discard)(number)
+            return list(reply)
+
+        replies = await gather(defer.ensureDeferred(bucket(b, g)) for b, g in enumerate(self._all_globals()))
+        return [q.decode() for reply in replies for q in reply[1:]]
+
+    async def swept_queues(self) -> list[str]:
+        """The sweeper's full pass: every queue on one Redis; on a cluster, the queues of the
+        buckets whose lease this process holds (the other processes sweep the others)."""
+        if self.buckets == 1:
+            return await self.queues()
+        held = [K.global_keys(b, self.buckets) for b in sorted(self.sweeping)]
+
+        async def ask() -> list[Any]:
+            return await gather(send(self.redis, b"SMEMBERS", g.registry) for g in held)
+
+        found = await self._bounded(ask())
+        return sorted({n.decode() if isinstance(n, bytes) else n for names in found for n in names})
 
     async def replayed(self, queue: str, since: str) -> list[Message]:
         """The broadcast messages after replay id ``since`` that the replay stream still holds."""
@@ -545,8 +621,11 @@ class QueueEngine:
 
     async def queues(self) -> list[str]:
         """Every queue name ever added to, sorted."""
-        names = await self._bounded(self.redis.smembers(K.REGISTRY))
-        return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+        async def ask() -> list[Any]:
+            return await gather(send(self.redis, b"SMEMBERS", g.registry) for g in self._all_globals())
+
+        found = await self._bounded(ask())  # a coroutine: not even started without Redis
+        return sorted({n.decode() if isinstance(n, bytes) else n for names in found for n in names})
 
     async def lengths(self, queues: Sequence[str]) -> dict[str, QueueLength]:
         """Lengths of many queues, their scripts sent together (pipelined on the pool)."""
@@ -565,7 +644,14 @@ class QueueEngine:
     async def queues_stats(self, queues: Sequence[str]) -> dict[str, dict[str, Any]]:
         """:meth:`queue_stats` of many queues, :data:`STATS_BATCH` queues per script: a scrape of
         every queue costs a few round trips, not one per queue."""
-        batches = [list(queues[i:i + STATS_BATCH]) for i in range(0, len(queues), STATS_BATCH)]
+        groups: list[list[str]] = [list(queues)]
+        if getattr(type(self.redis), "cluster", False):
+            # One script touches one slot on a cluster: batch the queues of each slot together.
+            by_slot: dict[int, list[str]] = {}
+            for queue in queues:
+                by_slot.setdefault(self.redis.slot_of(K.for_queue(queue).conf), []).append(queue)
+            groups = list(by_slot.values())
+        batches = [g[i:i + STATS_BATCH] for g in groups for i in range(0, len(g), STATS_BATCH)]
         replies = await gather(defer.ensureDeferred(self._stats_batch(batch)) for batch in batches)
         return {queue: found for batch in replies for queue, found in batch.items()}
 

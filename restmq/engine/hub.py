@@ -1,7 +1,7 @@
 """The subscription hub: who gets which message, for every stream and long poll of this process.
 
 Front ends register a sink (``deliver``, ``close``). The hub listens on each interesting queue's
-Redis channel (one pub/sub connection per process) and, on a wake-up, drains the queue through the
+Redis channel (sharded pub/sub: one connection per master, see shards.py) and, on a wake-up, drains the queue through the
 engine's atomic stream step: in ``roundrobin`` each message goes to exactly one subscriber anywhere,
 in ``broadcast`` the step publishes it and every process hands it to all its subscribers. Pause,
 policy and purge live in Redis, so every process sharing the Redis honours them.
@@ -13,14 +13,13 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import txredisapi
-from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import defer, protocol, task
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
 from restmq.engine import keys as K
 from restmq.engine.records import parse_broadcast
+from restmq.engine.shards import ShardLinks
 from restmq.model import Message
 from restmq.streams import Sink
 
@@ -205,49 +204,6 @@ class _Watch:
         self._hub._maybe_forget(self._local)
 
 
-class _HubProtocol(txredisapi.SubscriberProtocol):
-    """The pub/sub connection: hands every channel message to the hub."""
-
-    hub: Hub
-
-    def connectionMade(self) -> Any:
-        d = super().connectionMade()
-        self.whenConnected().addCallback(lambda _: self.hub._connected(self))
-        return d
-
-    def connectionLost(self, why: Any) -> None:
-        self.hub._disconnected(self)
-        super().connectionLost(why)
-
-    def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
-        self.hub._event(channel, message)
-
-
-class _HubFactory(protocol.Factory):
-    """Builds the pub/sub protocol with raw bytes and the server's credentials."""
-
-    noisy = False  # the service logs "listening" / "pub/sub connected" itself
-
-    isLazy = True
-
-    def __init__(self, hub: Hub, target: SubscriberEndpoint) -> None:
-        self.hub, self.target = hub, target
-
-    def buildProtocol(self, addr: Any) -> _HubProtocol:
-        p = _HubProtocol(
-            None, password=self.target.password, username=self.target.username, convertNumbers=False
-        )
-        p.factory = self
-        p.hub = self.hub
-        return p
-
-    def stopTrying(self) -> None:
-        """txredisapi calls this when AUTH fails; the ClientService keeps retrying regardless."""
-
-    def connectionError(self, why: str) -> None:
-        log.error("redis pub/sub connection failed: {why}", why=why)
-
-
 class Hub:
     """Per-process registry of stream sinks and long-poll waiters, fed by Redis pub/sub."""
 
@@ -259,8 +215,8 @@ class Hub:
         self.clock = clock
         self._local: dict[str, _Local] = {}
         self._by_channel: dict[bytes, _Local] = {}
-        self._proto: _HubProtocol | None = None
-        self._service: ClientService | None = None
+        self._proto: ShardLinks | None = None
+        self._links: ShardLinks | None = None
         self._alive: task.LoopingCall | None = None
         self._pending_counts: dict[str, int] = {}
         self._count_flush: Any = None
@@ -268,17 +224,12 @@ class Hub:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self, target: SubscriberEndpoint) -> None:
-        """Open (and keep reopening) the pub/sub connection; sinks registered earlier wait for it."""
-        # Retry soon and often (as the pool does): twisted's default backoff grows towards a minute,
-        # and streams and long polls wait on this connection after Redis (or a failover) is back.
-        self._service = ClientService(
-            target.endpoint,
-            _HubFactory(self, target),
-            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=1.0, factor=1.5),
-            clock=self.clock,
-        )
-        self._service.startService()
+    def start(self, target: SubscriberEndpoint, router: Any = None) -> None:
+        """Open (and keep reopening) the pub/sub connections, one per master of ``router`` (a
+        cluster client) or one to ``target`` (see shards.py); sinks registered earlier wait."""
+        self._links = ShardLinks(self, target, router, self.clock)
+        self._links.start()
+        self._connected(self._links)
         self._alive = task.LoopingCall(self._say_alive)
         self._alive.clock = self.clock
         self._alive.start(self.HEARTBEAT, now=False)
@@ -311,8 +262,8 @@ class Hub:
             for d in waiters:
                 if not d.called:
                     d.callback(False)
-        if self._service is not None:
-            await self._service.stopService()
+        if self._links is not None:
+            await self._links.stop()
 
     # -- registration -------------------------------------------------------------------------
 
@@ -400,15 +351,15 @@ class Hub:
 
     # -- pub/sub connection -------------------------------------------------------------------
 
-    def _subscribe(self, proto: _HubProtocol, local: _Local) -> None:
+    def _subscribe(self, proto: ShardLinks, local: _Local) -> None:
         def done(_: Any) -> None:
             if not local.subscribed.called:
                 local.subscribed.callback(None)
 
         proto.subscribe([local.channel]).addCallbacks(done, lambda f: log.failure("subscribe", f))
 
-    def _connected(self, proto: _HubProtocol) -> None:
-        log.info("redis pub/sub connected queues={count}", count=len(self._local))
+    def _connected(self, proto: ShardLinks) -> None:
+        log.info("redis pub/sub started queues={count}", count=len(self._local))
         self._proto = proto
         again = False
         for local in self._local.values():
@@ -421,11 +372,13 @@ class Hub:
         if again:
             self._say_alive()  # Redis may have come back without our counts
 
-    def _disconnected(self, proto: _HubProtocol) -> None:
-        if self._proto is proto:
-            self._proto = None
-            if not self._stopping:
-                log.warn("redis pub/sub connection lost; reconnecting")
+    def _missed(self, channel: bytes) -> None:
+        """``channel`` was subscribed again (a reconnect, a failover, its slot moved): events
+        published meanwhile went unheard, so look at its queue again."""
+        local = self._by_channel.get(channel)
+        if local is not None:
+            self.drain(local)
+            self._wake(local)
 
     def _event(self, channel: bytes, message: bytes) -> None:
         local = self._by_channel.get(channel)

@@ -7,6 +7,7 @@ written by separate idempotent commands. Pure: no Redis, no Twisted.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -14,6 +15,9 @@ PREFIX = "rmq"
 REGISTRY = f"{PREFIX}:queues"
 #: ZSET queue -> when something in it is next due (delay, lease, ttl): what the sweeper looks at.
 TIMERS = f"{PREFIX}:timers"
+#: On a Redis Cluster the registry and the timers are split into this many buckets, each under its
+#: own hash tag, so that they spread over the shards and no one slot is hot (see global_keys).
+CLUSTER_BUCKETS = 16
 #: SET of the queues that have a push subscription: where delivering processes look (written
 #: with separate idempotent commands, beside the queue's own script).
 PUSHING = f"{PREFIX}:push"
@@ -105,3 +109,30 @@ def for_queue(queue: str) -> QueueKeys:
         channel=base + "ev",
         schedules=base + "sched",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalKeys:
+    """The cross-queue keys of one bucket: its share of the registry and of the timers, and the
+    sweeper's lease on it. They share one hash tag, so one script may use them together."""
+
+    registry: str  # SET of queue names
+    timers: str  # ZSET queue -> when something in it is next due
+    sweeper: str  # STRING: the process sweeping this bucket now (expires: a short lease)
+
+
+def bucket_of(queue: str, buckets: int) -> int:
+    """The bucket of ``queue``'s registry entry and timer: a stable hash of its name."""
+    return zlib.crc32(queue.encode("utf-8", "surrogatepass")) % buckets if buckets > 1 else 0
+
+
+@lru_cache(maxsize=256)
+def global_keys(bucket: int, buckets: int) -> GlobalKeys:
+    """Keys of ``bucket`` out of ``buckets``. One bucket (a single Redis, Sentinel) is the
+    historical layout: ``rmq:queues`` and ``rmq:timers``. Several (a cluster) are
+    ``rmq:{~N}:queues`` …: the tag ``~N`` cannot clash with a queue's keys, whose names end in other
+    words (see for_queue)."""
+    if buckets <= 1:
+        return GlobalKeys(REGISTRY, TIMERS, f"{PREFIX}:sweeper")
+    base = f"{PREFIX}:{{~{bucket}}}:"
+    return GlobalKeys(base + "queues", base + "timers", base + "sweeper")

@@ -4,7 +4,9 @@ Scripts settle a queue whenever it is used; this covers the queues nobody touche
 runs one: every ``interval`` it asks Redis which queues have a timer due (the global ``timers``
 ZSET, kept by the engine after each script) and settles them; every ``full_pass`` it settles every
 registered queue, which re-arms any timer lost in a race. Several processes sweeping the same Redis
-is harmless: settling is idempotent.
+is harmless: settling is idempotent. On a Redis Cluster the timers and the registry are split into
+buckets, and each bucket is swept by the one process holding its short lease (see due.lua and
+QueueEngine.due_queues), the full pass included.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ BATCH = 100
 class Settler(Protocol):
     """What the sweeper needs of the engine."""
 
-    async def queues(self) -> list[str]: ...
+    async def swept_queues(self) -> list[str]: ...
 
     async def due_queues(self, limit: int) -> list[str]: ...
 
@@ -53,7 +55,7 @@ class Sweeper(Periodic):
             full = self.clock.seconds() - self._last_full >= self.full_pass
             if full:
                 self._last_full = self.clock.seconds()
-                queues = await self.engine.queues()
+                queues = await self.engine.swept_queues()
             else:
                 queues = await self.engine.due_queues(BATCH)
             for queue in queues:

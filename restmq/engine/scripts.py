@@ -180,6 +180,8 @@ def send_replicated(redis: Any, replicated: Replicated, command: tuple[Any, ...]
     connection): the answer is the write's, given only once enough replicas acknowledged it;
     otherwise ``backend_unavailable`` (the write may or may not survive a failover, so the client
     should retry)."""
+    if getattr(type(redis), "cluster", False):  # a cluster client: the write's master, redirections followed
+        return redis.on_connection(command, lambda connection: _write_and_wait(connection, replicated, command))
     pool = getattr(getattr(redis, "_factory", None), "pool", None)
     if pool:
         connection = pool[next(_turn) % len(pool)]

@@ -184,7 +184,7 @@ local function settle(now, limit)
     end
   end
   if expired > 0 then redis.call('HINCRBY', K.stats, 'expired', expired) end
-  if woke > 0 then redis.call('PUBLISH', CHANNEL, 'a') end
+  if woke > 0 then redis.call('SPUBLISH', CHANNEL, 'a') end
 end
 
 -- Check a receipt "<n>.<attempts>.<nonce>": the message's current, unexpired reservation.
@@ -220,7 +220,7 @@ local function give_back(n, delay, err, now)
     redis.call('ZADD', K.delayed, now + delay, n)
     return 'delayed'
   elseif release(n, rec, now) == 1 then
-    redis.call('PUBLISH', CHANNEL, 'a')
+    redis.call('SPUBLISH', CHANNEL, 'a')
     return 'ready'
   end
   return 'expired'

@@ -98,7 +98,7 @@ for i = 2, #ARGV, 5 do
   end
 end
 if fresh > 0 then redis.call('HINCRBY', K.stats, 'added', fresh) end
-if woke > 0 then redis.call('PUBLISH', CHANNEL, 'a') end
+if woke > 0 then redis.call('SPUBLISH', CHANNEL, 'a') end
 out[1] = due
 out[#out + 1] = redis.call('ZCARD', K.ready)
 return out

@@ -8,9 +8,9 @@ if op == 'pause' then
   redis.call('HSET', K.conf, 'state', 'paused')
 elseif op == 'resume' then
   redis.call('HDEL', K.conf, 'state')
-  redis.call('PUBLISH', CHANNEL, 'r')
+  redis.call('SPUBLISH', CHANNEL, 'r')
 elseif op == 'policy' then
   redis.call('HSET', K.conf, 'policy', ARGV[3])
-  redis.call('PUBLISH', CHANNEL, 'r')
+  redis.call('SPUBLISH', CHANNEL, 'r')
 end
 return {-1, redis.call('HGET', K.conf, 'state') or 'running', redis.call('HGET', K.conf, 'policy') or ARGV[4]}

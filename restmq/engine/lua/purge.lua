@@ -4,5 +4,5 @@
 local n = redis.call('HLEN', K.messages)
 redis.call('DEL', K.ready, K.messages, K.seen, K.reserved, K.delayed, K.receipts, K.errors,
   K.expiry, K.dedup, K.dedup_until, K.replay, K.unique)
-redis.call('PUBLISH', CHANNEL, 'p')
+redis.call('SPUBLISH', CHANNEL, 'p')
 return {-1, n}

@@ -10,7 +10,7 @@ if op == 'set' then
   for i = 3, #ARGV, 2 do
     redis.call('HSET', K.push, ARGV[i], ARGV[i + 1])
   end
-  redis.call('PUBLISH', CHANNEL, 'r')
+  redis.call('SPUBLISH', CHANNEL, 'r')
 elseif op == 'rm' then
   redis.call('DEL', K.push)
 end

@@ -20,6 +20,6 @@ for _, n in ipairs(ns) do
 end
 if #ns > 0 then
   redis.call('HINCRBY', K.stats, 'redriven', #ns)
-  redis.call('PUBLISH', CHANNEL, 'a')
+  redis.call('SPUBLISH', CHANNEL, 'a')
 end
 return {next_due(), #ns}

@@ -59,7 +59,7 @@ elseif op == 'fire' then
   redis.call('ZADD', K.ready, score(tonumber(ARGV[7]), n), n)
   redis.call('HINCRBY', K.stats, 'added', 1)
   redis.call('HSET', K.schedules, name, ARGV[5] .. ':' .. tick .. ':' .. int(tonumber(fires) + 1) .. ':' .. n .. ':' .. def)
-  redis.call('PUBLISH', CHANNEL, 'a')
+  redis.call('SPUBLISH', CHANNEL, 'a')
   return {-1, 'ok', n}
 end
 return redis.error_reply('ERR unknown schedule operation ' .. tostring(op))

@@ -72,7 +72,7 @@ while delivered < want do
           if tonumber(ARGV[7]) > 0 then
             id = redis.call('XADD', K.replay, 'MAXLEN', '~', ARGV[7], '*', 'm', body)
           end
-          redis.call('PUBLISH', CHANNEL, 'b' .. id .. '|' .. body)
+          redis.call('SPUBLISH', CHANNEL, 'b' .. id .. '|' .. body)
         else
           out[#out + 1] = n
           out[#out + 1] = rec

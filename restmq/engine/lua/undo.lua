@@ -41,7 +41,7 @@ elseif what == 'take' or what == 'del' then
   end
   if undone > 0 then
     if what == 'take' then redis.call('HINCRBY', K.stats, 'taken', -undone) end
-    redis.call('PUBLISH', CHANNEL, 'a')
+    redis.call('SPUBLISH', CHANNEL, 'a')
   end
 elseif what == 'reserve' then
   for i = 3, #ARGV do
@@ -59,7 +59,7 @@ elseif what == 'reserve' then
   end
   if undone > 0 then
     redis.call('HINCRBY', K.stats, 'reserved', -undone)
-    redis.call('PUBLISH', CHANNEL, 'a')
+    redis.call('SPUBLISH', CHANNEL, 'a')
   end
 end
 return {next_due(), undone}
