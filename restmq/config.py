@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from restmq.commands import POLICIES
-from restmq.options import Coerce, Option, choice, count, positive, seconds
+from restmq.options import Coerce, Option, choice, count, positive, seconds, workers
 
 
 def option(default: Any, help: str, coerce: Coerce | None = None, *, flag: bool = False) -> Any:
@@ -97,6 +97,14 @@ class Config:
     replicas: int = option(
         0, "Answer writes only once this many Redis replicas have them (WAIT); 0: when the master has.",
         count("replicas", 100),
+    )
+    workers: int = option(
+        1, "Worker processes sharing the listeners (auto: one per usable core). With more than one, "
+        "a parent binds, runs the embedded Redis and restarts workers; limits stay totals "
+        "(docs/operations.md).", workers("workers", 1024),
+    )
+    reuse_port: bool = option(
+        False, "With --workers: give each worker its own SO_REUSEPORT socket on TCP listeners.", flag=True
     )
     insecure: bool = option(
         False, "Allow listening on a non-loopback address without authentication.", flag=True

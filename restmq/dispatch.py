@@ -109,6 +109,9 @@ class Dispatcher:
         self.calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.latency = Latency()
+        #: ``--workers``: what ``stats`` adds for the whole server (processes, summed commands,
+        #: the server's uptime), given ``detail`` (see restmq/workers/table.py). None: this process is the server.
+        self.server_view: Callable[[bool], Awaitable[dict[str, Any]]] | None = None
 
     @property
     def redis_latency(self) -> Latency:
@@ -445,7 +448,7 @@ class Dispatcher:
             if detail:
                 queues[name]["length"] = found["length"].to_dict()
                 queues[name]["counters"] = {k: found["counters"].get(k, 0) for k in COUNTERS}
-        return {
+        answer = {
             "queues": queues,
             "count": len(names),
             "redis": redis,
@@ -453,6 +456,9 @@ class Dispatcher:
             "process": self.engine.process_id,
             "commands": dict(self.calls),
         }
+        if self.server_view is not None:
+            answer.update(await self.server_view(detail))
+        return answer
 
     async def _cmd_state(self, queue: str | None, principal: Principal) -> dict[str, Any]:
         if queue is not None:

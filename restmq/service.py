@@ -25,7 +25,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorFromThreads
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger
@@ -46,6 +46,7 @@ from restmq.errors import RestMQError
 from restmq.engine import QueueEngine
 from restmq.engine.hub import SubscriberEndpoint
 from restmq.startup import StartError
+from restmq.workers import WorkerSpec
 
 log = Logger()
 
@@ -94,10 +95,23 @@ class EngineService(Service):
 
 
 class Listener(StreamServerEndpointService):
-    """A front end on an endpoint string; logs ``listening`` with the real address (port 0 too)."""
+    """A front end on an endpoint string; logs ``listening`` with the real address (port 0 too).
 
-    def __init__(self, name: str, description: str, factory: IProtocolFactory, reactor: Any) -> None:
-        super().__init__(serverFromString(reactor, description), factory)
+    ``adopt`` (a ``--workers`` worker): the (descriptor, family) of the socket the parent bound for
+    this endpoint, accepted on here instead of binding; an ``ssl:`` endpoint's TLS is done here."""
+
+    def __init__(
+        self, name: str, description: str, factory: IProtocolFactory, reactor: Any,
+        adopt: tuple[int, int] | None = None,
+    ) -> None:
+        endpoint: Any = serverFromString(reactor, description)
+        if adopt is not None:
+            if isinstance(endpoint, SSL4ServerEndpoint):
+                from twisted.protocols.tls import TLSMemoryBIOFactory
+
+                factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
+            endpoint = AdoptedStreamServerEndpoint(reactor, *adopt)
+        super().__init__(endpoint, factory)
         self.setName(name)
         self.description = description
         self._raiseSynchronously = True
@@ -234,12 +248,15 @@ def asdict_shallow(config: Config) -> dict[str, Any]:
 
 
 def build(
-    config: Config, reactor: Any = None, *, run_as: tuple[int, int] | None = None, on_fatal: Any = None
+    config: Config, reactor: Any = None, *, run_as: tuple[int, int] | None = None, on_fatal: Any = None,
+    worker: WorkerSpec | None = None,
 ) -> RestMQService:
     """Build the whole service tree for ``config``; nothing starts until the tree is started.
 
     ``run_as``: the (uid, gid) ``twistd --uid/--gid`` switches to, to whom the privileged start hands
-    the embedded Redis's data dir. ``on_fatal``: see :attr:`RestMQService.on_fatal`."""
+    the embedded Redis's data dir. ``on_fatal``: see :attr:`RestMQService.on_fatal`. With
+    ``--workers`` above 1 this is the parent's tree (restmq/workers/supervisor.py); ``worker``: this
+    is one worker's, on the parent's sockets (restmq/workers/child.py)."""
     # Load now what later work imports lazily: twistd --uid/--gid drops privileges after this, and
     # the service user may not be able to read Python's library (e.g. a Python under /root).
     import encodings.idna  # noqa: F401  (host name resolution)
@@ -250,6 +267,10 @@ def build(
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    if worker is None and config.workers > 1:
+        from restmq.workers.supervisor import build_parent
+
+        return build_parent(config, reactor, run_as=run_as, on_fatal=on_fatal)
     from restmq.frontends.nothttp import NotHttpFactory
 
     backend = RedisBackend(
@@ -288,6 +309,14 @@ def build(
     engine_service.setName("engine")
     engine_service.setServiceParent(root)
     limits = Limits(config.max_connections, config.max_connections_per_address)
+    if worker is not None:
+        from restmq.workers.table import ProcessTable
+
+        table = ProcessTable(engine, dispatcher, limits, worker.index, worker.started, backend)
+        table.setName("processes")
+        table.setServiceParent(root)
+        engine.sweeper.lease = table.sweep_lease
+        dispatcher.server_view = table.server_stats
     context = Context(dispatcher, reactor, limits, {**asdict_shallow(config), **config.frontend})
     for frontend in frontends():
         endpoint = config.endpoints.get(frontend.name)
@@ -297,5 +326,6 @@ def build(
         # Listeners that do not speak HTTP refuse it: a web page could post commands to them.
         counted = LimitedFactory(factory, limits) if frontend.speaks_http else NotHttpFactory(
             factory, limits, frontend.name)
-        Listener(frontend.name, endpoint, counted, reactor).setServiceParent(root)
+        adopt = worker.sockets.get(frontend.name) if worker is not None else None
+        Listener(frontend.name, endpoint, counted, reactor, adopt).setServiceParent(root)
     return root

@@ -14,6 +14,10 @@ PREFIX = "rmq"
 REGISTRY = f"{PREFIX}:queues"
 #: ZSET queue -> when something in it is next due (delay, lease, ttl): what the sweeper looks at.
 TIMERS = f"{PREFIX}:timers"
+#: HASH process id -> JSON of what that worker process reports (``--workers``: /stats, /metrics).
+PROCESSES = f"{PREFIX}:processes"
+#: STRING: the id of the process holding the sweeper's lease (``--workers``: one sweep at a time).
+SWEEP_LEASE = f"{PREFIX}:sweeper"
 DEAD_SUFFIX = ".dead"
 #: ZSET score = priority * PRIORITY_STEP + n: lower priority first, FIFO (by n) within one.
 PRIORITY_STEP = 10**13

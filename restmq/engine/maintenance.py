@@ -4,11 +4,13 @@ Scripts settle a queue whenever it is used; this covers the queues nobody touche
 runs one: every ``interval`` it asks Redis which queues have a timer due (the global ``timers``
 ZSET, kept by the engine after each script) and settles them; every ``full_pass`` it settles every
 registered queue, which re-arms any timer lost in a race. Several processes sweeping the same Redis
-is harmless: settling is idempotent.
+is harmless: settling is idempotent; ``--workers`` still keeps it to one at a time with a short
+Redis lease (:attr:`Sweeper.lease`, see restmq/workers/table.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from twisted.internet import defer, task
@@ -45,6 +47,8 @@ class Sweeper:
         self._loop.clock = clock
         self._last_full = clock.seconds()
         self._running: defer.Deferred[int] | None = None
+        #: When set (``--workers``): asked before each pass; only the process it answers True sweeps.
+        self.lease: Callable[[], Awaitable[bool]] | None = None
 
     def start(self) -> None:
         self._loop.start(self.interval, now=False)
@@ -63,6 +67,8 @@ class Sweeper:
     async def sweep(self) -> int:
         """One pass: settle every queue that has something due; answers how many were settled."""
         try:
+            if self.lease is not None and not await self.lease():
+                return 0
             full = self.clock.seconds() - self._last_full >= self.full_pass
             if full:
                 self._last_full = self.clock.seconds()

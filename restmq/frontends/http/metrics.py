@@ -24,10 +24,15 @@ Families:
   connections of every listener, and what the limits refused (``connections``,
   ``connections_per_address``, ``header_timeout``, ``body_timeout``, ``idle_timeout``), when the
   Site was given the process's :class:`restmq.limits.Limits`.
+
+With ``--workers`` every family speaks for the whole server: the ``stats`` answer then lists every
+worker with its counters (restmq/workers/table.py), and a scrape adds the other workers' numbers
+(reported at most a second ago) to the live ones of the worker it reached.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +89,40 @@ class Snapshot:
     redis_latency: Latency | None = None
     #: The process's :class:`restmq.limits.Limits` (connections, refusals), if known.
     limits: Limits | None = None
+    #: ``--workers``: the other workers' entries of the ``stats`` answer, counters included.
+    others: list[dict[str, Any]] = field(default_factory=list)
+
+    def merge_others(self) -> None:
+        """Add the other workers' counters to this worker's (``--workers``)."""
+        from restmq.workers.table import merge_series
+
+        if not self.others:
+            return
+        calls, errors = Counter(self.calls), Counter(self.errors)
+        latency, redis_latency = _copy(self.latency), _copy(self.redis_latency)
+        limits = Limits(0, 0)
+        if self.limits is not None:
+            limits.total, limits.rejected = self.limits.total, Counter(self.limits.rejected)
+        for other in self.others:
+            numbers = other.get("metrics") or {}
+            calls.update({k: int(v) for k, v in (numbers.get("calls") or {}).items()})
+            errors.update({k: int(v) for k, v in (numbers.get("errors") or {}).items()})
+            limits.rejected.update({k: int(v) for k, v in (numbers.get("rejected") or {}).items()})
+            limits.total += int(other.get("connections") or 0)
+            if latency is not None:
+                merge_series(latency, numbers.get("latency") or [])
+            if redis_latency is not None:
+                merge_series(redis_latency, numbers.get("redis_latency") or [])
+        self.calls, self.errors = dict(calls), dict(errors)
+        self.latency, self.redis_latency, self.limits = latency, redis_latency, limits
+
+
+def _copy(latency: Latency | None) -> Latency | None:
+    if latency is None:
+        return None
+    copied = Latency(latency.buckets)
+    copied.series = {k: [list(v[0]), v[1], v[2]] for k, v in latency.series.items()}
+    return copied
 
 
 class SnapshotCollector(Collector):
@@ -172,6 +211,8 @@ async def take_snapshot(dispatcher: Dispatcher, principal: Principal = None) -> 
         snap.up = e.code != "backend_unavailable"
         server = {}
     queues = (server.get("queues") or {}) if isinstance(server, Mapping) else {}
+    if isinstance(server, Mapping):
+        snap.others = [p for p in server.get("processes") or () if p.get("process") != server.get("process")]
     for name, stats in queues.items():
         if isinstance(stats, Mapping):
             snap.queues[name] = dict(stats)
@@ -208,4 +249,5 @@ class Metrics(Endpoint):
         snapshot.latency = getattr(dispatcher, "latency", None)
         snapshot.redis_latency = getattr(dispatcher, "redis_latency", None)
         snapshot.limits = limits
+        snapshot.merge_others()
         return render(snapshot)

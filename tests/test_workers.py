@@ -1,0 +1,236 @@
+"""``restmq serve --workers N``: one parent, N workers on the same ports, limits and numbers for the whole server."""
+
+from __future__ import annotations
+
+from http.client import HTTPConnection
+import json
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from restmq.backend.embedded import pid_alive
+from restmq.workers.shares import share
+from tests.test_process import Server, http, serve_argv, servers  # noqa: F401  (servers: a fixture)
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def start(
+    tmp_path: Path, servers: list[Server], *extra: str, workers: int = 2, token: str | None = None,  # noqa: F811
+) -> Server:
+    """A ``restmq serve --workers`` whose every worker is ready."""
+    server = Server(serve_argv(tmp_path / "data", "--workers", str(workers), *extra), cwd=tmp_path)
+    servers.append(server)
+    for _ in range(workers):
+        server.wait_for(r"\[worker \d+\] engine ready")
+    for _ in range(3):  # every worker has reported, whichever answers
+        wait_until(lambda: len(processes(server, token)) == workers)
+    return server
+
+
+def wait_until(check, timeout: float = 20.0):
+    """Poll ``check`` until it answers something true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"not true within {timeout} s: {check}")
+
+
+def stats(server: Server, query: str = "", token: str | None = None) -> dict:
+    status, body = http("GET", server.url("/stats" + query), headers={"authorization": f"Bearer {token}"} if token else None)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def processes(server: Server, token: str | None = None) -> list[dict]:
+    return stats(server, token=token).get("processes", [])
+
+
+def connection_to(server: Server, exclude: set[str] = frozenset()) -> tuple[HTTPConnection, str]:
+    """A keep-alive connection served by a worker not in ``exclude``, and that worker's process id."""
+    host, port = server.addresses["http"].rsplit(":", 1)
+    for _ in range(200):
+        conn = HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/stats")
+        process = json.loads(conn.getresponse().read())["process"]
+        if process not in exclude:
+            return conn, process
+        conn.close()
+    raise AssertionError(f"every connection went to {exclude}")
+
+
+def test_two_workers_answer_on_one_port(tmp_path, servers):
+    """Two workers with different pids accept on the one HTTP port, and /stats lists both."""
+    server = start(tmp_path, servers)
+    listed = processes(server)
+    assert sorted(p["worker"] for p in listed) == [0, 1]
+    assert len({p["pid"] for p in listed}) == 2 and os.getpid() not in {p["pid"] for p in listed}
+    assert all(p["uptime"] >= 0 and "connections" in p and "subscribers" in p for p in listed)
+    first, one = connection_to(server)
+    second, other = connection_to(server, {one})
+    assert one != other
+    first.close()
+    second.close()
+    assert server.stop() == 0
+
+
+def test_reuse_port_gives_each_worker_its_socket(tmp_path, servers):
+    """With --reuse-port both workers answer on the logged port (port 0 resolved once, by the parent)."""
+    server = start(tmp_path, servers, "--reuse-port")
+    first, one = connection_to(server)
+    second, other = connection_to(server, {one})
+    assert one != other
+    assert server.stop() == 0
+
+
+def test_killed_worker_is_replaced_and_service_continues(tmp_path, servers):
+    """A worker killed with -9 is logged, replaced after a short backoff, and requests keep working."""
+    server = start(tmp_path, servers)
+    victim = processes(server)[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    assert re.search(r"ended \(signal 9\)", server.wait_for(rf"worker {victim['worker']} pid={victim['pid']} ended"))
+    server.wait_for(rf"worker {victim['worker']} started")
+    for i in range(5):  # the other worker answers meanwhile, the replacement afterwards
+        assert http("POST", server.url("/q/k"), f"value={i}".encode(), FORM)[0] == 200
+
+    def replaced() -> bool:
+        listed = processes(server)
+        return sorted(p["worker"] for p in listed) == [0, 1] and victim["pid"] not in {p["pid"] for p in listed}
+
+    wait_until(replaced)
+    assert json.loads(http("GET", server.url("/q/k"))[1])["value"] == "0"
+    assert server.stop() == 0
+
+
+def test_sigterm_ends_streams_then_every_process(tmp_path, servers):
+    """SIGTERM to the parent ends an open COMET stream, stops both workers and Redis, and exits 0."""
+    server = start(tmp_path, servers)
+    pids = [p["pid"] for p in processes(server)]
+    redis_pid = int((tmp_path / "data" / "redis.pid").read_text())
+    host, port = server.addresses["http"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=15) as stream:
+        stream.sendall(b"GET /c/s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert stream.recv(4096).startswith(b"HTTP/1.1 200")
+        server.proc.send_signal(signal.SIGTERM)
+        rest = b""
+        while chunk := stream.recv(4096):
+            rest += chunk
+    assert rest.endswith(b"0\r\n\r\n"), rest  # the chunked stream was ended, not cut
+    assert server.proc.wait(20) == 0
+    assert not any(pid_alive(pid) for pid in [*pids, redis_pid])
+
+
+def test_sighup_reloads_tokens_in_every_worker(tmp_path, servers):
+    """SIGHUP to the parent makes every worker read the tokens file again."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old read,write *\n")
+    server = start(tmp_path, servers, "--auth-file", str(tokens), "--reuse-port", token="old")
+    tokens.write_text("new read,write *\n")
+    server.proc.send_signal(signal.SIGHUP)
+    reloaded = {server.wait_for(r"\[worker \d\] auth file reloaded")[:10] for _ in range(2)}
+    assert len(reloaded) == 2
+    host, port = server.addresses["http"].rsplit(":", 1)
+    for i in range(10):  # new connections: both workers are asked
+        conn = HTTPConnection(host, int(port), timeout=10)
+        conn.request("POST", "/q/t", b"x", {"content-type": "text/plain", "authorization": "Bearer old"})
+        assert conn.getresponse().status == 401
+        conn.close()
+        assert http("POST", server.url("/q/t"), b"x", {"content-type": "text/plain", "authorization": "Bearer new"})[0] == 200
+    assert server.stop() == 0
+
+
+def test_connection_limit_is_a_total_for_the_server(tmp_path, servers):
+    """--max-connections 4 with two workers admits at most 4 connections in all, however they spread."""
+    assert [share(4, i, 2) for i in range(2)] == [2, 2] and [share(5, i, 2) for i in range(2)] == [3, 2]
+    server = start(tmp_path, servers, "--max-connections", "4", "--reuse-port")
+    host, port = server.addresses["line"].rsplit(":", 1)
+    held, admitted = [], 0
+    for _ in range(12):
+        s = socket.create_connection((host, int(port)), timeout=10)
+        held.append(s)
+        s.sendall(b"ping\n")
+        reply = s.recv(4096)
+        if b"pong" in reply:
+            admitted += 1
+        else:
+            assert b"too many connections" in reply, reply
+    assert 2 <= admitted <= 4
+    for s in held:
+        s.close()
+    assert server.stop() == 0
+
+
+def test_metrics_and_stats_add_up_every_worker(tmp_path, servers):
+    """/metrics and /stats count the commands of both workers, whichever worker is scraped."""
+    server = start(tmp_path, servers, "--reuse-port")
+    first, one = connection_to(server)
+    second, _ = connection_to(server, {one})
+    for conn in (first, second):
+        for i in range(3):
+            conn.request("POST", "/q/m", f"value={i}".encode(), FORM)
+            assert conn.getresponse().read() .startswith(b"m:")
+
+    def added() -> bool:
+        text = http("GET", server.url("/metrics"))[1].decode()
+        found = re.search(r'^restmq_commands_total\{command="add"\} (\S+)$', text, re.M)
+        return bool(found) and float(found.group(1)) == 6.0 and 'restmq_request_seconds_count{command="add",frontend="http"} 6.0' in text
+
+    wait_until(added)
+    wait_until(lambda: stats(server)["commands"].get("add") == 6)
+    detail = stats(server, "?detail=1")
+    assert all("metrics" in p for p in detail["processes"])
+    first.close()
+    second.close()
+    assert server.stop() == 0
+
+
+def test_long_poll_and_stream_wake_across_workers(tmp_path, servers):
+    """A long poll and an SSE stream on one worker get messages added through the other worker."""
+    server = start(tmp_path, servers, "--reuse-port")
+    consumer, one = connection_to(server)
+    producer, _ = connection_to(server, {one})
+    consumer.request("GET", "/q/lp?wait=15")
+    time.sleep(0.5)  # the long poll is waiting on its worker
+    producer.request("POST", "/q/lp", b"value=woken", FORM)
+    assert producer.getresponse().read() == b"lp:1\r\n"
+    answer = consumer.getresponse()
+    assert answer.status == 200 and json.loads(answer.read())["value"] == "woken"
+
+    consumer.request("GET", "/sse/st")
+    events = consumer.getresponse()
+    assert events.status == 200
+    time.sleep(0.5)
+    producer.request("POST", "/q/st", b"value=streamed", FORM)
+    assert producer.getresponse().read() == b"st:1\r\n"
+    while not (line := events.fp.readline()).startswith(b"data:"):
+        assert line, "the stream ended"
+    assert b"streamed" in line
+    consumer.close()
+    producer.close()
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("how", ["twistd"])
+def test_twistd_runs_workers_too(tmp_path, servers, how):
+    """twistd restmq --workers 2 runs the same parent and workers as restmq serve."""
+    from tests.test_process import BIN, TWISTD_CLEAN_EXIT
+
+    server = Server(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "restmq", "--workers", "2", "--data", str(tmp_path / "data"),
+         "--http", "tcp:0:interface=127.0.0.1", "--line", "none"], cwd=tmp_path,
+    )
+    servers.append(server)
+    for _ in range(2):
+        server.wait_for(r"\[worker \d+\] engine ready")
+    wait_until(lambda: len(processes(server)) == 2)
+    assert http("POST", server.url("/q/tw"), b"value=x", FORM) == (200, b"tw:1\r\n")
+    assert server.stop() in TWISTD_CLEAN_EXIT
+    server.wait_for("restmq stopped")
