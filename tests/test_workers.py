@@ -234,3 +234,84 @@ def test_twistd_runs_workers_too(tmp_path, servers, how):
     assert http("POST", server.url("/q/tw"), b"value=x", FORM) == (200, b"tw:1\r\n")
     assert server.stop() in TWISTD_CLEAN_EXIT
     server.wait_for("restmq stopped")
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["shared", "reuse-port"])
+def test_tls_listener_is_served_by_every_worker(tmp_path, servers, reuse):  # noqa: F811
+    """An ssl: HTTP listener works with workers, on one shared socket or one per worker."""
+    import ssl
+    from http.client import HTTPSConnection
+
+    from tests.test_tls import make_cert
+
+    cert_path, key_path = make_cert(tmp_path)
+    tls = f"privateKey={key_path}:certKey={cert_path}"
+    server = Server(serve_argv(tmp_path / "data", "--workers", "2", "--http", f"ssl:0:interface=127.0.0.1:{tls}",
+                               *(["--reuse-port"] if reuse else [])), cwd=tmp_path)
+    servers.append(server)
+    for _ in range(2):
+        server.wait_for(r"\[worker \d+\] engine ready")
+    host, port = server.addresses["http"].rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(cert_path))
+    seen = set()
+    for i in range(40):
+        conn = HTTPSConnection(host, int(port), timeout=10, context=context)
+        conn.request("GET", "/stats")
+        answer = conn.getresponse()
+        assert answer.status == 200
+        seen.add(json.loads(answer.read())["process"])
+        conn.close()
+        if len(seen) == 2 and reuse:
+            break
+    assert len(seen) == 2 or not reuse
+    assert server.stop() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_twistd_binds_as_root_and_workers_run_as_the_service_user(tmp_path, servers, redis):  # noqa: F811
+    """twistd --uid --gid restmq --workers 2: the parent binds first and both workers run unprivileged;
+    when that user cannot run this Python, it says so in one line and exits 1 before serving."""
+    import subprocess
+    import sys
+
+    from tests.test_process import BIN, TWISTD_CLEAN_EXIT
+
+    argv = [str(BIN / "twistd"), "--uid=65534", "--gid=65534", "-n", "--pidfile=", "restmq", "--workers", "2",
+            "--redis", redis.url, "--http", "tcp:0:interface=127.0.0.1", "--line", "none"]
+    try:
+        usable = subprocess.run([sys.executable, "-c", "import restmq"], user=65534, group=65534, cwd="/",
+                                capture_output=True, timeout=30).returncode == 0
+    except PermissionError:
+        usable = False
+    server = Server(argv, cwd=tmp_path)
+    servers.append(server)
+    if not usable:  # e.g. a Python under /root: the service user cannot exec it
+        assert "cannot run" in server.wait_for("restmq cannot start")
+        assert server.proc.wait(20) == 1
+        return
+    for _ in range(2):
+        server.wait_for(r"\[worker \d+\] engine ready")
+    for _ in range(3):
+        wait_until(lambda: len(processes(server)) == 2)
+    for pid in [server.proc.pid, *(p["pid"] for p in processes(server))]:
+        status = Path(f"/proc/{pid}/status").read_text()
+        assert re.search(r"^Uid:\s+65534\s", status, re.M), status
+    assert http("POST", server.url("/q/u"), b"value=x", FORM) == (200, b"u:1\r\n")
+    assert server.stop() in TWISTD_CLEAN_EXIT
+
+
+def test_one_worker_holds_the_sweeper_lease_and_delays_still_come_due(tmp_path, servers, redis):  # noqa: F811
+    """With two workers one of them holds the sweeper's lease, and a delayed message is released on time."""
+    server = start(tmp_path, servers, "--redis", redis.url)
+    ids = {p["process"] for p in processes(server)}
+
+    def lease() -> bytes | None:
+        found = redis.cli("GET", "rmq:sweeper")
+        return None if found.startswith(b"$-1") else found
+
+    holder = wait_until(lease)
+    assert any(process.encode() in holder for process in ids), holder
+    assert http("POST", server.url("/q/later?delay=1"), b"value=soon", FORM)[0] == 200
+    assert wait_until(lambda: json.loads(http("GET", server.url("/stats/later"))[1])["length"]["ready"] == 1)
+    assert server.stop() == 0
+    assert b"rmq:processes" not in redis.cli("KEYS", "rmq:processes") or redis.cli("HLEN", "rmq:processes") == b":0\r\n"

@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from datetime import datetime
@@ -178,9 +179,10 @@ class Supervisor(Service):
 
     def __init__(
         self, config: Any, listeners: list[BoundListener], redis: EmbeddedRedis | None, reactor: Any,
-        on_fatal: Any = None,
+        on_fatal: Any = None, run_as: tuple[int, int] | None = None,
     ) -> None:
         self.config, self.listeners, self.redis, self.reactor = config, listeners, redis, reactor
+        self.run_as = run_as
         self.count: int = config.workers
         self.on_fatal = on_fatal
         self.started = time.time()
@@ -200,12 +202,35 @@ class Supervisor(Service):
         else:
             self._waiting = defer.succeed(self.config.redis)
         self._waiting.addCallbacks(self._spawn_all, self._redis_failed)
+        self._waiting.addErrback(lambda failure: self._redis_failed(failure, "cannot start the workers: "))
 
-    def _redis_failed(self, failure: Failure) -> None:
+    def privilegedStartService(self) -> None:
+        """Under ``twistd --uid/--gid`` the workers run as that user: check now, while a failure is
+        one line before anything starts, that it can run this Python and import RestMQ."""
+        super().privilegedStartService()
+        if self.run_as is None or os.geteuid() != 0:
+            return
+        uid, gid = self.run_as
+        try:
+            probe = subprocess.run(
+                [sys.executable, "-c", "import restmq.workers.child"], user=uid, group=gid, extra_groups=[],
+                capture_output=True, text=True, timeout=30, cwd="/",
+            )
+            problem = probe.stderr.strip().splitlines()[-1:] if probe.returncode else None
+        except OSError as e:
+            problem = [str(e)]
+        if problem is not None:
+            raise StartError(
+                f"--workers: user {uid}:{gid} cannot run {sys.executable} with RestMQ "
+                f"({problem[0] if problem else 'exit code ' + str(probe.returncode)}); install RestMQ "
+                "where that user can read it, or run one process (--workers 1)"
+            )
+
+    def _redis_failed(self, failure: Failure, why: str = "") -> None:
         if failure.check(defer.CancelledError):
             return
         if self.on_fatal is not None:
-            self.on_fatal(failure.getErrorMessage())
+            self.on_fatal(why + failure.getErrorMessage())
 
     def _spawn_all(self, url: str) -> None:
         self.url = url
@@ -225,10 +250,16 @@ class Supervisor(Service):
         for fd, _ in sockets.values():
             child_fds[fd] = fd
         protocol = _WorkerProtocol(self, index)
-        self.reactor.spawnProcess(
-            protocol, sys.executable, [sys.executable, "-m", "restmq.workers.child"], env=env,
-            childFDs=child_fds,
-        )
+        try:
+            self.reactor.spawnProcess(
+                protocol, sys.executable, [sys.executable, "-m", "restmq.workers.child"], env=env,
+                childFDs=child_fds,
+            )
+        except OSError as e:
+            if not self.workers and not self.restarts:
+                raise  # the first start: fatal
+            self._retry(index, f"cannot spawn: {e}", protocol.pid, 0.0)
+            return
         self.workers[index] = protocol
         log.info("worker {worker} started pid={pid}", worker=index, pid=protocol.pid)
 
@@ -242,13 +273,16 @@ class Supervisor(Service):
             if not self.workers and self._all_ended is not None and not self._all_ended.called:
                 self._all_ended.callback(None)
             return
-        lived = time.monotonic() - protocol.started
+        self._retry(index, why, protocol.pid, time.monotonic() - protocol.started)
+
+    def _retry(self, index: int, why: str, pid: int | None, lived: float) -> None:
+        """Log why worker ``index`` is gone and start another after its backoff."""
         delay = BACKOFF_INITIAL if lived >= HEALTHY_AFTER else self.backoff.get(index, BACKOFF_INITIAL)
         self.backoff[index] = min(delay * 2, BACKOFF_MAX)
         self.restarts += 1
         log.warn(
             "worker {worker} pid={pid} ended ({why}) after {lived:.1f} s; restarting in {delay} s",
-            worker=index, pid=protocol.pid, why=why, lived=lived, delay=delay,
+            worker=index, pid=pid, why=why, lived=lived, delay=delay,
         )
         self.pending[index] = self.reactor.callLater(delay, self.spawn, index)
 
@@ -316,7 +350,7 @@ def build_parent(
             listener = BoundListener(frontend.name, endpoint, reactor, config.workers, config.reuse_port)
             listener.setServiceParent(root)
             listeners.append(listener)
-    supervisor = Supervisor(config, listeners, redis, reactor, on_fatal=root.fatal)
+    supervisor = Supervisor(config, listeners, redis, reactor, on_fatal=root.fatal, run_as=run_as)
     supervisor.setName("supervisor")
     supervisor.setServiceParent(root)
     root.supervisor = supervisor
