@@ -254,9 +254,9 @@ def build(
     """Build the whole service tree for ``config``; nothing starts until the tree is started.
 
     ``run_as``: the (uid, gid) ``twistd --uid/--gid`` switches to, to whom the privileged start hands
-    the embedded Redis's data dir. ``on_fatal``: see :attr:`RestMQService.on_fatal`. With
-    ``--workers`` above 1 this is the parent's tree (restmq/workers/supervisor.py); ``worker``: this
-    is one worker's, on the parent's sockets (restmq/workers/child.py)."""
+    the embedded Redis's data dir. ``on_fatal``: see :attr:`RestMQService.on_fatal`. One process
+    (``--workers`` is restmq/server.py's); ``worker``: this is one ``--workers`` worker's tree, on
+    the parent's sockets (restmq/workers/child.py)."""
     # Load now what later work imports lazily: twistd --uid/--gid drops privileges after this, and
     # the service user may not be able to read Python's library (e.g. a Python under /root).
     import encodings.idna  # noqa: F401  (host name resolution)
@@ -267,10 +267,6 @@ def build(
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    if worker is None and config.workers > 1:
-        from restmq.workers.supervisor import build_parent
-
-        return build_parent(config, reactor, run_as=run_as, on_fatal=on_fatal)
     from restmq.frontends.nothttp import NotHttpFactory
 
     backend = RedisBackend(
