@@ -94,6 +94,19 @@ class EngineService(Service):
         return defer.ensureDeferred(self.engine.stop())
 
 
+def one_accept_per_wakeup(port: Any) -> None:
+    """A worker on a socket its siblings share takes one connection each time it is woken (Twisted
+    takes up to a hundred): a burst of connections is spread between the workers instead of all
+    going to whichever woke first."""
+    read = port.doRead
+
+    def doRead() -> Any:
+        port.numberAccepts = 1
+        return read()
+
+    port.doRead = doRead
+
+
 class Listener(StreamServerEndpointService):
     """A front end on an endpoint string; logs ``listening`` with the real address (port 0 too).
 
@@ -112,6 +125,7 @@ class Listener(StreamServerEndpointService):
                 factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
             endpoint = AdoptedStreamServerEndpoint(reactor, *adopt)
         super().__init__(endpoint, factory)
+        self.adopted = adopt is not None
         self.setName(name)
         self.description = description
         self._raiseSynchronously = True
@@ -128,6 +142,8 @@ class Listener(StreamServerEndpointService):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
+        if self.adopted:
+            one_accept_per_wakeup(port)
         host = port.getHost()
         if isinstance(host, (IPv4Address, IPv6Address)):
             address = f"{host.host}:{host.port}"

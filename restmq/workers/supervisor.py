@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, SSL4ServerEndpoint, _TCPServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IReactorFromThreads
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
-from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from restmq.backend.embedded import EmbeddedRedis, _exit_status
@@ -163,11 +163,18 @@ class _WorkerProtocol(ProcessProtocol):
             when = datetime.fromisoformat(str(stamp)).timestamp()
         except ValueError:
             when = time.time()
-        event.pop("log_format", None)
+        template = event.pop("log_format", None)
         event.update(
-            log_format="[worker {worker}] {worker_text}", worker_text=text, log_level=level, log_namespace=namespace,
-            log_time=when, log_source=None, log_logger=log, worker=self.index, worker_pid=self.pid,
+            worker_text=text, log_level=level, log_namespace=namespace, log_time=when, log_source=None,
+            log_logger=log, worker=self.index, worker_pid=self.pid,
         )
+        # The worker's own template when its fields survived the trip (log readers group by it).
+        event["log_format"] = template if isinstance(template, str) else "{worker_text}"
+        if event["log_format"] != "{worker_text}" and formatEvent(event) != text:
+            event["log_format"] = "{worker_text}"
+        if event["log_format"] != "{worker_text}":
+            del event["worker_text"]
+        event["log_format"] = "[worker {worker}] " + event["log_format"]
         globalLogPublisher(event)
 
     def processEnded(self, reason: Failure) -> None:
