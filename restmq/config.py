@@ -44,7 +44,7 @@ class Config:
     durability: str = option(
         "everysec", "Embedded AOF fsync: everysec or always.", choice("durability", ("everysec", "always"))
     )
-    redis_pool: int = option(10, "Redis connections in the pool.", positive(int, "redis-pool", 256))
+    redis_pool: int = option(10, "Redis connections in the pool (all workers together).", positive(int, "redis-pool", 256))
     redis_timeout: float = option(
         1.0, "Seconds before an unanswered Redis call fails with backend_unavailable.",
         positive(float, "redis-timeout", 60),
@@ -68,7 +68,7 @@ class Config:
         "users per category, for HTTP; reloaded when it changes)."
     )
     max_connections: int = option(
-        10_000, "Most connections at once, all listeners together (0: no limit).", count("max-connections", 10**7)
+        10_000, "Most connections at once, all listeners and workers together (0: no limit).", count("max-connections", 10**7)
     )
     max_connections_per_address: int = option(
         1_000, "Most connections at once from one client address (0: no limit).",
@@ -88,7 +88,7 @@ class Config:
         seconds("body-timeout"),
     )
     max_subscribers: int = option(
-        50_000, "Most stream subscribers of one queue in this process (0: no limit).", count("max-subscribers", 10**7)
+        50_000, "Most stream subscribers of one queue in this server (0: no limit).", count("max-subscribers", 10**7)
     )
     max_queues: int = option(
         100_000, "Most queues; an add that would create one more is refused (0: no limit).",

@@ -479,4 +479,7 @@ class Dispatcher:
 
     async def _cmd_health(self) -> dict[str, Any]:
         facts = await self.engine.facts()
-        return {"status": "ok", "redis": facts, "warnings": facts.get("warnings", [])}
+        answer = {"status": "ok", "redis": facts, "warnings": facts.get("warnings", [])}
+        if self.server_view is not None:  # --workers: how many answer (each reported within seconds)
+            answer["workers"] = (await self.server_view(False))["workers"]
+        return answer

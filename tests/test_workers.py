@@ -68,12 +68,13 @@ def connection_to(server: Server, exclude: set[str] = frozenset()) -> tuple[HTTP
 
 
 def test_two_workers_answer_on_one_port(tmp_path, servers):
-    """Two workers with different pids accept on the one HTTP port, and /stats lists both."""
+    """Two workers with different pids accept on the one HTTP port; /stats lists both, /health counts them."""
     server = start(tmp_path, servers)
     listed = processes(server)
     assert sorted(p["worker"] for p in listed) == [0, 1]
     assert len({p["pid"] for p in listed}) == 2 and os.getpid() not in {p["pid"] for p in listed}
     assert all(p["uptime"] >= 0 and "connections" in p and "subscribers" in p for p in listed)
+    assert json.loads(http("GET", server.url("/health"))[1])["workers"] == 2
     first, one = connection_to(server)
     second, other = connection_to(server, {one})
     assert one != other

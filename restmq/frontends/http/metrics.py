@@ -155,13 +155,13 @@ class SnapshotCollector(Collector):
         yield subscribers
         yield events
         commands = CounterMetricFamily(
-            "restmq_commands", "Commands run by this process's dispatcher.", labels=["command"]
+            "restmq_commands", "Commands run by the server (every worker).", labels=["command"]
         )
         for name, n in sorted(snap.calls.items()):
             commands.add_metric([name], float(n))
         yield commands
         errors = CounterMetricFamily(
-            "restmq_errors", "Command failures by error code (this process).", labels=["code"]
+            "restmq_errors", "Command failures by error code (every worker).", labels=["code"]
         )
         for code, n in sorted(snap.errors.items()):
             errors.add_metric([code], float(n))
