@@ -94,10 +94,10 @@ class EngineService(Service):
         return defer.ensureDeferred(self.engine.stop())
 
 
-def one_accept_per_wakeup(port: Any) -> None:
-    """A worker on a socket its siblings share takes one connection each time it is woken (Twisted
-    takes up to a hundred): a burst of connections is spread between the workers instead of all
-    going to whichever woke first."""
+def adopted_port(port: Any) -> None:
+    """A worker's port on a socket its siblings share (``--workers``). It takes one connection each
+    time it is woken (Twisted takes up to a hundred), so a burst of connections is spread between
+    the workers instead of all going to whichever woke first; stopping leaves the socket to them."""
     read = port.doRead
 
     def doRead() -> Any:
@@ -105,6 +105,15 @@ def one_accept_per_wakeup(port: Any) -> None:
         return read()
 
     port.doRead = doRead
+    # The socket is shared: a worker that stops closes its descriptor but must not shut the socket
+    # down, which would stop it listening for every worker.
+    port._shouldShutdown = False
+    path = getattr(port, "_bindPath", None)
+    if path is not None:
+        # A UNIX socket's path is the parent's: a worker that stops must not remove it (Twisted's
+        # port removes its path unless it names the abstract namespace).
+        port._bindPath = b"\0"
+        port._logConnectionLostMsg = lambda: log.info("stopped accepting on {path}", path=path)
 
 
 class Listener(StreamServerEndpointService):
@@ -143,7 +152,7 @@ class Listener(StreamServerEndpointService):
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         if self.adopted:
-            one_accept_per_wakeup(port)
+            adopted_port(port)
         host = port.getHost()
         if isinstance(host, (IPv4Address, IPv6Address)):
             address = f"{host.host}:{host.port}"

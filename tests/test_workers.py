@@ -316,3 +316,34 @@ def test_one_worker_holds_the_sweeper_lease_and_delays_still_come_due(tmp_path, 
     assert wait_until(lambda: json.loads(http("GET", server.url("/stats/later"))[1])["length"]["ready"] == 1)
     assert server.stop() == 0
     assert b"rmq:processes" not in redis.cli("KEYS", "rmq:processes") or redis.cli("HLEN", "rmq:processes") == b":0\r\n"
+
+
+@pytest.mark.parametrize("listener", ["tcp", "unix"])
+def test_a_worker_that_stops_leaves_the_shared_socket_to_the_others(tmp_path, servers, listener):  # noqa: F811
+    """SIGTERM to one worker alone: it is replaced, and the other keeps accepting on the shared TCP or UNIX socket."""
+    extra = ["--http", f"unix:{tmp_path / 'h.sock'}"] if listener == "unix" else []
+    server = Server(serve_argv(tmp_path / "data", "--workers", "2", "--line", "tcp:0:interface=127.0.0.1", *extra),
+                    cwd=tmp_path)
+    servers.append(server)
+    for _ in range(2):
+        server.wait_for(r"\[worker \d+\] engine ready")
+    while "line" not in server.addresses:
+        server.wait_for("listening")
+    host, port = server.addresses["line"].rsplit(":", 1)
+
+    def ping() -> bool:
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"ping\n")
+            return b"pong" in s.recv(4096)
+
+    victim = next(int(json.loads(line)["pid"]) for line in server.log if "worker 0 started" in line)
+    os.kill(victim, signal.SIGTERM)
+    server.wait_for(rf"worker 0 pid={victim} ended \(exit code 0\)")
+    assert all(ping() for _ in range(10))  # worker 1 alone, on the socket worker 0 closed
+    server.wait_for("worker 0 started")
+    server.wait_for(r"\[worker 0\] engine ready")
+    assert all(ping() for _ in range(10))
+    if listener == "unix":
+        assert (tmp_path / "h.sock").exists()
+    assert server.stop() == 0
+    assert not (tmp_path / "h.sock").exists()
