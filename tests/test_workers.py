@@ -347,3 +347,35 @@ def test_a_worker_that_stops_leaves_the_shared_socket_to_the_others(tmp_path, se
         assert (tmp_path / "h.sock").exists()
     assert server.stop() == 0
     assert not (tmp_path / "h.sock").exists()
+
+
+def test_workers_stop_when_their_parent_is_killed(tmp_path, servers):  # noqa: F811
+    """A parent killed with -9 leaves no worker behind: each notices and stops within seconds."""
+    server = start(tmp_path, servers)
+    pids = [p["pid"] for p in processes(server)]
+    server.proc.kill()
+    server.proc.wait(10)
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids))
+
+
+def test_workers_option_takes_a_count_or_auto():
+    """--workers takes a count from 1, or auto for the usable cores; the limits split into shares that add up."""
+    from twisted.python.usage import UsageError
+
+    from restmq.tap import parse
+    from restmq.workers.shares import worker_config
+
+    assert parse([]).workers == 1
+    assert parse(["--workers", "auto"]).workers == len(os.sched_getaffinity(0))
+    assert parse(["--workers", "3", "--reuse-port"]).reuse_port
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(UsageError):
+            parse(["--workers", bad])
+    config = parse(["--workers", "3", "--max-connections", "10", "--max-connections-per-address", "0",
+                    "--max-subscribers", "7", "--redis-pool", "10", "--cors", "*"])
+    shares = [worker_config(config, i, 3, "unix:///r.sock") for i in range(3)]
+    assert [c.max_connections for c in shares] == [4, 3, 3]
+    assert [c.max_subscribers for c in shares] == [3, 2, 2]
+    assert [c.redis_pool for c in shares] == [4, 3, 3]
+    assert {c.max_connections_per_address for c in shares} == {0}
+    assert {(c.workers, c.redis, c.cors) for c in shares} == {(1, "unix:///r.sock", ("*",))}
