@@ -67,6 +67,14 @@ def connection_to(server: Server, exclude: set[str] = frozenset()) -> tuple[HTTP
     raise AssertionError(f"every connection went to {exclude}")
 
 
+def one_connection_each(server: Server) -> tuple[HTTPConnection, HTTPConnection]:
+    """Two keep-alive connections, served by two different workers."""
+    first, one = connection_to(server)
+    second, other = connection_to(server, {one})
+    assert one != other
+    return first, second
+
+
 def test_two_workers_answer_on_one_port(tmp_path, servers):
     """Two workers with different pids accept on the one HTTP port; /stats lists both, /health counts them."""
     server = start(tmp_path, servers)
@@ -75,20 +83,16 @@ def test_two_workers_answer_on_one_port(tmp_path, servers):
     assert len({p["pid"] for p in listed}) == 2 and os.getpid() not in {p["pid"] for p in listed}
     assert all(p["uptime"] >= 0 and "connections" in p and "subscribers" in p for p in listed)
     assert json.loads(http("GET", server.url("/health"))[1])["workers"] == 2
-    first, one = connection_to(server)
-    second, other = connection_to(server, {one})
-    assert one != other
-    first.close()
-    second.close()
+    for conn in one_connection_each(server):
+        conn.close()
     assert server.stop() == 0
 
 
 def test_reuse_port_gives_each_worker_its_socket(tmp_path, servers):
     """With --reuse-port both workers answer on the logged port (port 0 resolved once, by the parent)."""
     server = start(tmp_path, servers, "--reuse-port")
-    first, one = connection_to(server)
-    second, other = connection_to(server, {one})
-    assert one != other
+    for conn in one_connection_each(server):
+        conn.close()
     assert server.stop() == 0
 
 
@@ -172,8 +176,7 @@ def test_connection_limit_is_a_total_for_the_server(tmp_path, servers):
 def test_metrics_and_stats_add_up_every_worker(tmp_path, servers):
     """/metrics and /stats count the commands of both workers, whichever worker is scraped."""
     server = start(tmp_path, servers, "--reuse-port")
-    first, one = connection_to(server)
-    second, _ = connection_to(server, {one})
+    first, second = one_connection_each(server)
     for conn in (first, second):
         for i in range(3):
             conn.request("POST", "/q/m", f"value={i}".encode(), FORM)
@@ -196,8 +199,7 @@ def test_metrics_and_stats_add_up_every_worker(tmp_path, servers):
 def test_long_poll_and_stream_wake_across_workers(tmp_path, servers):
     """A long poll and an SSE stream on one worker get messages added through the other worker."""
     server = start(tmp_path, servers, "--reuse-port")
-    consumer, one = connection_to(server)
-    producer, _ = connection_to(server, {one})
+    consumer, producer = one_connection_each(server)
     consumer.request("GET", "/q/lp?wait=15")
     time.sleep(0.5)  # the long poll is waiting on its worker
     producer.request("POST", "/q/lp", b"value=woken", FORM)
