@@ -65,12 +65,14 @@ class Row:
     errors: str = ""
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
-    #: CPU as % of one core over the row, by process: parent/worker0…/redis/wrk
+    #: CPU as % of one core over the row, by process: parent/worker0…/redis/wrk, then ``others``
+    #: (every other process on the machine) and ``idle`` (what nobody used)
     cpu: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
     def worker_cpu(self) -> float:
+        """Every worker's CPU together (% of one core)."""
         return sum(v for k, v in self.cpu.items() if k.startswith("worker"))
 
     @property
@@ -81,6 +83,12 @@ class Row:
     @property
     def redis_ms_per_request(self) -> float | None:
         return 10 * self.cpu.get("redis", 0.0) / self.req_s if self.req_s else None
+
+
+def machine_idle() -> tuple[float, float]:
+    """(idle, total) CPU ticks of the whole machine, from /proc/stat: what nobody used."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
 
 
 def wrk_script(tmp: Path, kind: str, payload: str) -> Path:
@@ -170,9 +178,11 @@ def measure(args: argparse.Namespace, tmp: Path, children: dict[str, Any], redis
         named["wrk"] = wrk.pid
         start = time.perf_counter()
         before = {name: cpu_seconds(pid) for name, pid in named.items()}
+        idle_before = machine_idle()
         assert wrk.stdout is not None
         output = wrk.stdout.read()  # until wrk exits
         after = {name: cpu_seconds(pid) for name, pid in named.items() if name != "wrk"}
+        idle_after = machine_idle()
         _, _, usage = os.wait4(wrk.pid, 0)  # wrk's own CPU, not other children's
         wrk.returncode = 0
         wall = time.perf_counter() - start
@@ -182,6 +192,10 @@ def measure(args: argparse.Namespace, tmp: Path, children: dict[str, Any], redis
             if a is not None and b is not None:
                 row.cpu[name] = round(100 * (a - b) / wall, 1)
         row.cpu["wrk"] = round(100 * (usage.ru_utime + usage.ru_stime) / wall, 1)
+        cores = os.cpu_count() or 1
+        idle = (idle_after[0] - idle_before[0]) / max(idle_after[1] - idle_before[1], 1)
+        row.cpu["others"] = round(max(0.0, 100 * cores * (1 - idle) - sum(row.cpu.values())), 1)
+        row.cpu["idle"] = round(100 * cores * idle, 1)
         if kind == "take":
             left = asyncio.run(ready_length(port))
             if left == 0:
@@ -193,13 +207,13 @@ def measure(args: argparse.Namespace, tmp: Path, children: dict[str, Any], redis
 
 
 def print_table(rows: list[Row], facts: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"{'row':<22}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'worker cpu%':>13}  {'cpu% by process':<46}"
+    print(f"{'row':<22}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'worker cpu%':>13}  {'cpu% by process':<72}"
           f"{'worker ms/req':>14}{'redis ms/req':>13}")
-    print("-" * 133)
+    print("-" * 159)
     for r in rows:
         by = " ".join(f"{k}={v:.0f}" for k, v in r.cpu.items())
         print(f"{r.kind + ' --workers ' + str(r.workers):<22}{r.req_s:>9.0f}"
-              f"{(r.latency_p50_ms or 0):>8.2f}{(r.latency_p99_ms or 0):>8.2f}{r.worker_cpu:>13.0f}  {by:<46}"
+              f"{(r.latency_p50_ms or 0):>8.2f}{(r.latency_p99_ms or 0):>8.2f}{r.worker_cpu:>13.0f}  {by:<72}"
               f"{(r.worker_ms_per_request or 0):>14.3f}{(r.redis_ms_per_request or 0):>13.3f}")
         for note in [*r.notes, *([r.errors] if r.errors else [])]:
             print(f"{'':<22}{note}")
@@ -232,6 +246,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--payload", type=int, default=64, help="message size in bytes (default 64)")
+    parser.add_argument("--only", choices=("add", "take"), action="append", help="only these rows (repeatable)")
     parser.add_argument("--reuse-port", action="store_true", help="run the workers with --reuse-port")
     parser.add_argument("--redis-server", help="redis-server/valkey-server binary")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
@@ -253,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
               + (", --reuse-port" if args.reuse_port else ""))
         best: dict[tuple[str, int], Row] = {}
         for number in range(args.rounds):
-            for kind in ("add", "take"):
+            for kind in args.only or ("add", "take"):
                 for workers in (1, args.workers):
                     print(f"round {number + 1}: {kind} --workers {workers} ...", file=sys.stderr, flush=True)
                     expected = max((r.req_s for r in best.values() if r.kind == "add"), default=10000)
