@@ -12,8 +12,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from restmq.errors import BadQueueName, BadRequest, UnknownCommand
+from restmq.recurrence import check_name
 from restmq.values import check, parse_float, parse_int, shown
 
 #: Characters a queue name may not hold: control characters (Unicode Cc), whitespace (Unicode
@@ -101,6 +103,47 @@ SETTINGS = (
     Arg("max_length", "int", default=0, low=0, high=10**9, doc="most messages held (0: no limit)"),
 )
 
+#: Push subscriptions (docs/push-and-schedules.md): the delivery's bounds.
+MAX_PUSH_TIMEOUT = 300.0
+MAX_PUSH_CONCURRENCY = 1000
+MAX_BACKOFF_STEPS = 20
+DEFAULT_BACKOFF = (1.0, 5.0, 30.0, 120.0)
+PUSH_URL = Arg("url", "url", required=True, high=2048, doc="http:// or https:// URL the messages are POSTed to")
+PUSH_ARGS = (
+    QUEUE,
+    PUSH_URL,
+    Arg("secret", "text", high=256, doc="key of the HMAC-SHA256 RestMQ-Signature header (none: unsigned)"),
+    Arg("timeout", "seconds", default=10.0, low=0.01, high=MAX_PUSH_TIMEOUT, doc="seconds a delivery may take"),
+    Arg("concurrency", "int", default=4, low=1, high=MAX_PUSH_CONCURRENCY,
+        doc="most deliveries in flight for this queue, across every RestMQ process"),
+    Arg("backoff", "backoff", default=DEFAULT_BACKOFF, doc="seconds before each retry; the last one repeats"),
+)
+
+# -- recurring schedules (docs/push-and-schedules.md) -------------------------------------------------------
+SCHEDULE_NAME = Arg("name", "name", required=True, doc="schedule name (1-128 of A-Z a-z 0-9 . _ : -)")
+SCHEDULE_COMMANDS = (
+    Command(
+        "schedule_set",
+        (
+            SCHEDULE_NAME,
+            Arg("queue", "queue", required=True, doc="the queue each fire adds a message to"),
+            Arg("value", "value", required=True, doc="the message each fire adds: any JSON value"),
+            Arg("cron", "text", high=200, doc="five-field cron expression, minute granularity (or every)"),
+            Arg("every", "int", low=1, high=365 * DAY, doc="seconds between fires, at least 1 (or cron)"),
+            Arg("tz", "text", high=64, doc="IANA time zone cron is read in (default UTC)"),
+        ),
+        "admin",
+        "Create or replace a recurring schedule: each tick of cron (or every N seconds) adds value "
+        "to queue, once however many servers run. Needs admin on the queue.",
+        text=("name", "queue", "every", "value"),
+    ),
+    Command("schedule_get", (SCHEDULE_NAME,), "read",
+            "One schedule with its next and last fire (needs read on its queue).", text=("name",)),
+    Command("schedule_ls", (), "read", "Every schedule whose queue the caller may read, with next and last fire."),
+    Command("schedule_rm", (SCHEDULE_NAME,), "admin",
+            "Delete a schedule (needs admin on its queue); no fire happens after the answer.", text=("name",)),
+)
+
 _TABLE = (
     Command(
         "add",
@@ -153,9 +196,17 @@ _TABLE = (
     ),
     Command(
         "ack",
-        (QUEUE, Arg("receipt", "receipts", required=True, doc="a receipt or a list of them")),
+        (
+            QUEUE,
+            Arg("receipt", "receipts", required=True, doc="a receipt or a list of them"),
+            Arg("next", "bool", default=False,
+                doc="then reserve the next message (answered as next, null when none came)"),
+            Arg("lease", "seconds", low=0.001, high=12 * 3600.0, doc="the next message's lease"),
+            Arg("wait", "seconds", default=0.0, low=0, high=MAX_WAIT, doc="long-poll up to this long for next"),
+        ),
         "read",
-        "Acknowledge reserved messages: they are done and deleted.",
+        "Acknowledge reserved messages: they are done and deleted. With next, reserve the queue's "
+        "next message in the same call, as a worker loop does (one request per message).",
         text=("queue", "receipt"),
     ),
     Command(
@@ -234,6 +285,20 @@ _TABLE = (
         text=("queue", "policy"),
     ),
     Command("health", (), "read", "Whether Redis answers, and how safely it keeps data."),
+    Command(
+        "push_set",
+        PUSH_ARGS,
+        "admin",
+        "Set the queue's push subscription: each message is POSTed to url (signed with secret) and "
+        "acked on a 2xx, retried after backoff otherwise (see docs/push-and-schedules.md). The url must start with "
+        "one of the server's --push-allow prefixes.",
+        text=("queue", "url"),
+    ),
+    Command("push_get", (QUEUE,), "read", "The queue's push subscription (secret redacted) and its state.",
+            text=("queue",)),
+    Command("push_rm", (QUEUE,), "admin", "Remove the queue's push subscription; deliveries in flight finish.",
+            text=("queue",)),
+    *SCHEDULE_COMMANDS,
 )
 
 COMMANDS: dict[str, Command] = {c.name: c for c in _TABLE}
@@ -334,6 +399,49 @@ def _text(arg: Arg, raw: Any) -> str:
     return raw
 
 
+def _url(arg: Arg, raw: Any) -> str:
+    """An absolute http(s) URL with a host, without credentials or a fragment (checked here; the
+    server's ``--push-allow`` prefixes are checked by the dispatcher)."""
+    text = _text(arg, raw)
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise BadRequest(f"{arg.name} must not hold whitespace or control characters")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise BadRequest(f"{arg.name} is not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest(f"{arg.name} must be an http:// or https:// URL with a host, not {shown(text, 100)}")
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        raise BadRequest(f"{arg.name} must hold no user:password@ and no #fragment")
+    if port == 0:
+        raise BadRequest(f"{arg.name} has port 0")
+    return text
+
+
+def _backoff(arg: Arg, raw: Any) -> tuple[float, ...]:
+    """A non-empty list of positive seconds (each at most a day); text may be ``1,5,30``."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if isinstance(raw, str):
+        raw = [part for part in raw.split(",")]
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BACKOFF_STEPS:
+        raise BadRequest(f"{arg.name} must be a list of 1 to {MAX_BACKOFF_STEPS} positive numbers of seconds")
+    step = Arg(arg.name, "seconds", low=0, high=DAY)
+    delays = tuple(_seconds(step, item) for item in raw)
+    if any(d <= 0 for d in delays):
+        raise BadRequest(f"{arg.name} must hold positive numbers of seconds, not {shown(list(delays))}")
+    return delays
+
+
+def check_push_url(url: str, allowed: tuple[str, ...]) -> None:
+    """Refuse a push URL outside ``--push-allow`` (at set time, and again at each delivery)."""
+    if not allowed:
+        raise BadRequest("push is off on this server: start it with --push-allow naming the allowed URL prefixes")
+    if not url.startswith(allowed):
+        raise BadRequest(f"url {shown(url, 200)} is outside --push-allow ({', '.join(allowed)})")
+
+
 def _receipts(arg: Arg, raw: Any) -> list[str]:
     """One receipt or a list (up to 1000), as a list without repeats."""
     items = raw if isinstance(raw, list) else [raw]
@@ -402,6 +510,9 @@ _COERCE = {
     "text": _text,
     "receipts": _receipts,
     "queues": _queues,
+    "url": _url,
+    "backoff": _backoff,
+    "name": lambda arg, raw: check_name(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw),
 }
 
 

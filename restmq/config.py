@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from restmq.commands import POLICIES
-from restmq.options import Coerce, Option, choice, count, positive, seconds, workers
+from restmq.options import Coerce, Option, choice, count, positive, seconds, url_prefixes, workers
 
 
 def option(default: Any, help: str, coerce: Coerce | None = None, *, flag: bool = False) -> Any:
@@ -105,6 +105,10 @@ class Config:
     )
     reuse_port: bool = option(
         False, "With --workers: give each worker its own SO_REUSEPORT socket on TCP listeners.", flag=True
+    push_allow: tuple[str, ...] = option(
+        (), "URL prefixes push subscriptions may deliver to, comma-separated (e.g. "
+        "http://127.0.0.1:,https://hooks.example.org/); empty: push is off. Checked when a "
+        "subscription is set and again at each delivery.", url_prefixes,
     )
     insecure: bool = option(
         False, "Allow listening on a non-loopback address without authentication.", flag=True

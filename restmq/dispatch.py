@@ -7,6 +7,7 @@ fails with a :class:`~restmq.errors.RestMQError`. Front ends only translate fram
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -19,12 +20,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from restmq import commands
+from restmq.commands import check_push_url
 from restmq.auth import permits
 from restmq.engine import QueueEngine
 from restmq.streams import Sink, Subscription
 from restmq.errors import BadRequest, Empty, Forbidden, LimitExceeded, NotFound, RestMQError, TooLarge
 from restmq.engine.keys import DEAD_SUFFIX
-from restmq.latency import Latency
+from restmq.dispatch_schedules import SCHEDULE_COMMANDS, ScheduleCommands
+from restmq.latency import Latency, PushMetrics
 from restmq.parallel import gather
 from restmq.ports import TRUSTED, Authorizer, Principal
 from restmq.model import Message, QueueLength, QueueState, encode_value
@@ -83,11 +86,36 @@ async def _first_of(waits: list[defer.Deferred[bool]]) -> None:
                 d.cancel()
 
 
+def _moment(ms_text: str | None) -> float | None:
+    """A stored Redis time in ms as Unix seconds (None when never)."""
+    return int(ms_text) / 1000.0 if ms_text else None
+
+
+def push_dict(queue: str, found: Mapping[str, Any]) -> dict[str, Any]:
+    """A subscription as ``push_get`` shows it: its settings (the secret redacted) and its state."""
+    return {
+        "queue": queue,
+        "url": found["url"],
+        "secret": "***" if found.get("secret") else None,
+        "timeout": int(found.get("timeout", 0)) / 1000.0,
+        "concurrency": int(found.get("concurrency", 1)),
+        "backoff": json.loads(found.get("backoff", "[]")),
+        "max_attempts": found["max_attempts"],
+        "lease": found["lease"],
+        "in_flight": found["in_flight"],
+        "pushed": int(found.get("pushed", 0)),
+        "failed": int(found.get("failed", 0)),
+        "last_success": _moment(found.get("last_ok")),
+        "last_error": found.get("last_error"),
+        "last_error_at": _moment(found.get("last_error_at")),
+    }
+
+
 def _length_dict(queue: str, length: QueueLength) -> dict[str, Any]:
     return {"queue": queue, "len": length.total, **length.to_dict()}
 
 
-class Dispatcher:
+class Dispatcher(ScheduleCommands):
     """Runs commands from the table against one engine; counts them for stats and metrics."""
 
     def __init__(
@@ -98,8 +126,11 @@ class Dispatcher:
         authorize: Authorizer | None = None,
         check_token: Callable[[str], None] | None = None,
         max_subscribers: int = 0,
+        push_allow: tuple[str, ...] = (),
     ) -> None:
         self.engine = engine
+        #: URL prefixes a push subscription may deliver to (``--push-allow``); none: push is off.
+        self.push_allow = push_allow
         self.max_message_size = max_message_size
         self.authorize = authorize
         #: How ``auth TOKEN`` is judged: the tokens file's check (None: through ``authorize``).
@@ -112,6 +143,8 @@ class Dispatcher:
         #: ``--workers``: what ``stats`` adds for the whole server (processes, summed commands,
         #: the server's uptime), given ``detail`` (see restmq/workers/table.py). None: this process is the server.
         self.server_view: Callable[[bool], Awaitable[dict[str, Any]]] | None = None
+        #: This process's push deliveries (the pusher counts; metrics show them).
+        self.push_metrics = PushMetrics()
 
     @property
     def redis_latency(self) -> Latency:
@@ -147,7 +180,7 @@ class Dispatcher:
                     self.authorize(principal, right, target)
             self.calls[name] += 1
             handler = getattr(self, "_cmd_" + name)
-            if name in LISTINGS:
+            if name in LISTINGS or name in SCHEDULE_COMMANDS:
                 return await handler(principal=principal, **parsed)
             return await handler(**parsed)
         except RestMQError as e:
@@ -318,8 +351,17 @@ class Dispatcher:
             for w in watches:
                 w.close()
 
-    async def _cmd_ack(self, queue: str, receipt: list[str]) -> dict[str, Any]:
-        return {"queue": queue, "acked": await self.engine.ack(queue, receipt)}
+    async def _cmd_ack(
+        self, queue: str, receipt: list[str], next: bool, lease: float | None, wait: float
+    ) -> dict[str, Any]:
+        """With ``next``, a worker's loop is one request per message: the ack, then a reserve
+        (long-polling up to ``wait``). A stale receipt fails the whole call before anything is
+        reserved, so no message is left leased to a caller that was told "error"."""
+        answer: dict[str, Any] = {"queue": queue, "acked": await self.engine.ack(queue, receipt)}
+        if next:
+            delivered = await self._deliver(queue, 1, wait, lease or 0.0)
+            answer["next"] = delivered[0].to_dict() if delivered else None
+        return answer
 
     async def _cmd_nack(self, queue: str, receipt: str, delay: float, error: str | None) -> dict[str, Any]:
         where = await self.engine.nack(queue, receipt, delay, error)
@@ -430,6 +472,7 @@ class Dispatcher:
                 "length": length.to_dict(),
                 "counters": counters,
                 "subscribers": found["subscribers"],
+                "push": await self._push_state(queue),
             }
         names = await self._readable_queues(principal)
         found_all = await self.engine.queues_stats(names)
@@ -460,6 +503,11 @@ class Dispatcher:
             answer.update(await self.server_view(detail))
         return answer
 
+    async def _push_state(self, queue: str) -> dict[str, Any] | None:
+        """The queue's push subscription and its state for ``/stats/<q>`` (None: none)."""
+        found = await self.engine.push(queue)
+        return None if found is None else push_dict(queue, found)
+
     async def _cmd_state(self, queue: str | None, principal: Principal) -> dict[str, Any]:
         if queue is not None:
             return _state_dict(await self.engine.queue_state(queue))
@@ -476,6 +524,35 @@ class Dispatcher:
     async def _cmd_policy(self, queue: str, policy: str | None) -> dict[str, Any]:
         state = await self.engine.queue_state(queue, "policy" if policy else "get", policy or "")
         return {"queue": queue, "policy": state.policy, "value": state.policy}
+
+    async def _cmd_push_set(
+        self, queue: str, url: str, secret: str | None, timeout: float, concurrency: int, backoff: tuple[float, ...]
+    ) -> dict[str, Any]:
+        if queue.endswith(DEAD_SUFFIX):
+            raise BadRequest(f"a dead-letter queue ({queue}) cannot have a push subscription")
+        check_push_url(url, self.push_allow)
+        fields = {
+            "url": url,
+            "timeout": str(round(timeout * 1000)),
+            "concurrency": str(concurrency),
+            "backoff": json.dumps(list(backoff)),
+        }
+        if secret:
+            fields["secret"] = secret
+        found = await self.engine.push(queue, "set", fields)
+        assert found is not None  # just set
+        return push_dict(queue, found)
+
+    async def _cmd_push_get(self, queue: str) -> dict[str, Any]:
+        found = await self.engine.push(queue)
+        if found is None:
+            raise NotFound(f"queue {queue!r} has no push subscription")
+        return push_dict(queue, found)
+
+    async def _cmd_push_rm(self, queue: str) -> dict[str, Any]:
+        found = await self.engine.push(queue)
+        await self.engine.push(queue, "rm")
+        return {"queue": queue, "removed": found is not None}
 
     async def _cmd_health(self) -> dict[str, Any]:
         facts = await self.engine.facts()

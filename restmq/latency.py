@@ -6,6 +6,7 @@ the series into Prometheus histograms.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 #: Histogram buckets (seconds) of command durations: fast commands up to the longest long poll.
@@ -34,3 +35,17 @@ class Latency:
         series[2] += 1
 
 
+
+
+#: Buckets of push deliveries: a millisecond up to the longest push timeout (300 s).
+PUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class PushMetrics:
+    """This process's push deliveries: acked ones and failed ones (by reason) per queue, and how
+    long each delivery took (by queue and outcome: ok or failed)."""
+
+    def __init__(self) -> None:
+        self.pushed: Counter[str] = Counter()
+        self.failed: Counter[tuple[str, str]] = Counter()
+        self.latency = Latency(PUSH_BUCKETS)

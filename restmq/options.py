@@ -146,3 +146,14 @@ def _is_address(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def url_prefixes(value: str) -> tuple[str, ...]:
+    """``--push-allow``: a comma list of http(s) URL prefixes (``http://127.0.0.1:``,
+    ``https://hooks.example.org/``), each with a host (``https://`` alone would allow any); empty:
+    push is off."""
+    found = tuple(p.strip() for p in value.split(",") if p.strip())
+    for prefix in found:
+        if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s#]*)?", prefix):  # a scheme and a host at least
+            raise ValueError(f"--push-allow takes URL prefixes like https://hooks.example.org/, not {prefix!r}")
+    return found

@@ -5,6 +5,7 @@
     RestMQService        starts children in order, stops them in reverse, one after the other
       RedisBackend       embedded redis-server (AOF) or an external pool
       EngineService      attaches the engine once Redis is ready; ends streams on stop
+      Pusher             delivers push subscriptions (restmq/push.py); idle without --push-allow
       Listener <name>    one per front end whose endpoint is set, in the registry's order
                          (restmq/frontends/registry.py): http, line, syslog, resp, memcache
 
@@ -45,6 +46,7 @@ from restmq.dispatch import Dispatcher
 from restmq.errors import RestMQError
 from restmq.engine import QueueEngine
 from restmq.engine.hub import SubscriberEndpoint
+from restmq.push import Pusher
 from restmq.startup import StartError
 from restmq.workers import WorkerSpec
 
@@ -319,6 +321,7 @@ def build(
         authorize=combine(tokens, acl),
         check_token=tokens.check if tokens is not None else no_tokens,
         max_subscribers=config.max_subscribers,
+        push_allow=config.push_allow,
     )
     root = RestMQService(config, dispatcher, tokens, acl)
     root.on_fatal = on_fatal
@@ -329,6 +332,8 @@ def build(
     engine_service = EngineService(engine, backend, reactor)
     engine_service.setName("engine")
     engine_service.setServiceParent(root)
+    # After the engine: stopped first, it lets its deliveries in flight end while Redis is there.
+    Pusher(engine, reactor, config.push_allow, dispatcher.push_metrics).setServiceParent(root)
     limits = Limits(config.max_connections, config.max_connections_per_address)
     if worker is not None:
         from restmq.workers.table import ProcessTable

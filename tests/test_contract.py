@@ -90,6 +90,13 @@ SCENARIO: list[tuple[str, dict[str, Any], Any]] = [
     ("find", {"queue": Q, "value": "u"}, {"queue": Q, "key": f"{Q}:10"}),
     ("del", {"queue": Q, "key": f"{Q}:10"}, {"deleted": True}),
     ("find", {"queue": Q, "value": "u"}, {"key": None}),
+    # a worker's loop: ack and reserve the next message in one call
+    ("reserve", {"queue": Q, "lease": 30}, lambda answer: MEMO.save("r3", answer, value="r2")),
+    ("add", {"queue": Q, "value": "n"}, {"key": f"{Q}:11"}),
+    ("ack", {"queue": Q, "receipt": lambda: MEMO["r3"], "next": True, "lease": 30},
+     lambda answer: answer["acked"] == 1 and MEMO.save("r4", answer["next"], value="n", attempts=1)),
+    ("ack", {"queue": Q, "receipt": lambda: MEMO["r4"], "next": True}, {"acked": 1, "next": None}),
+    ("ack", {"queue": Q, "receipt": lambda: MEMO["r4"], "next": True}, "stale_receipt"),
 ]
 
 

@@ -276,3 +276,17 @@ async def test_redrive_sees_a_last_lease_that_just_ran_out(dispatcher):
     assert (await run(dispatcher, "redrive", queue="q"))["moved"] == 1
     back = await run(dispatcher, "take", queue="q")
     assert back["value"] == "x" and back["attempts"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_ack_with_next_waits_for_the_next_message_and_a_stale_ack_reserves_nothing(dispatcher):
+    """ack with next long-polls for the next message; a stale receipt fails before anything is reserved."""
+    await run(dispatcher, "add", queue="w", value="one")
+    first = await run(dispatcher, "reserve", queue="w", lease=30)
+    reactor.callLater(0.2, lambda: defer.ensureDeferred(run(dispatcher, "add", queue="w", value="two")))
+    answer = await run(dispatcher, "ack", queue="w", receipt=first["receipt"], next=True, wait=5, lease=30)
+    assert answer["acked"] == 1 and answer["next"]["value"] == "two" and answer["next"]["receipt"]
+    await run(dispatcher, "add", queue="w", value="three")
+    await fails(dispatcher, "stale_receipt", "ack", queue="w", receipt=first["receipt"], next=True)
+    assert (await run(dispatcher, "len", queue="w"))["reserved"] == 1  # only "two"
+    await fails(dispatcher, "bad_request", "ack", queue="w", receipt=answer["next"]["receipt"], next=True, wait=-1)

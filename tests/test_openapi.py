@@ -22,12 +22,14 @@ README_ROUTES = {
     ("post", "/q/{queue}"), ("get", "/q/{queue}"), ("delete", "/q/{queue}"), ("get", "/q"),
     ("post", "/q/{queue}/ack"), ("post", "/q/{queue}/nack"), ("post", "/q/{queue}/touch"),
     ("get", "/q/{queue}/config"), ("put", "/q/{queue}/config"), ("post", "/q/{queue}/redrive"),
+    ("put", "/q/{queue}/push"), ("get", "/q/{queue}/push"), ("delete", "/q/{queue}/push"),
     ("get", "/q/{queue}/peek"), ("get", "/q/{queue}/{n}"), ("delete", "/q/{queue}/{n}"),
     ("post", "/queue"), ("get", "/queue"), ("post", "/"), ("get", "/"), ("get", "/c/{queue}"),
     ("get", "/stats"), ("get", "/stats/{queue}"), ("get", "/control/{queue}"), ("post", "/control/{queue}"),
     ("get", "/p/{queue}"), ("post", "/p/{queue}"), ("get", "/health"), ("get", "/dashboard"),
     ("get", "/j/{queue}"), ("get", "/static/comet.html"), ("post", "/RPC2"), ("post", "/xmlrpc"),
     ("get", "/metrics"), ("get", "/openapi.json"), ("post", "/collectd/data"), ("post", "/collectd/event"),
+    ("get", "/schedules"), ("put", "/schedules/{name}"), ("get", "/schedules/{name}"), ("delete", "/schedules/{name}"),
 }
 
 #: Operations schemathesis does not call: streams never end (and /ws/ needs a WebSocket client).

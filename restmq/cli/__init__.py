@@ -21,6 +21,7 @@ from restmq.cli.messages import AckOptions, NackOptions, PeekOptions, PullOption
 from restmq.cli.queues import (
     CallOptions, LenOptions, PauseOptions, PurgeOptions, RedriveOptions, ResumeOptions, StatsOptions, TailOptions,
 )
+from restmq.cli.schedules import ScheduleOptions
 from restmq.cli.serve import ServeOptions, serve
 
 #: Where the load test went, and how to run it (from a checkout: it is not part of the package).
@@ -72,6 +73,8 @@ CLIENT_COMMANDS: list[list[Any]] = [
     ["resume", None, ResumeOptions, "Deliver from a queue again."],
     ["redrive", None, RedriveOptions, "Move dead letters back to their queue."],
     ["call", None, CallOptions, "Run any JSON command and print the answer."],
+    # -- recurring schedules --
+    ["schedule", None, ScheduleOptions, "Recurring schedules: set, get, ls, rm."],
 ]
 
 

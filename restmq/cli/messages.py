@@ -24,15 +24,28 @@ PEEK_STATE = COMMANDS["peek"].by_name["state"]
 OTHER_STATES = [s for s in PEEK_STATE.choices if s != PEEK_STATE.default]
 
 
+#: ``restmq push set|get|rm``: the push subscription commands, by word.
+SUBSCRIPTION_WORDS = {"set": ("push_set", 3), "get": ("push_get", 2), "rm": ("push_rm", 2)}
+PUSH_SETTINGS = ("secret", "push-timeout", "concurrency", "backoff")
+
+
 class PushOptions(ClientOptions):
-    synopsis = "QUEUE VALUE|- [options]"
+    synopsis = "QUEUE VALUE|- [options]  |  set QUEUE URL [options]  |  get QUEUE  |  rm QUEUE"
     longdesc = (
         "Add VALUE to QUEUE and print its key. With '-', add each line of stdin (empty lines are "
         "skipped) with add_many in batches; on a terminal a progress line shows how many were "
         "pushed, otherwise the keys are printed, one per line. VALUE is sent as text unless "
-        "--json-value is given."
+        "--json-value is given. 'push set QUEUE URL' sets the queue's push subscription (the server "
+        "POSTs each message to URL; --secret, --push-timeout, --concurrency, --backoff), 'push get "
+        "QUEUE' shows it, 'push rm QUEUE' removes it (docs/push-and-schedules.md). To add to a queue named set, "
+        "get or rm, use 'restmq call'."
     )
     optParameters: list[list[Any]] = [
+        ["secret", None, None, "push set: key of the RestMQ-Signature HMAC (default: unsigned)."],
+        ["push-timeout", None, None, "push set: seconds a delivery may take (default 10).", seconds_option],
+        ["concurrency", None, None, "push set: most deliveries in flight for the queue (default 4).", int],
+        ["backoff", None, None, "push set: seconds before each retry, comma-separated; the last repeats "
+         "(default 1,5,30,120)."],
         ["priority", "p", None, f"{PRIORITY.doc} (default {PRIORITY.default}).", int],
         ["delay", "d", None, "Seconds before the message can be delivered.", seconds_option],
         ["ttl", "t", None, "Drop it if not taken within this many seconds.", seconds_option],
@@ -44,10 +57,24 @@ class PushOptions(ClientOptions):
         ["unique", "u", "Add only if the same value (added with --unique) is not already queued."],
     ]
 
-    def parseArgs(self, queue: str, value: str) -> None:  # type: ignore[override]  # Twisted: no words
-        self.queue, self.value = queue, value
+    subscription: str | None = None
+    url: str | None = None
+
+    def parseArgs(self, *words: str) -> None:
+        found = SUBSCRIPTION_WORDS.get(words[0]) if words else None
+        if found is not None and len(words) == found[1]:
+            self.subscription, self.queue = found[0], words[1]
+            self.url = words[2] if len(words) > 2 else None
+            self.value = ""
+            return
+        if len(words) != 2:
+            raise usage.UsageError("give QUEUE VALUE (or set QUEUE URL, get QUEUE, rm QUEUE)")
+        self.queue, self.value = words
 
     def postOptions(self) -> None:
+        given = [name for name in PUSH_SETTINGS if self[name] is not None]
+        if given and self.subscription != "push_set":
+            raise usage.UsageError(f"--{given[0]} is an option of 'restmq push set'")
         if not 1 <= self["batch"] <= MAX_COUNT:  # add_many's most messages in one request
             raise usage.UsageError(f"--batch must be 1 to {MAX_COUNT}")
         if self.value == "-" and self["dedup"]:
@@ -62,6 +89,8 @@ class PushOptions(ClientOptions):
             raise usage.UsageError(f"not JSON: {text[:60]!r}: {e}") from None
 
     def run(self, mq: Any) -> int:
+        if self.subscription is not None:
+            return self.run_subscription(mq)
         extra = {k: self[k] for k in ("priority", "delay", "ttl") if self[k] is not None}
         if self["unique"]:
             extra["unique"] = True
@@ -97,6 +126,21 @@ class PushOptions(ClientOptions):
         flush()
         if progress:
             sys.stderr.write(f"\rpushed {pushed}\n")
+        return EXIT_OK
+
+
+    def run_subscription(self, mq: Any) -> int:
+        """``push set|get|rm``: one command, its answer as ``key=value`` words (or JSON)."""
+        args: dict[str, Any] = {"queue": self.queue}
+        if self.subscription == "push_set":
+            args["url"] = self.url
+            for option, name in (("secret", "secret"), ("push-timeout", "timeout"), ("concurrency", "concurrency"),
+                                 ("backoff", "backoff")):
+                if self[option] is not None:
+                    args[name] = self[option]
+        assert self.subscription is not None
+        answer = mq.call(self.subscription, **args)
+        self.out(answer, lambda: " ".join(f"{k}={show(v)}" for k, v in answer.items() if k != "queue"))
         return EXIT_OK
 
 

@@ -42,7 +42,7 @@ class RestMQ(Commands):
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         return cls(self.host, self.port, timeout=timeout)
 
-    def call(self, name: str, **args: Any) -> Any:
+    def call(self, name: str, /, **args: Any) -> Any:
         """Run any command; answer its JSON result or raise its error."""
         body = request_body(name, args)
         wait = args.get("wait")

@@ -74,7 +74,7 @@ class QueueClient:
                 self._drop()
             raise
 
-    def call(self, name: str, **args: Any) -> Any:
+    def call(self, name: str, /, **args: Any) -> Any:
         """Run any command on the line protocol; answer its JSON result or raise its error."""
         wait = args.get("wait")
         line = request_body(name, args) + b"\n"

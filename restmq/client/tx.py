@@ -38,7 +38,7 @@ class TxRestMQ(Commands):
             headers["Authorization"] = [f"Bearer {self.token}"]
         return headers
 
-    def call(self, name: str, **args: Any) -> Any:
+    def call(self, name: str, /, **args: Any) -> Any:
         """Run any command: a Deferred of its JSON result, or failing with its RestMQError."""
         from twisted.internet.error import ConnectError
 

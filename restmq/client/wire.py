@@ -60,7 +60,7 @@ class Commands:
     """The command methods, written once: each calls ``self.call(name, **args)``, which answers
     the result (:class:`RestMQ`) or a Deferred of it (:class:`TxRestMQ`)."""
 
-    def call(self, name: str, **args: Any) -> Any:  # pragma: no cover - overridden
+    def call(self, name: str, /, **args: Any) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def add(self, queue: str, value: Any, priority: int | None = None, ttl: float | None = None,
@@ -156,3 +156,22 @@ class Commands:
     def health(self) -> Any:
         """Whether Redis answers and how safely it keeps data."""
         return self.call("health")
+
+    # -- recurring schedules (docs/push-and-schedules.md) --
+
+    def schedule_set(self, name: str, queue: str, value: Any, cron: str | None = None,
+                     every: int | None = None, tz: str | None = None) -> Any:
+        """Create or replace schedule ``name`` (cron or every seconds): the schedule with its next fire."""
+        return self.call("schedule_set", name=name, queue=queue, value=value, cron=cron, every=every, tz=tz)
+
+    def schedule_get(self, name: str) -> Any:
+        """One schedule, with its next and last fire."""
+        return self.call("schedule_get", name=name)
+
+    def schedules(self) -> Any:
+        """``{"schedules": [...], "count"}``: every schedule whose queue the caller may read."""
+        return self.call("schedule_ls")
+
+    def schedule_rm(self, name: str) -> Any:
+        """Delete a schedule: ``{"name", "deleted": 1, "queue"}``."""
+        return self.call("schedule_rm", name=name)

@@ -26,6 +26,8 @@ from restmq import commands
 from restmq.engine import keys as K
 from restmq.engine.hub import Hub, SubscriberEndpoint
 from restmq.engine.maintenance import Sweeper
+from restmq.engine.firing import Firer
+from restmq.engine.schedules import ScheduleStore
 from restmq.engine.records import parse_broadcast, parse_deliveries, parse_reads
 from restmq.engine.calls import DEADLINE_REFUSED, RESYNC_EVERY, Progress, RedisClock, bounded, margin, redis_failed
 from restmq.engine.scripts import Replicated, Scripts, send
@@ -57,7 +59,17 @@ NOT_CONNECTED = "redis is not connected yet"
 #: Scripts whose writes a client is told about: with ``--replicas`` they are answered after WAIT.
 #: ``take`` (take, reserve, streams) is not: it hands messages over, and refusing to answer after
 #: the take happened would lose them; unreplicated, a failover can only bring them back (again).
-REPLICATED = frozenset({"add", "ack", "nack", "touch", "del", "purge", "redrive", "config", "conf"})
+REPLICATED = frozenset({"add", "ack", "nack", "touch", "del", "purge", "redrive", "config", "conf", "push", "pushed"})
+
+
+def parse_push(reply: list[Any]) -> dict[str, Any] | None:
+    """push.lua's answer (after the timer): the subscription's fields as text, with ``in_flight``,
+    ``lease`` (s) and ``max_attempts``; None when the queue has none."""
+    inflight, lease, max_attempts, *flat = reply
+    fields = {flat[i].decode(): flat[i + 1].decode("utf-8", "replace") for i in range(0, len(flat), 2)}
+    if "url" not in fields:
+        return None
+    return {**fields, "in_flight": int(inflight), "lease": int(lease) / 1000.0, "max_attempts": int(max_attempts)}
 
 
 def ms(seconds: float) -> int:
@@ -92,6 +104,9 @@ class QueueEngine:
         self.scripts = Scripts(script_defaults())
         self.hub = Hub(self, clock=clock)
         self.sweeper = Sweeper(self, clock)
+        #: Recurring schedules (stored per target queue) and this process's loop that fires them.
+        self.schedules = ScheduleStore(self)
+        self.firer = Firer(self.schedules, clock)
         self._registered: dict[str, float] = {}
         self.started_at = time.time()
         #: Redis round trips of the scripts, by script name.
@@ -111,6 +126,7 @@ class QueueEngine:
         self.redis = redis
         self.hub.start(subscriber)
         self.sweeper.start()
+        self.firer.start()
         try:
             await self._bounded(self.scripts.load(redis))
         except RestMQError as e:
@@ -122,6 +138,7 @@ class QueueEngine:
         if self._resync.running:
             self._resync.stop()
         await self.sweeper.stop()
+        await self.firer.stop()
         await self.hub.stop()
 
     def _bounded(
@@ -166,13 +183,15 @@ class QueueEngine:
         *,
         keys: list[str] | None = None,
         raw: bool = False,
+        replicate: bool = True,
     ) -> defer.Deferred[Any]:
         """Run a per-queue script (``ARGV[1]`` is the queue's channel) with a deadline on Redis's
         clock a margin before this call stops waiting. Every script answers ``{next due, …}``;
         when the queue has something due the global timer is kept, and the rest of the answer is
         returned. ``late`` undoes a reply that comes after the caller gave up. The round trip is
         timed into :attr:`redis_latency`. The sweeper's scripts pass ``keys`` (global keys, no
-        channel) and take the ``raw`` answer (no timer to keep)."""
+        channel) and take the ``raw`` answer (no timer to keep). ``replicate`` False: a read of a
+        script that can also write (no ``WAIT`` with ``--replicas``)."""
         if self.redis is None:
             return defer.fail(BackendUnavailable(NOT_CONNECTED, applied=False))
         start = time.monotonic()
@@ -184,7 +203,7 @@ class QueueEngine:
             argv = [b"", *args]
         progress = None
         replicated = None
-        if self.replicas and name in REPLICATED:
+        if self.replicas and replicate and name in REPLICATED:
             progress = Progress()
             replicated = Replicated(self.replicas, until, progress)
         if self.redis_clock.offset is not None:
@@ -399,6 +418,50 @@ class QueueEngine:
             "dedup_window": int(window) / 1000.0,
             "max_length": int(max_length),
         }
+
+    # -- push subscriptions (the delivering service is restmq.push; it speaks HTTP, not this) ------
+
+    async def push(self, queue: str, op: str = "get", fields: dict[str, str] | None = None) -> dict[str, Any] | None:
+        """Set (``fields``: the subscription's settings as text), read or remove (``rm``) the queue's
+        push subscription, keeping the index of subscribed queues (:data:`keys.PUSHING`, a separate
+        idempotent write) in step. Answers the subscription as stored, with ``in_flight``, the
+        queue's ``lease`` (s) and ``max_attempts``, or None when there is none."""
+        args: list[Any] = [op]
+        for name, value in (fields or {}).items():
+            args += (name, value)
+        found = parse_push(await self._script("push", queue, args, replicate=op != "get"))
+        if op == "set":
+            await self._bounded(send(self.redis, b"SADD", K.PUSHING, queue))
+        elif op == "rm":
+            await self.unindex_push(queue)
+        return found
+
+    async def unindex_push(self, queue: str) -> None:
+        """Take ``queue`` out of the index of subscribed queues, unless it has a subscription
+        again (a set that ran meanwhile must stay findable: looked at after the removal)."""
+        await self._bounded(send(self.redis, b"SREM", K.PUSHING, queue))
+        if parse_push(await self._script("push", queue, ["get"], replicate=False)) is not None:
+            await self._bounded(send(self.redis, b"SADD", K.PUSHING, queue))
+
+    async def pushing(self) -> list[str]:
+        """The queues that have a push subscription (the index; an entry may be stale)."""
+        names = await self._bounded(send(self.redis, b"SMEMBERS", K.PUSHING))
+        return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+
+    async def push_reserve(self, queue: str, count: int) -> tuple[str, list[Message]]:
+        """Reserve up to ``count`` messages for push deliveries: ``("ok", messages)``, or
+        ``("paused"|"none"|"busy", [])`` (paused, no subscription, its concurrency reached)."""
+        nonce = secrets.token_hex(4)
+        reply = await self._script("take", queue, [count, "push", 0, nonce, "", 0], self._undo_take(queue, "push"))
+        status = reply[0].decode()
+        return status, parse_deliveries(queue, reply[1:]) if status == "ok" else []
+
+    async def pushed(self, queue: str, receipt: str, error: str, delay: float) -> str:
+        """A push delivery ended: ack it (``error`` empty), else nack it after ``delay`` s with
+        ``error``; the subscription records the outcome. Answers where the message went (acked,
+        ready, delayed, dead, expired) or ``stale`` (its lease ran out first)."""
+        reply = await self._script("pushed", queue, [receipt, error, ms(delay)])
+        return "stale" if reply[0] == b"stale" else str(reply[1].decode())
 
     async def redrive(self, queue: str, count: int | None) -> int:
         """Move dead-letter messages (all, or ``count``) back to ``queue``."""

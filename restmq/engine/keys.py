@@ -18,7 +18,17 @@ TIMERS = f"{PREFIX}:timers"
 PROCESSES = f"{PREFIX}:processes"
 #: STRING: the id of the process holding the sweeper's lease (``--workers``: one sweep at a time).
 SWEEP_LEASE = f"{PREFIX}:sweeper"
+#: SET of the queues that have a push subscription: where delivering processes look (written
+#: with separate idempotent commands, beside the queue's own script).
+PUSHING = f"{PREFIX}:push"
 DEAD_SUFFIX = ".dead"
+# -- recurring schedules (restmq/engine/schedules.py): each schedule's truth lives in its target
+# queue's ``schedules`` hash; these two global indexes are written by separate idempotent commands
+# and repaired from that truth when they lag.
+#: HASH schedule name -> its target queue.
+SCHEDULES = f"{PREFIX}:schedules"
+#: ZSET schedule name -> when it is next due (ms): what the firing loops look at.
+SCHEDULES_DUE = f"{PREFIX}:schedules:due"
 #: ZSET score = priority * PRIORITY_STEP + n: lower priority first, FIFO (by n) within one.
 PRIORITY_STEP = 10**13
 #: A unique message's record keeps this byte before its value JSON (JSON text never starts with
@@ -51,7 +61,10 @@ class QueueKeys:
     dead_messages: str  # HASH: the dead-letter queue's records
     dead_errors: str  # HASH: the dead-letter queue's last errors
     replay: str  # STREAM of the last broadcast messages, for subscribers that reconnect
+    push: str  # HASH the push subscription (url, secret, timeout, concurrency, backoff) and its state
+    push_inflight: str  # ZSET n -> lease deadline (ms) of each message being pushed now
     channel: str  # pub/sub channel for wake-ups, purge and broadcast
+    schedules: str  # HASH schedule name -> "next_ms:last_ms:fires:last_n:" + definition JSON
 
     def pick(self, roles: tuple[str, ...]) -> list[str]:
         """The key names for ``roles`` (a script's declared ``-- KEYS:`` line), in that order."""
@@ -91,5 +104,8 @@ def for_queue(queue: str) -> QueueKeys:
         dead_messages=dead + "msg",
         dead_errors=dead + "err",
         replay=base + "replay",
+        push=base + "push",
+        push_inflight=base + "pushing",
         channel=base + "ev",
+        schedules=base + "sched",
     )

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from restmq.engine.periodic import Periodic
 from restmq.errors import RestMQError
 
 log = Logger()
@@ -35,34 +35,21 @@ class Settler(Protocol):
     async def settle(self, queue: str) -> None: ...
 
 
-class Sweeper:
+class Sweeper(Periodic):
     """Settles queues whose timers are due, and all queues now and then."""
 
     def __init__(
         self, engine: Settler, clock: IReactorTime, *, interval: float = 0.1, full_pass: float = 30.0
     ) -> None:
-        self.engine, self.clock = engine, clock
-        self.interval, self.full_pass = interval, full_pass
-        self._loop = task.LoopingCall(self._tick)
-        self._loop.clock = clock
+        super().__init__(clock, interval)
+        self.engine = engine
+        self.full_pass = full_pass
         self._last_full = clock.seconds()
-        self._running: defer.Deferred[int] | None = None
         #: When set (``--workers``): asked before each pass; only the process it answers True sweeps.
         self.lease: Callable[[], Awaitable[bool]] | None = None
 
-    def start(self) -> None:
-        self._loop.start(self.interval, now=False)
-
-    async def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
-        if self._running is not None and not self._running.called:
-            await self._running
-
-    def _tick(self) -> None:
-        if self._running is not None and not self._running.called:
-            return  # the previous tick is still at work (a large backlog or a slow Redis)
-        self._running = defer.ensureDeferred(self.sweep())
+    async def once(self) -> int:
+        return await self.sweep()
 
     async def sweep(self) -> int:
         """One pass: settle every queue that has something due; answers how many were settled."""

@@ -20,7 +20,8 @@ log = Logger()
 
 NAMES = (
     "add", "take", "read", "del", "purge", "len", "conf", "config", "stats", "subs", "ack", "nack",
-    "touch", "redrive", "settle", "due", "retime", "replay", "find", "undo",
+    "touch", "redrive", "settle", "due", "retime", "replay", "find", "undo", "sched", "undue", "push",
+    "pushed",
 )
 
 

@@ -196,3 +196,32 @@ local function holder(receipt, now)
   if not deadline or tonumber(deadline) <= now then return nil end
   return n
 end
+
+-- Message n's reservation is done (acked): it is gone.
+local function finish(n)
+  redis.call('ZREM', K.reserved, n)
+  forget(n)
+end
+
+-- Give message n's reservation back (a nack): err ("" for none) becomes its last error; after
+-- max_attempts deliveries it goes to the dead-letter queue, else it is ready again after delay ms
+-- (now when 0). Answers where it went: ready, delayed, dead or expired.
+local function give_back(n, delay, err, now)
+  redis.call('ZREM', K.reserved, n)
+  redis.call('HDEL', K.receipts, n)
+  if err ~= '' then redis.call('HSET', K.errors, n, err) end
+  local rec = redis.call('HGET', K.messages, n)
+  local _, _, a = parse(rec)
+  redis.call('HINCRBY', K.stats, 'nacked', 1)
+  if a >= setting('max_attempts') then
+    bury(n, rec)
+    return 'dead'
+  elseif delay > 0 then
+    redis.call('ZADD', K.delayed, now + delay, n)
+    return 'delayed'
+  elseif release(n, rec, now) == 1 then
+    redis.call('PUBLISH', CHANNEL, 'a')
+    return 'ready'
+  end
+  return 'expired'
+end

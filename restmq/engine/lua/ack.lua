@@ -14,9 +14,6 @@ if #stale > 0 then
   for _, r in ipairs(stale) do out[#out + 1] = r end
   return out
 end
-for _, n in ipairs(ns) do
-  redis.call('ZREM', K.reserved, n)
-  forget(n)
-end
+for _, n in ipairs(ns) do finish(n) end
 redis.call('HINCRBY', K.stats, 'acked', #ns)
 return {next_due(), 'ok', #ns}

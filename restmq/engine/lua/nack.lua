@@ -8,22 +8,5 @@ local now = now_ms()
 settle(now, 1000)
 local n = holder(ARGV[2], now)
 if not n then return {next_due(), 'stale'} end
-redis.call('ZREM', K.reserved, n)
-redis.call('HDEL', K.receipts, n)
-if ARGV[4] ~= '' then redis.call('HSET', K.errors, n, ARGV[4]) end
-local rec = redis.call('HGET', K.messages, n)
-local _, _, a = parse(rec)
-local where = 'ready'
-redis.call('HINCRBY', K.stats, 'nacked', 1)
-if a >= setting('max_attempts') then
-  bury(n, rec)
-  where = 'dead'
-elseif tonumber(ARGV[3]) > 0 then
-  redis.call('ZADD', K.delayed, now + tonumber(ARGV[3]), n)
-  where = 'delayed'
-elseif release(n, rec, now) == 1 then
-  redis.call('PUBLISH', CHANNEL, 'a')
-else
-  where = 'expired'
-end
+local where = give_back(n, tonumber(ARGV[3]), ARGV[4], now)
 return {next_due(), 'ok', where}

@@ -1,9 +1,12 @@
--- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors replay unique
+-- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dead dead_messages dead_errors replay unique push push_inflight
 -- Deliver up to ARGV[2] ready messages, lowest priority then oldest first. ARGV[3] = "take"
 -- (at-most-once: the message is gone), "reserve" (at-least-once: hidden for ARGV[4] ms, 0 = the
 -- queue's lease, under receipt "<n>.<attempts>.<ARGV[5]>") or "stream" (the hub drains for
 -- subscribers; ARGV[6] = the server's default policy, ARGV[7] = how many broadcast messages the
--- replay stream keeps, 0 for none). Messages past their ttl are dropped.
+-- replay stream keeps, 0 for none). Messages past their ttl are dropped. "push" reserves as
+-- "reserve" does for a push delivery: nothing ({next due, "none"}) without a subscription, nothing
+-- ({next due, "busy"}) while its concurrency is reached (push_inflight: its unexpired leases,
+-- across every process), and the lease is the queue's, at least the push timeout + 1 s.
 -- Returns {next due, "paused"}, {next due, "ok", lease deadline, n, record, seen, receipt, …},
 -- or for a broadcast stream {next due, "broadcast", how many} after publishing each message as
 -- "b<replay id>|<n>|<seen>|<record>" (and appending it to the replay stream).
@@ -21,6 +24,17 @@ local lease = tonumber(ARGV[4])
 if mode == 'reserve' and lease <= 0 then lease = setting('lease') end
 local deadline = now + lease
 local want = tonumber(ARGV[2])
+if mode == 'push' then
+  local concurrency = tonumber(redis.call('HGET', K.push, 'concurrency') or '0')
+  if concurrency <= 0 then return {next_due(), 'none'} end
+  redis.call('ZREMRANGEBYSCORE', K.push_inflight, '-inf', now)
+  local free = concurrency - redis.call('ZCARD', K.push_inflight)
+  if free <= 0 then return {next_due(), 'busy'} end
+  if want > free then want = free end
+  lease = math.max(setting('lease'), tonumber(redis.call('HGET', K.push, 'timeout') or '0') + 1000)
+  deadline = now + lease
+end
+local reserving = mode == 'reserve' or mode == 'push'
 local out = {0, 'ok', int(deadline)}
 local delivered, expired = 0, 0
 while delivered < want do
@@ -35,7 +49,7 @@ while delivered < want do
       if e > 0 and e <= now then
         forget(n, v)
         expired = expired + 1
-      elseif mode == 'reserve' then
+      elseif reserving then
         a = a + 1
         rec = record(p, t, a, e, v)
         local receipt = n .. '.' .. a .. '.' .. ARGV[5]
@@ -43,6 +57,7 @@ while delivered < want do
         redis.call('ZADD', K.reserved, deadline, n)
         redis.call('HSET', K.receipts, n, receipt)
         redis.call('ZREM', K.expiry, n)
+        if mode == 'push' then redis.call('ZADD', K.push_inflight, deadline, n) end
         delivered = delivered + 1
         out[#out + 1] = n
         out[#out + 1] = rec
@@ -69,7 +84,7 @@ while delivered < want do
   end
 end
 if delivered > 0 then
-  redis.call('HINCRBY', K.stats, mode == 'reserve' and 'reserved' or 'taken', delivered)
+  redis.call('HINCRBY', K.stats, reserving and 'reserved' or 'taken', delivered)
 end
 if expired > 0 then redis.call('HINCRBY', K.stats, 'expired', expired) end
 out[1] = next_due()

@@ -1,4 +1,4 @@
--- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dedup dedup_until unique
+-- KEYS: ready messages seen conf stats delayed reserved receipts errors expiry dedup dedup_until unique push_inflight
 -- Undo a call that Redis ran after its caller had stopped waiting (Redis stalled between running
 -- it and answering): the caller was told "nothing was applied", so make that true. ARGV[2] = what
 -- the call did:
@@ -6,7 +6,8 @@
 --          is removed with its dedup entry and unique index (one already delivered stays).
 --   "take": ARGV[3…] = (n, record, seen) of each message it took; each is put back as it was.
 --   "del": ARGV[3…] = (n, record, seen) of the message it deleted; put back ready, not counted.
---   "reserve": ARGV[3…] = receipts; each still current is released now, its attempt given back.
+--   "reserve": ARGV[3…] = receipts; each still current is released now, its attempt given back
+--          (and, for a push reservation, its concurrency slot).
 -- Returns {next due, how many were undone}.
 local now = now_ms()
 local what = ARGV[2]
@@ -47,6 +48,7 @@ elseif what == 'reserve' then
     local n = holder(ARGV[i], now)
     if n then
       redis.call('ZREM', K.reserved, n)
+      redis.call('ZREM', K.push_inflight, n) -- a push reservation's concurrency slot
       redis.call('HDEL', K.receipts, n)
       local p, t, a, e, v = parse(redis.call('HGET', K.messages, n))
       local rec = record(p, t, math.max(a - 1, 0), e, v)

@@ -244,7 +244,8 @@ def render_dashboard_rows(stats: dict[str, Any] | None) -> str:
             f'<td class="n">{int(q.get("len", 0))}</td><td class="n">…</td><td class="n">…</td>'
             f'<td class="n">…</td><td><span class="pill {escape(str(q.get("state", "")), quote=True)}">'
             f"{escape(str(q.get('state', '')))}</span></td><td>{escape(str(q.get('policy_name', '')))}</td>"
-            f'<td class="n">{int(q.get("subscribers", 0))}</td><td class="n">–</td><td class="n">–</td>'
+            f'<td class="n">{int(q.get("subscribers", 0))}</td><td class="push">…</td><td class="n">–</td>'
+            f'<td class="n">–</td>'
             "<td></td></tr>"
         )
     return "".join(rows)

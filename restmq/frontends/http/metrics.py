@@ -20,6 +20,11 @@ Families:
   the answer (long polls included), timed by the dispatcher for every front end (http, xmlrpc,
   line, ws, syslog; ``metrics`` for scrapes' own stats calls).
 - ``restmq_redis_seconds{kind,script}`` histogram: the Redis round trip of each engine script.
+- ``restmq_push_delivered_total{queue}`` / ``restmq_push_failed_total{queue,reason}`` counters and
+  ``restmq_push_seconds{queue,outcome}`` histogram: this process's push deliveries (docs/push-and-schedules.md);
+  ``reason`` is ``http_4xx``, ``http_5xx`` (any other status class likewise), ``timeout``,
+  ``refused``, ``dns``, ``tls``, ``connection``, ``not_allowed`` (outside --push-allow) or
+  ``stopped`` (this process stopped mid-push).
 - ``restmq_connections`` gauge and ``restmq_limit_rejections_total{limit}`` counter: open
   connections of every listener, and what the limits refused (``connections``,
   ``connections_per_address``, ``header_timeout``, ``body_timeout``, ``idle_timeout``), when the
@@ -45,7 +50,7 @@ from prometheus_client.utils import floatToGoString
 from twisted.internet import defer
 from twisted.web.server import Request
 
-from restmq.latency import Latency
+from restmq.latency import Latency, PushMetrics
 from restmq.limits import Limits
 from restmq.errors import RestMQError
 from restmq.frontends.http.common import GET, Answer, Endpoint, send
@@ -89,6 +94,8 @@ class Snapshot:
     redis_latency: Latency | None = None
     #: The process's :class:`restmq.limits.Limits` (connections, refusals), if known.
     limits: Limits | None = None
+    #: This process's push deliveries, if it has a pusher.
+    push: PushMetrics | None = None
     #: ``--workers``: the other workers' entries of the ``stats`` answer, counters included.
     others: list[dict[str, Any]] = field(default_factory=list)
 
@@ -154,18 +161,8 @@ class SnapshotCollector(Collector):
         yield messages
         yield subscribers
         yield events
-        commands = CounterMetricFamily(
-            "restmq_commands", "Commands run by the server (every worker).", labels=["command"]
-        )
-        for name, n in sorted(snap.calls.items()):
-            commands.add_metric([name], float(n))
-        yield commands
-        errors = CounterMetricFamily(
-            "restmq_errors", "Command failures by error code (every worker).", labels=["code"]
-        )
-        for code, n in sorted(snap.errors.items()):
-            errors.add_metric([code], float(n))
-        yield errors
+        yield counter_family("restmq_commands", "Commands run by the server (every worker).", ["command"], snap.calls)
+        yield counter_family("restmq_errors", "Command failures by error code (every worker).", ["code"], snap.errors)
         yield GaugeMetricFamily(
             "restmq_backend_up", "1 when Redis answered this scrape, 0 when not.", value=1.0 if snap.up else 0.0
         )
@@ -173,12 +170,10 @@ class SnapshotCollector(Collector):
             yield GaugeMetricFamily(
                 "restmq_connections", "Open connections of every listener.", value=float(snap.limits.total)
             )
-            rejected = CounterMetricFamily(
-                "restmq_limit_rejections", "Connections and requests refused by a limit.", labels=["limit"]
-            )
-            for limit, n in sorted(snap.limits.rejected.items()):
-                rejected.add_metric([limit], float(n))
-            yield rejected
+            yield counter_family("restmq_limit_rejections", "Connections and requests refused by a limit.",
+                                 ["limit"], snap.limits.rejected)
+        if snap.push is not None:
+            yield from push_families(snap.push)
         if snap.latency is not None:
             yield latency_family(snap.latency)
         if snap.redis_latency is not None:
@@ -186,6 +181,23 @@ class SnapshotCollector(Collector):
                 snap.redis_latency, "restmq_redis_seconds", "Redis round trips of the engine's scripts.",
                 ("kind", "script"),
             )
+
+
+def counter_family(name: str, doc: str, labels: list[str], counts: Mapping[Any, int]) -> CounterMetricFamily:
+    """A counter family from ``counts``: label value (or a tuple of them, in ``labels``' order) -> count."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], float(n))
+    return family
+
+
+def push_families(push: PushMetrics) -> Iterator[Metric]:
+    """The push deliveries of this process: delivered and failed (by reason), and their durations."""
+    yield counter_family("restmq_push_delivered", "Messages pushed and acked (a 2xx answer), by queue.",
+                         ["queue"], push.pushed)
+    yield counter_family("restmq_push_failed", "Push deliveries that failed, by queue and reason.",
+                         ["queue", "reason"], push.failed)
+    yield latency_family(push.latency, "restmq_push_seconds", "How long push deliveries took.", ("queue", "outcome"))
 
 
 def render(snapshot: Snapshot) -> bytes:
@@ -249,5 +261,6 @@ class Metrics(Endpoint):
         snapshot.latency = getattr(dispatcher, "latency", None)
         snapshot.redis_latency = getattr(dispatcher, "redis_latency", None)
         snapshot.limits = limits
+        snapshot.push = getattr(dispatcher, "push_metrics", None)
         snapshot.merge_others()
         return render(snapshot)

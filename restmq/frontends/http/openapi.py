@@ -96,15 +96,23 @@ def arg_schema(arg: Arg, *, wire: str = "json") -> dict[str, Any]:
         schema = one if wire == "text" else {
             "anyOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": commands.MAX_COUNT}],
         }
+    elif kind == "name":  # a schedule's name (restmq.recurrence.NAME)
+        schema = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]*$", "minLength": 1, "maxLength": 128}
     elif kind == "queues":
         one = {"type": "string", "pattern": QUEUE_PATTERN, "minLength": 1, "maxLength": 128}
         schema = {"type": "array", "items": one, "minItems": 1, "maxItems": commands.MAX_QUEUES}
+    elif kind == "url":
+        schema = {**_text(arg), "format": "uri", "pattern": "^https?://"}
+    elif kind == "backoff":
+        step = {"type": "number", "exclusiveMinimum": 0, "maximum": commands.DAY}
+        many = {"type": "array", "items": step, "minItems": 1, "maxItems": commands.MAX_BACKOFF_STEPS}
+        schema = {"type": "string", "minLength": 1, "description": "seconds, comma-separated"} if wire == "text" else many
     else:  # pragma: no cover - a new kind must be described here
         raise ValueError(f"no schema for argument kind {kind!r}")
     if arg.doc:
         schema["description"] = f"{arg.doc}; {commands.QUEUE_RULE}" if kind == "queue" else arg.doc
     if arg.default is not None:
-        schema["default"] = arg.default
+        schema["default"] = list(arg.default) if isinstance(arg.default, tuple) else arg.default
     return schema
 
 
@@ -158,7 +166,9 @@ RESULTS: dict[str, dict[str, Any]] = {
     "reserve": MESSAGES,
     "peek": MESSAGES,
     "get": MESSAGE,
-    "ack": _obj("queue", "acked", queue=STRING, acked=INTEGER),
+    "ack": _obj("queue", "acked", queue=STRING, acked=INTEGER,
+                next={"anyOf": [MESSAGE, {"type": "null"}],
+                      "description": "the next message reserved; only when asked (next)"}),
     "nack": _obj("queue", "nacked", queue=STRING, nacked=INTEGER),
     "touch": _obj("queue", "lease_until", queue=STRING, lease_until=NUMBER),
     "config": _obj("queue", queue=STRING),
@@ -174,6 +184,9 @@ RESULTS: dict[str, dict[str, Any]] = {
     "resume": _obj("queue", "state", queue=STRING, state=STRING),
     "policy": _obj("queue", "policy", queue=STRING, policy={"type": "string", "enum": list(commands.POLICIES)}),
     "health": _obj("status", status=STRING),
+    "push_set": _obj("queue", "url", queue=STRING, url=STRING, secret={"type": ["string", "null"]}),
+    "push_get": _obj("queue", "url", queue=STRING, url=STRING, secret={"type": ["string", "null"]}),
+    "push_rm": _obj("queue", "removed", queue=STRING, removed={"type": "boolean"}),
 }
 
 
@@ -251,6 +264,11 @@ ROUTES: tuple[Route, ...] = (
           path_args=("queue", "key")),
     Route("get", "/q/{queue}/config", "config", "The queue's settings (sets those given)", path_args=Q),
     Route("put", "/q/{queue}/config", "config", "Change the queue's settings", source="body", path_args=Q),
+    Route("put", "/q/{queue}/push", "push_set", "Set the queue's push subscription (needs --push-allow)",
+          source="body", path_args=Q),
+    Route("get", "/q/{queue}/push", "push_get", "The queue's push subscription (secret redacted) and its state",
+          path_args=Q),
+    Route("delete", "/q/{queue}/push", "push_rm", "Remove the queue's push subscription", path_args=Q),
     Route("post", "/q/{queue}/redrive", "redrive", "Move dead letters back to the queue", source="body",
           path_args=Q),
     Route("post", "/queue", None, "The JSON protocol: {\"cmd\": …, …}; a command's failure is 200 with "
@@ -299,6 +317,15 @@ ROUTES: tuple[Route, ...] = (
           "PUTNOTIF lines with ?form=records) -> queue collectd_event: one text message per POST as the "
           "original, or with ?form=records one message per notification (add_many)", source="collectd",
           text_field="NotificationExec", extra=(COLLECTD_FORM,), answer="collectd", tag="collectd"),
+    # -- recurring schedules (schedules.py) --
+    Route("get", "/schedules", "schedule_ls", "The schedules of readable queues, with next and last fire",
+          tag="schedules"),
+    Route("put", "/schedules/{name}", "schedule_set", "Create or replace a schedule: JSON {queue, value, "
+          "cron or every, tz}", source="body", path_args=("name",), tag="schedules"),
+    Route("get", "/schedules/{name}", "schedule_get", "One schedule, with next and last fire",
+          path_args=("name",), tag="schedules"),
+    Route("delete", "/schedules/{name}", "schedule_rm", "Delete a schedule", path_args=("name",),
+          tag="schedules"),
 )
 
 
@@ -313,6 +340,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _path_param(name: str) -> dict[str, Any]:
+    if name == "name":
+        return {"name": "name", "in": "path", "required": True, "description": "schedule name",
+                "schema": arg_schema(commands.SCHEDULE_NAME, wire="text")}
     if name == "key":
         return {"name": "n", "in": "path", "required": True, "description": "the number of the key <queue>:<n>",
                 "schema": {"type": "integer", "minimum": 0}}

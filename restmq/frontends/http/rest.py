@@ -17,6 +17,7 @@ Decisions where the contract is silent:
 - Reads that find nothing answer 204 without a body: take and peek, with or without ``count``
   (an empty list included). ``GET /?queue=q`` keeps the original 404 with an error body.
 - ``DELETE /q/<q>/<n>`` deletes that one message (the ``del`` command): the REST spelling of it.
+- ``PUT|GET|DELETE /q/<q>/push`` run ``push_set``, ``push_get`` and ``push_rm`` (docs/push-and-schedules.md).
 - HEAD is refused (405) where GET takes a message, so a link checker cannot consume the queue.
 """
 
@@ -131,6 +132,8 @@ class QueueEndpoint(Endpoint):
             return self
         if path.isdigit():
             return MessageEndpoint(self.front, self.queue, path.decode("ascii"))
+        if path == b"push":
+            return PushEndpoint(self.front, self.queue)
         action = ACTIONS.get(path)
         if action is None:
             return NOT_FOUND
@@ -168,6 +171,35 @@ class MessageEndpoint(Endpoint):
 
     def render_DELETE(self, request: Request) -> int:
         return self._run(request, "del")
+
+
+class PushEndpoint(Endpoint):
+    """``/q/<queue>/push``: the queue's push subscription. ``PUT`` sets it (JSON or form body),
+    ``GET`` shows it (secret redacted), ``DELETE`` removes it (docs/push-and-schedules.md)."""
+
+    methods = (GET, PUT, DELETE)
+
+    def __init__(self, front: Front, queue: str) -> None:
+        super().__init__(front)
+        self.queue = queue
+
+    def _run(self, request: Request, name: str) -> int:
+        callback = callback_of(request)
+        if request.method == PUT:
+            args, _ = args_with_body(request, None)
+        else:
+            args = form.command_args(query(request))
+        args["queue"] = self.queue
+        return self.front.run(request, name, args, ANSWER, callback)
+
+    def render_GET(self, request: Request) -> int:
+        return self._run(request, "push_get")
+
+    def render_PUT(self, request: Request) -> int:
+        return self._run(request, "push_set")
+
+    def render_DELETE(self, request: Request) -> int:
+        return self._run(request, "push_rm")
 
 
 #: ``/q/<queue>/<action>`` -> (command, methods, the argument a plain-text body fills, answer).

@@ -11,6 +11,7 @@ The tree (``putChild`` at the root, ``getChild`` below; a trailing slash is opti
     /metrics          Prometheus text                                                     (metrics.py)
     /openapi.json     the OpenAPI 3.1 description, generated from the tables              (openapi.py)
     /collectd/data, /collectd/event   collectd values and notifications -> queues   (collectd.py)
+    /schedules[/<name>]               recurring schedules: list, set, get, delete  (schedules.py)
     /RPC2, /xmlrpc    XML-RPC       restmq.frontends.xmlrpc
     /static/<file>    Static        the example pages shipped in the package (COMET, streams)
     anything else     JSON 404
@@ -53,6 +54,7 @@ from restmq.frontends.http.metrics import Metrics
 from restmq.frontends.http.openapi import OpenAPI
 from restmq.frontends.http.origins import cors_allows, refusal
 from restmq.frontends.http.rest import JsonProtocol, Queues, Root
+from restmq.frontends.http.schedules import Schedules
 from restmq.frontends.http.sse import ServerSentEvents
 from restmq.frontends.http.stream import Comet
 from restmq.frontends.http.ws import WebSockets
@@ -234,6 +236,7 @@ def build_tree(front: Front) -> Root:
     root.putChild(b"metrics", Metrics(front))
     root.putChild(b"openapi.json", OpenAPI(front))
     root.putChild(b"collectd", Collectd(front))
+    root.putChild(b"schedules", Schedules(front))  # recurring schedules (schedules.py)
     return root
 
 
