@@ -105,6 +105,7 @@ class Config:
     )
     reuse_port: bool = option(
         False, "With --workers: give each worker its own SO_REUSEPORT socket on TCP listeners.", flag=True
+    )
     push_allow: tuple[str, ...] = option(
         (), "URL prefixes push subscriptions may deliver to, comma-separated (e.g. "
         "http://127.0.0.1:,https://hooks.example.org/); empty: push is off. Checked when a "
