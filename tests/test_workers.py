@@ -76,15 +76,19 @@ def one_connection_each(server: Server) -> tuple[HTTPConnection, HTTPConnection]
 
 
 def test_two_workers_answer_on_one_port(tmp_path, servers):
-    """Two workers with different pids accept on the one HTTP port; /stats lists both, /health counts them."""
+    """Two workers with different pids accept on the one HTTP port; /stats lists both, /health counts
+    them, and a SIGHUP with nothing to reload leaves them running."""
     server = start(tmp_path, servers)
     listed = processes(server)
     assert sorted(p["worker"] for p in listed) == [0, 1]
     assert len({p["pid"] for p in listed}) == 2 and os.getpid() not in {p["pid"] for p in listed}
     assert all(p["uptime"] >= 0 and "connections" in p and "subscribers" in p for p in listed)
     assert json.loads(http("GET", server.url("/health"))[1])["workers"] == 2
+    server.proc.send_signal(signal.SIGHUP)  # nothing to reload: no worker is hurt
+    server.wait_for("SIGHUP: no --auth-file or --acl to reload")
     for conn in one_connection_each(server):
         conn.close()
+    assert {p["pid"] for p in processes(server)} == {p["pid"] for p in listed}
     assert server.stop() == 0
 
 

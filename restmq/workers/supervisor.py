@@ -294,7 +294,15 @@ class Supervisor(Service):
         self.pending[index] = self.reactor.callLater(delay, self.spawn, index)
 
     def _sighup(self, signum: int, frame: Any) -> None:
-        cast(IReactorFromThreads, self.reactor).callFromThread(self.forward, signal.SIGHUP)
+        cast(IReactorFromThreads, self.reactor).callFromThread(self._reload)
+
+    def _reload(self) -> None:
+        """SIGHUP: the workers reload their tokens and ACL; without either there is nothing to
+        reload (and a worker, which then has no SIGHUP handler, must not get one)."""
+        if self.config.auth_file or self.config.acl:
+            self.forward(signal.SIGHUP)
+        else:
+            log.info("SIGHUP: no --auth-file or --acl to reload")
 
     def forward(self, sig: int) -> None:
         """Send ``sig`` to every live worker (SIGHUP: each reloads its tokens and ACL)."""
