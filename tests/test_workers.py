@@ -385,3 +385,28 @@ def test_workers_option_takes_a_count_or_auto():
     assert [c.redis_pool for c in shares] == [4, 3, 3]
     assert {c.max_connections_per_address for c in shares} == {0}
     assert {(c.workers, c.redis, c.cors) for c in shares} == {(1, "unix:///r.sock", ("*",))}
+
+
+def test_a_scrape_adds_up_every_workers_counters():
+    """/metrics' snapshot adds the other workers' commands, errors, connections, refusals and latencies to its own."""
+    from restmq.frontends.http.metrics import Snapshot, render
+    from restmq.latency import Latency
+    from restmq.limits import Limits
+    from restmq.workers.table import series_of
+
+    other_latency = Latency()
+    other_latency.observe("http", "add", 0.002)
+    mine = Latency()
+    snap = Snapshot(calls={"add": 1}, latency=mine, limits=Limits(0, 0))
+    snap.limits.total = 1
+    snap.others = [{"connections": 4, "metrics": {
+        "calls": {"add": 5}, "errors": {"empty": 2}, "rejected": {"connections": 1},
+        "latency": series_of(other_latency), "redis_latency": []}}]
+    snap.merge_others()
+    text = render(snap).decode()
+    assert 'restmq_commands_total{command="add"} 6.0' in text
+    assert 'restmq_errors_total{code="empty"} 2.0' in text
+    assert "restmq_connections 5.0" in text
+    assert 'restmq_limit_rejections_total{limit="connections"} 1.0' in text
+    assert 'restmq_request_seconds_count{command="add",frontend="http"} 1.0' in text
+    assert not mine.series, "the live counters are not changed by a scrape"
