@@ -293,6 +293,7 @@ LAYERS: dict[str, str] = {
     "test_workers.py": "process",
     "test_workers.py::test_workers_option_takes_a_count_or_auto": "pure",
     "test_workers.py::test_a_scrape_adds_up_every_workers_counters": "pure",
+    "test_workers.py::test_a_scrape_adds_up_every_workers_push_deliveries": "pure",
     "test_ws.py": "frontend",
     "test_xmlrpc.py": "frontend",
     "test_xmlrpc.py::test_every_error_code_has_a_fault_code": "pure",

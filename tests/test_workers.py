@@ -410,3 +410,24 @@ def test_a_scrape_adds_up_every_workers_counters():
     assert 'restmq_limit_rejections_total{limit="connections"} 1.0' in text
     assert 'restmq_request_seconds_count{command="add",frontend="http"} 1.0' in text
     assert not mine.series, "the live counters are not changed by a scrape"
+
+
+def test_a_scrape_adds_up_every_workers_push_deliveries():
+    """/metrics' snapshot adds the other workers' push deliveries to its own, leaving the live counters alone."""
+    from restmq.frontends.http.metrics import Snapshot, render
+    from restmq.latency import PushMetrics
+    from restmq.workers.table import push_of
+
+    mine, other = PushMetrics(), PushMetrics()
+    mine.pushed["q"] += 2
+    other.pushed["q"] += 3
+    other.failed[("q", "timeout")] += 1
+    other.latency.observe("q", "ok", 0.01)
+    snap = Snapshot(push=mine)
+    snap.others = [{"metrics": {"push": push_of(other)}}]
+    snap.merge_others()
+    text = render(snap).decode()
+    assert 'restmq_push_delivered_total{queue="q"} 5.0' in text
+    assert 'restmq_push_failed_total{queue="q",reason="timeout"} 1.0' in text
+    assert 'restmq_push_seconds_count{outcome="ok",queue="q"} 1.0' in text
+    assert mine.pushed["q"] == 2

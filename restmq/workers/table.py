@@ -56,6 +56,26 @@ def merge_series(into: Latency, series: list[list[Any]]) -> None:
         mine[2] += int(n)
 
 
+def push_of(push: Any) -> dict[str, Any] | None:
+    """A :class:`restmq.latency.PushMetrics` as JSON (None without a pusher)."""
+    if push is None:
+        return None
+    return {
+        "pushed": dict(push.pushed),
+        "failed": [[queue, reason, n] for (queue, reason), n in push.failed.items()],
+        "latency": series_of(push.latency),
+    }
+
+
+def merge_push(into: Any, other: dict[str, Any] | None) -> None:
+    """Add another process's push deliveries (from :func:`push_of`) into ``into``."""
+    if not other:
+        return
+    into.pushed.update({q: int(n) for q, n in (other.get("pushed") or {}).items()})
+    into.failed.update({(q, r): int(n) for q, r, n in other.get("failed") or []})
+    merge_series(into.latency, other.get("latency") or [])
+
+
 class ProcessTable(Service):
     """This worker's line in the table (written every second), and every live worker's."""
 
@@ -99,6 +119,7 @@ class ProcessTable(Service):
             "rejected": dict(self.limits.rejected),
             "latency": series_of(self.dispatcher.latency),
             "redis_latency": series_of(self.engine.redis_latency),
+            "push": push_of(getattr(self.dispatcher, "push_metrics", None)),
         }
 
     def _publish(self) -> defer.Deferred[None]:
@@ -157,7 +178,7 @@ class ProcessTable(Service):
             "workers": len(records),
             "processes": [
                 {k: r.get(k) for k in short} | ({"metrics": {k: r.get(k) for k in (
-                    "calls", "errors", "rejected", "latency", "redis_latency")}} if detail else {})
+                    "calls", "errors", "rejected", "latency", "redis_latency", "push")}} if detail else {})
                 for r in records
             ],
         }

@@ -21,7 +21,7 @@ Families:
   line, ws, syslog; ``metrics`` for scrapes' own stats calls).
 - ``restmq_redis_seconds{kind,script}`` histogram: the Redis round trip of each engine script.
 - ``restmq_push_delivered_total{queue}`` / ``restmq_push_failed_total{queue,reason}`` counters and
-  ``restmq_push_seconds{queue,outcome}`` histogram: this process's push deliveries (docs/push-and-schedules.md);
+  ``restmq_push_seconds{queue,outcome}`` histogram: the push deliveries (every worker's with --workers; docs/push-and-schedules.md);
   ``reason`` is ``http_4xx``, ``http_5xx`` (any other status class likewise), ``timeout``,
   ``refused``, ``dns``, ``tls``, ``connection``, ``not_allowed`` (outside --push-allow) or
   ``stopped`` (this process stopped mid-push).
@@ -101,7 +101,7 @@ class Snapshot:
 
     def merge_others(self) -> None:
         """Add the other workers' counters to this worker's (``--workers``)."""
-        from restmq.workers.table import merge_series
+        from restmq.workers.table import merge_push, merge_series
 
         if not self.others:
             return
@@ -122,6 +122,14 @@ class Snapshot:
                 merge_series(redis_latency, numbers.get("redis_latency") or [])
         self.calls, self.errors = dict(calls), dict(errors)
         self.latency, self.redis_latency, self.limits = latency, redis_latency, limits
+        if self.push is not None:
+            push = PushMetrics()
+            push.pushed.update(self.push.pushed)
+            push.failed.update(self.push.failed)
+            push.latency = _copy(self.push.latency) or push.latency
+            for other in self.others:
+                merge_push(push, (other.get("metrics") or {}).get("push"))
+            self.push = push
 
 
 def _copy(latency: Latency | None) -> Latency | None:
