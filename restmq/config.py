@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from restmq.commands import POLICIES
-from restmq.options import Coerce, Option, choice, count, positive, seconds, url_prefixes
+from restmq.options import Coerce, Option, choice, count, positive, seconds, url_prefixes, workers
 
 
 def option(default: Any, help: str, coerce: Coerce | None = None, *, flag: bool = False) -> Any:
@@ -45,7 +45,7 @@ class Config:
     durability: str = option(
         "everysec", "Embedded AOF fsync: everysec or always.", choice("durability", ("everysec", "always"))
     )
-    redis_pool: int = option(10, "Redis connections in the pool.", positive(int, "redis-pool", 256))
+    redis_pool: int = option(10, "Redis connections in the pool (all workers together).", positive(int, "redis-pool", 256))
     redis_timeout: float = option(
         1.0, "Seconds before an unanswered Redis call fails with backend_unavailable.",
         positive(float, "redis-timeout", 60),
@@ -69,7 +69,7 @@ class Config:
         "users per category, for HTTP; reloaded when it changes)."
     )
     max_connections: int = option(
-        10_000, "Most connections at once, all listeners together (0: no limit).", count("max-connections", 10**7)
+        10_000, "Most connections at once, all listeners and workers together (0: no limit).", count("max-connections", 10**7)
     )
     max_connections_per_address: int = option(
         1_000, "Most connections at once from one client address (0: no limit).",
@@ -89,7 +89,7 @@ class Config:
         seconds("body-timeout"),
     )
     max_subscribers: int = option(
-        50_000, "Most stream subscribers of one queue in this process (0: no limit).", count("max-subscribers", 10**7)
+        50_000, "Most stream subscribers of one queue in this server (0: no limit).", count("max-subscribers", 10**7)
     )
     max_queues: int = option(
         100_000, "Most queues; an add that would create one more is refused (0: no limit).",
@@ -98,6 +98,14 @@ class Config:
     replicas: int = option(
         0, "Answer writes only once this many Redis replicas have them (WAIT); 0: when the master has.",
         count("replicas", 100),
+    )
+    workers: int = option(
+        1, "Worker processes sharing the listeners (auto: one per usable core). With more than one, "
+        "a parent binds, runs the embedded Redis and restarts workers; limits stay totals "
+        "(docs/operations.md).", workers("workers", 1024),
+    )
+    reuse_port: bool = option(
+        False, "With --workers: give each worker its own SO_REUSEPORT socket on TCP listeners.", flag=True
     )
     push_allow: tuple[str, ...] = option(
         (), "URL prefixes push subscriptions may deliver to, comma-separated (e.g. "

@@ -141,6 +141,9 @@ class Dispatcher(ScheduleCommands):
         self.calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.latency = Latency()
+        #: ``--workers``: what ``stats`` adds for the whole server (processes, summed commands,
+        #: the server's uptime), given ``detail`` (see restmq/workers/table.py). None: this process is the server.
+        self.server_view: Callable[[bool], Awaitable[dict[str, Any]]] | None = None
         #: This process's push deliveries (the pusher counts; metrics show them).
         self.push_metrics = PushMetrics()
 
@@ -496,7 +499,7 @@ class Dispatcher(ScheduleCommands):
             if detail:
                 queues[name]["length"] = found["length"].to_dict()
                 queues[name]["counters"] = {k: found["counters"].get(k, 0) for k in COUNTERS}
-        return {
+        answer = {
             "queues": queues,
             "count": len(names),
             "redis": redis,
@@ -504,6 +507,9 @@ class Dispatcher(ScheduleCommands):
             "process": self.engine.process_id,
             "commands": dict(self.calls),
         }
+        if self.server_view is not None:
+            answer.update(await self.server_view(detail))
+        return answer
 
     async def _push_state(self, queue: str) -> dict[str, Any] | None:
         """The queue's push subscription and its state for ``/stats/<q>`` (None: none)."""
@@ -558,4 +564,7 @@ class Dispatcher(ScheduleCommands):
 
     async def _cmd_health(self) -> dict[str, Any]:
         facts = await self.engine.facts()
-        return {"status": "ok", "redis": facts, "warnings": facts.get("warnings", [])}
+        answer = {"status": "ok", "redis": facts, "warnings": facts.get("warnings", [])}
+        if self.server_view is not None:  # --workers: how many answer (each reported within seconds)
+            answer["workers"] = (await self.server_view(False))["workers"]
+        return answer

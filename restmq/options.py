@@ -84,6 +84,29 @@ def count(name: str, ceiling: int) -> Coerce:
     return coerce
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), which ``auto`` workers means."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return max(1, os.cpu_count() or 1)
+
+
+def workers(name: str, ceiling: int) -> Coerce:
+    def coerce(value: str) -> int:
+        if value.strip().lower() == "auto":
+            return usable_cores()
+        number: int = number_of(int, value)
+        if not 1 <= number <= ceiling:
+            raise ValueError(f"{name} must be auto or from 1 to {ceiling}")
+        return number
+
+    coerce.coerceDoc = "A number, or auto."  # type: ignore[attr-defined]
+    return coerce
+
+
 def seconds(name: str) -> Coerce:
     def coerce(value: str) -> float:
         number: float = number_of(float, value)

@@ -26,7 +26,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorFromThreads
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger
@@ -48,6 +48,7 @@ from restmq.engine import QueueEngine
 from restmq.engine.hub import SubscriberEndpoint
 from restmq.push import Pusher
 from restmq.startup import StartError
+from restmq.workers import WorkerSpec
 
 log = Logger()
 
@@ -95,11 +96,47 @@ class EngineService(Service):
         return defer.ensureDeferred(self.engine.stop())
 
 
-class Listener(StreamServerEndpointService):
-    """A front end on an endpoint string; logs ``listening`` with the real address (port 0 too)."""
+def adopted_port(port: Any) -> None:
+    """A worker's port on a socket its siblings share (``--workers``). It takes one connection each
+    time it is woken (Twisted takes up to a hundred), so a burst of connections is spread between
+    the workers instead of all going to whichever woke first; stopping leaves the socket to them."""
+    read = port.doRead
 
-    def __init__(self, name: str, description: str, factory: IProtocolFactory, reactor: Any) -> None:
-        super().__init__(serverFromString(reactor, description), factory)
+    def doRead() -> Any:
+        port.numberAccepts = 1
+        return read()
+
+    port.doRead = doRead
+    # The socket is shared: a worker that stops closes its descriptor but must not shut the socket
+    # down, which would stop it listening for every worker.
+    port._shouldShutdown = False
+    path = getattr(port, "_bindPath", None)
+    if path is not None:
+        # A UNIX socket's path is the parent's: a worker that stops must not remove it (Twisted's
+        # port removes its path unless it names the abstract namespace).
+        port._bindPath = b"\0"
+        port._logConnectionLostMsg = lambda: log.info("stopped accepting on {path}", path=path)
+
+
+class Listener(StreamServerEndpointService):
+    """A front end on an endpoint string; logs ``listening`` with the real address (port 0 too).
+
+    ``adopt`` (a ``--workers`` worker): the (descriptor, family) of the socket the parent bound for
+    this endpoint, accepted on here instead of binding; an ``ssl:`` endpoint's TLS is done here."""
+
+    def __init__(
+        self, name: str, description: str, factory: IProtocolFactory, reactor: Any,
+        adopt: tuple[int, int] | None = None,
+    ) -> None:
+        endpoint: Any = serverFromString(reactor, description)
+        if adopt is not None:
+            if isinstance(endpoint, SSL4ServerEndpoint):
+                from twisted.protocols.tls import TLSMemoryBIOFactory
+
+                factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
+            endpoint = AdoptedStreamServerEndpoint(reactor, *adopt)
+        super().__init__(endpoint, factory)
+        self.adopted = adopt is not None
         self.setName(name)
         self.description = description
         self._raiseSynchronously = True
@@ -116,6 +153,8 @@ class Listener(StreamServerEndpointService):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
+        if self.adopted:
+            adopted_port(port)
         host = port.getHost()
         if isinstance(host, (IPv4Address, IPv6Address)):
             address = f"{host.host}:{host.port}"
@@ -236,12 +275,15 @@ def asdict_shallow(config: Config) -> dict[str, Any]:
 
 
 def build(
-    config: Config, reactor: Any = None, *, run_as: tuple[int, int] | None = None, on_fatal: Any = None
+    config: Config, reactor: Any = None, *, run_as: tuple[int, int] | None = None, on_fatal: Any = None,
+    worker: WorkerSpec | None = None,
 ) -> RestMQService:
     """Build the whole service tree for ``config``; nothing starts until the tree is started.
 
     ``run_as``: the (uid, gid) ``twistd --uid/--gid`` switches to, to whom the privileged start hands
-    the embedded Redis's data dir. ``on_fatal``: see :attr:`RestMQService.on_fatal`."""
+    the embedded Redis's data dir. ``on_fatal``: see :attr:`RestMQService.on_fatal`. One process
+    (``--workers`` is restmq/server.py's); ``worker``: this is one ``--workers`` worker's tree, on
+    the parent's sockets (restmq/workers/child.py)."""
     # Load now what later work imports lazily: twistd --uid/--gid drops privileges after this, and
     # the service user may not be able to read Python's library (e.g. a Python under /root).
     import encodings.idna  # noqa: F401  (host name resolution)
@@ -293,6 +335,13 @@ def build(
     # After the engine: stopped first, it lets its deliveries in flight end while Redis is there.
     Pusher(engine, reactor, config.push_allow, dispatcher.push_metrics).setServiceParent(root)
     limits = Limits(config.max_connections, config.max_connections_per_address)
+    if worker is not None:
+        from restmq.workers.table import ProcessTable
+
+        table = ProcessTable(engine, dispatcher, limits, worker.index, worker.started, backend)
+        table.setName("processes")
+        table.setServiceParent(root)
+        dispatcher.server_view = table.server_stats
     context = Context(dispatcher, reactor, limits, {**asdict_shallow(config), **config.frontend})
     for frontend in frontends():
         endpoint = config.endpoints.get(frontend.name)
@@ -302,5 +351,6 @@ def build(
         # Listeners that do not speak HTTP refuse it: a web page could post commands to them.
         counted = LimitedFactory(factory, limits) if frontend.speaks_http else NotHttpFactory(
             factory, limits, frontend.name)
-        Listener(frontend.name, endpoint, counted, reactor).setServiceParent(root)
+        adopt = worker.sockets.get(frontend.name) if worker is not None else None
+        Listener(frontend.name, endpoint, counted, reactor, adopt).setServiceParent(root)
     return root

@@ -201,7 +201,7 @@ def argv_from_env(environ: Mapping[str, str]) -> list[str]:
 
 def makeService(options: Mapping[str, Any]) -> IService:
     """twistd's entry point (named by Twisted's plugin convention)."""
-    from restmq.service import build
+    from restmq.server import build_server as build
     from restmq.startup import stop_and_exit
 
     return build(
@@ -213,7 +213,7 @@ def makeService(options: Mapping[str, Any]) -> IService:
 def service_from_env() -> IService:
     """The tac's service: options from RESTMQ_* (a bad one is one line on stderr and exit code 2),
     run as twistd does the plugin's."""
-    from restmq.service import build
+    from restmq.server import build_server as build
     from restmq.startup import stop_and_exit
 
     try:

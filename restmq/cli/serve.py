@@ -25,7 +25,7 @@ def serve(config: tap.Config) -> int:
     from twisted.application import app, service
     from twisted.internet import reactor
 
-    from restmq.service import build
+    from restmq.server import build_server as build
     from restmq.startup import StartError
 
     start_logging(config.log_format, sys.stdout)

@@ -55,8 +55,8 @@ STATS_BATCH = 200
 #: How long a queue name stays in this process's "already registered" cache before the next add
 #: registers it again (cheap insurance after a FLUSHALL or a restored backup).
 REGISTRY_REFRESH = 10.0
-#: How long a process keeps a bucket's sweeper lease on a cluster without renewing it (it renews
-#: it every sweep, 100 ms): a crashed sweeper's buckets are taken over after this.
+#: How long a process keeps a bucket's sweeper lease without renewing it (it renews it every
+#: sweep, 100 ms): a crashed sweeper's buckets are taken over after this.
 SWEEPER_LEASE = 1.0
 NOT_CONNECTED = "redis is not connected yet"
 #: Scripts whose writes a client is told about: with ``--replicas`` they are answered after WAIT.
@@ -538,7 +538,7 @@ class QueueEngine:
     async def due_queues(self, limit: int) -> list[str]:
         """Queues whose timers are due by Redis's clock. On a cluster, of the buckets whose sweeper
         lease this process holds (or takes now): one process sweeps each bucket at a time."""
-        owner = self.process_id if self.buckets > 1 else ""
+        owner = self.process_id
 
         async def bucket(number: int, g: K.GlobalKeys) -> list[Any]:
             try:
@@ -557,10 +557,8 @@ class QueueEngine:
         return [q.decode() for reply in replies for q in reply[1:]]
 
     async def swept_queues(self) -> list[str]:
-        """The sweeper's full pass: every queue on one Redis; on a cluster, the queues of the
-        buckets whose lease this process holds (the other processes sweep the others)."""
-        if self.buckets == 1:
-            return await self.queues()
+        """The sweeper's full pass: the queues of the buckets whose lease this process holds (the
+        other processes, and workers, sweep the others or wait)."""
         held = [K.global_keys(b, self.buckets) for b in sorted(self.sweeping)]
 
         async def ask() -> list[Any]:

@@ -302,6 +302,10 @@ class Hub:
         local = self._local.get(queue)
         return len(local.sinks) if local else 0
 
+    def total_subscribers(self) -> int:
+        """How many stream sinks this process has, all queues together (the process table)."""
+        return sum(len(local.sinks) for local in self._local.values())
+
     def _interest(self, queue: str) -> _Local:
         local = self._local.get(queue)
         if local is None:

@@ -18,6 +18,8 @@ TIMERS = f"{PREFIX}:timers"
 #: On a Redis Cluster the registry and the timers are split into this many buckets, each under its
 #: own hash tag, so that they spread over the shards and no one slot is hot (see global_keys).
 CLUSTER_BUCKETS = 16
+#: HASH process id -> JSON of what that worker process reports (``--workers``: /stats, /metrics).
+PROCESSES = f"{PREFIX}:processes"
 #: SET of the queues that have a push subscription: where delivering processes look (written
 #: with separate idempotent commands, beside the queue's own script).
 PUSHING = f"{PREFIX}:push"

@@ -4,8 +4,9 @@ Scripts settle a queue whenever it is used; this covers the queues nobody touche
 runs one: every ``interval`` it asks Redis which queues have a timer due (the global ``timers``
 ZSET, kept by the engine after each script) and settles them; every ``full_pass`` it settles every
 registered queue, which re-arms any timer lost in a race. Several processes sweeping the same Redis
-is harmless: settling is idempotent. On a Redis Cluster the timers and the registry are split into
-buckets, and each bucket is swept by the one process holding its short lease (see due.lua and
+would be harmless (settling is idempotent) but wasteful, so each bucket of timers (one on a single
+Redis; a cluster splits the timers and the registry into several) is swept by the one process
+holding its short lease, whatever the number of processes and ``--workers`` (see due.lua and
 QueueEngine.due_queues), the full pass included.
 """
 

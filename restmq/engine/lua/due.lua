@@ -1,7 +1,7 @@
 -- KEYS: timers sweeper
 -- The queues of one bucket with something due by Redis's clock (a delay, a lease, a ttl), at most
--- ARGV[2]: {1, queue, …}. The sweeper settles each one. With an owner (ARGV[3], a process id: on
--- a cluster) only the process holding this bucket's sweeper lease gets them: it takes the lease,
+-- ARGV[2]: {1, queue, …}. The sweeper settles each one. With an owner (ARGV[3], a process id)
+-- only the process holding this bucket's sweeper lease gets them: it takes the lease,
 -- or extends its own, for ARGV[4] ms; any other process gets {0} while the lease lasts.
 if ARGV[3] ~= '' then
   local holder = redis.call('GET', K.sweeper)

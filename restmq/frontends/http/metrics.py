@@ -21,7 +21,7 @@ Families:
   line, ws, syslog; ``metrics`` for scrapes' own stats calls).
 - ``restmq_redis_seconds{kind,script}`` histogram: the Redis round trip of each engine script.
 - ``restmq_push_delivered_total{queue}`` / ``restmq_push_failed_total{queue,reason}`` counters and
-  ``restmq_push_seconds{queue,outcome}`` histogram: this process's push deliveries (docs/push-and-schedules.md);
+  ``restmq_push_seconds{queue,outcome}`` histogram: the push deliveries (every worker's with --workers; docs/push-and-schedules.md);
   ``reason`` is ``http_4xx``, ``http_5xx`` (any other status class likewise), ``timeout``,
   ``refused``, ``dns``, ``tls``, ``connection``, ``not_allowed`` (outside --push-allow) or
   ``stopped`` (this process stopped mid-push).
@@ -29,10 +29,15 @@ Families:
   connections of every listener, and what the limits refused (``connections``,
   ``connections_per_address``, ``header_timeout``, ``body_timeout``, ``idle_timeout``), when the
   Site was given the process's :class:`restmq.limits.Limits`.
+
+With ``--workers`` every family speaks for the whole server: the ``stats`` answer then lists every
+worker with its counters (restmq/workers/table.py), and a scrape adds the other workers' numbers
+(reported at most a second ago) to the live ones of the worker it reached.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +96,48 @@ class Snapshot:
     limits: Limits | None = None
     #: This process's push deliveries, if it has a pusher.
     push: PushMetrics | None = None
+    #: ``--workers``: the other workers' entries of the ``stats`` answer, counters included.
+    others: list[dict[str, Any]] = field(default_factory=list)
+
+    def merge_others(self) -> None:
+        """Add the other workers' counters to this worker's (``--workers``)."""
+        from restmq.workers.table import merge_push, merge_series
+
+        if not self.others:
+            return
+        calls, errors = Counter(self.calls), Counter(self.errors)
+        latency, redis_latency = _copy(self.latency), _copy(self.redis_latency)
+        limits = Limits(0, 0)
+        if self.limits is not None:
+            limits.total, limits.rejected = self.limits.total, Counter(self.limits.rejected)
+        for other in self.others:
+            numbers = other.get("metrics") or {}
+            calls.update({k: int(v) for k, v in (numbers.get("calls") or {}).items()})
+            errors.update({k: int(v) for k, v in (numbers.get("errors") or {}).items()})
+            limits.rejected.update({k: int(v) for k, v in (numbers.get("rejected") or {}).items()})
+            limits.total += int(other.get("connections") or 0)
+            if latency is not None:
+                merge_series(latency, numbers.get("latency") or [])
+            if redis_latency is not None:
+                merge_series(redis_latency, numbers.get("redis_latency") or [])
+        self.calls, self.errors = dict(calls), dict(errors)
+        self.latency, self.redis_latency, self.limits = latency, redis_latency, limits
+        if self.push is not None:
+            push = PushMetrics()
+            push.pushed.update(self.push.pushed)
+            push.failed.update(self.push.failed)
+            push.latency = _copy(self.push.latency) or push.latency
+            for other in self.others:
+                merge_push(push, (other.get("metrics") or {}).get("push"))
+            self.push = push
+
+
+def _copy(latency: Latency | None) -> Latency | None:
+    if latency is None:
+        return None
+    copied = Latency(latency.buckets)
+    copied.series = {k: [list(v[0]), v[1], v[2]] for k, v in latency.series.items()}
+    return copied
 
 
 class SnapshotCollector(Collector):
@@ -122,8 +169,8 @@ class SnapshotCollector(Collector):
         yield messages
         yield subscribers
         yield events
-        yield counter_family("restmq_commands", "Commands run by this process's dispatcher.", ["command"], snap.calls)
-        yield counter_family("restmq_errors", "Command failures by error code (this process).", ["code"], snap.errors)
+        yield counter_family("restmq_commands", "Commands run by the server (every worker).", ["command"], snap.calls)
+        yield counter_family("restmq_errors", "Command failures by error code (every worker).", ["code"], snap.errors)
         yield GaugeMetricFamily(
             "restmq_backend_up", "1 when Redis answered this scrape, 0 when not.", value=1.0 if snap.up else 0.0
         )
@@ -184,6 +231,8 @@ async def take_snapshot(dispatcher: Dispatcher, principal: Principal = None) -> 
         snap.up = e.code != "backend_unavailable"
         server = {}
     queues = (server.get("queues") or {}) if isinstance(server, Mapping) else {}
+    if isinstance(server, Mapping):
+        snap.others = [p for p in server.get("processes") or () if p.get("process") != server.get("process")]
     for name, stats in queues.items():
         if isinstance(stats, Mapping):
             snap.queues[name] = dict(stats)
@@ -221,4 +270,5 @@ class Metrics(Endpoint):
         snapshot.redis_latency = getattr(dispatcher, "redis_latency", None)
         snapshot.limits = limits
         snapshot.push = getattr(dispatcher, "push_metrics", None)
+        snapshot.merge_others()
         return render(snapshot)
