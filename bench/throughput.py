@@ -56,6 +56,9 @@ from harness import (  # noqa: E402  (bench/ is not a package)
 )
 
 QUEUE = "bench"
+#: The ceiling rows: bare twisted.web answering ``ok`` (a, b), and a bare twisted.web resource doing
+#: one txredisapi call (a2 RPOP, b2 LPUSH), the honest ceiling of a Redis-backed request.
+CEILINGS = ("a", "a2", "b", "b2")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -75,18 +78,25 @@ def scenarios(args: argparse.Namespace, ports: dict[str, int]) -> list[Scenario]
         Scenario("b", "bare twisted.web POST (ceiling)", "bare", "http",
                  http_request("POST", f"/q/{QUEUE}", bare, form, "application/x-www-form-urlencoded"),
                  connections=n),
+        # The bare-Redis-handler ceilings: one txredisapi call per request (LPUSH first, so RPOP
+        # finds something).
+        Scenario("b2", "bare web+txredisapi LPUSH (ceiling)", "bare", "http",
+                 http_request("POST", "/redis/bare", bare, form, "application/x-www-form-urlencoded"),
+                 connections=n),
+        Scenario("a2", "bare web+txredisapi RPOP (ceiling)", "bare", "http",
+                 http_request("GET", "/redis/bare", bare), connections=n),
     ]
     if args.bare_only:
         return rows
     rows += [
         Scenario("c", "HTTP add  POST /q/bench form", "restmq", "http",
                  http_request("POST", f"/q/{QUEUE}", http, form, "application/x-www-form-urlencoded"),
-                 connections=n, ceiling="b"),
+                 connections=n, ceiling="b2"),
         Scenario("e", "JSON add  POST /queue", "restmq", "http",
                  http_request("POST", "/queue", http,
                               json.dumps({"cmd": "add", "queue": QUEUE, "value": value}).encode(),
                               "application/json"),
-                 connections=n, ceiling="b"),
+                 connections=n, ceiling="b2"),
         Scenario("f", f"line add  pipelined x{args.line_batch}", "restmq", "line",
                  f"add {QUEUE} {value}\n".encode() * args.line_batch, lines=args.line_batch,
                  connections=args.line_connections, ceiling="b",
@@ -97,7 +107,7 @@ def scenarios(args: argparse.Namespace, ports: dict[str, int]) -> list[Scenario]
                  messages_per_ok=args.many, connections=max(1, min(n, 4)), ceiling="b",
                  note="ratio is msg/s to bare POST req/s"),
         Scenario("d", "HTTP take GET /q/bench", "restmq", "http",
-                 http_request("GET", f"/q/{QUEUE}", http), connections=n, ceiling="a"),
+                 http_request("GET", f"/q/{QUEUE}", http), connections=n, ceiling="a2"),
     ]
     if args.many <= 0:
         rows = [r for r in rows if r.key != "g"]
@@ -152,12 +162,12 @@ def print_table(results: list[Result], facts: dict[str, Any], args: argparse.Nam
         if r.ratio is not None and r.ceiling in by_key:
             basis = "msg/s" if r.key in ("f", "g") else "req/s"
             ceiling = f"{r.ratio * 100:5.1f}% of {r.ceiling} ({basis})"
-        elif r.key in ("a", "b"):
+        elif r.key in CEILINGS:
             ceiling = "ceiling"
         else:
             ceiling = "-"
         cpu = "/".join(fmt(v, ".0f") for v in (r.cpu_client, r.cpu_server, r.cpu_redis))
-        msg_s = "-" if r.key in ("a", "b") else f"{r.msg_s:.0f}"
+        msg_s = "-" if r.key in CEILINGS else f"{r.msg_s:.0f}"
         print(f"{r.key:2} {r.label:34} {r.req_s:9.0f} {msg_s:>9} {fmt(r.p50_ms, '8.2f')} "
               f"{fmt(r.p99_ms, '8.2f')} {ceiling:>22} {cpu:>19} {r.errors:7d}")
     notes = [(r.key, note) for r in results for note in r.notes]
