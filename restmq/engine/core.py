@@ -27,7 +27,9 @@ from restmq.engine import keys as K
 from restmq.engine.hub import Hub, SubscriberEndpoint
 from restmq.engine.maintenance import Sweeper
 from restmq.engine.records import parse_broadcast, parse_deliveries, parse_reads
-from restmq.engine.calls import DEADLINE_REFUSED, RESYNC_EVERY, Progress, RedisClock, bounded, margin, redis_failed
+from restmq.engine.calls import (
+    DEADLINE_REFUSED, RESYNC_EVERY, Deadlines, Progress, RedisClock, bounded, margin, redis_failed,
+)
 from restmq.engine.scripts import Replicated, Scripts, send
 from restmq.latency import REDIS_BUCKETS, Latency
 from restmq.errors import BackendUnavailable, LimitExceeded, QueueFull, RestMQError, StaleReceipt
@@ -87,6 +89,8 @@ class QueueEngine:
         self.replay = replay
         self.clock = clock
         self.timeout = timeout
+        #: The timers of every Redis call: one per timeout, not one per call (see calls.py).
+        self._deadlines = Deadlines(clock)
         self.default_policy = default_policy
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.scripts = Scripts(script_defaults())
@@ -135,7 +139,9 @@ class QueueEngine:
                 work.close()
             return defer.fail(BackendUnavailable(NOT_CONNECTED, applied=False))
         d = work if isinstance(work, defer.Deferred) else defer.ensureDeferred(work)
-        return bounded(d, self.timeout, self.clock, late=late, progress=progress).addErrback(self._redis_failed)
+        return bounded(
+            d, self.timeout, self.clock, late=late, progress=progress, deadlines=self._deadlines
+        ).addErrback(self._redis_failed)
 
     def _redis_failed(self, failure: Failure) -> Failure:
         if failure.check(txredisapi.ResponseError):
