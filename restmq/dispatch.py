@@ -11,7 +11,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer
@@ -83,6 +82,49 @@ async def _first_of(waits: list[defer.Deferred[bool]]) -> None:
                 d.cancel()
 
 
+def _taken(messages: list[Message], count: int | None) -> Any:
+    """A take's answer: the messages with ``count`` 0 (see :meth:`Dispatcher._cmd_take`)."""
+    shapes = []
+    for m in messages:
+        shape = m.to_dict()
+        shape["count"] = 0
+        shapes.append(shape)
+    return _one_or_list(shapes, count)
+
+
+def _one_or_list(shapes: list[dict[str, Any]], count: int | None) -> Any:
+    """With ``count``, the list; without, the one message (``empty`` when there is none)."""
+    if count is not None:
+        return shapes
+    if not shapes:
+        raise Empty("empty queue")
+    return shapes[0]
+
+
+def _added_one(added: tuple[list[int], int], queue: str, value: Any, want_len: bool) -> dict[str, Any]:
+    """The add answer's shape stays ``{queue, value, key}`` when something was added (old clients
+    compare it); ``duplicate: true`` only says that nothing was; ``len`` only when asked."""
+    numbers, ready = added
+    answer: dict[str, Any] = {"queue": queue, "value": value, "key": f"{queue}:{abs(numbers[0])}"}
+    if numbers[0] < 0:
+        answer["duplicate"] = True
+    if want_len:
+        answer["len"] = ready
+    return answer
+
+
+def _added_many(added: tuple[list[int], int], queue: str, want_len: bool) -> dict[str, Any]:
+    """``duplicates`` (indexes of the items that added nothing) appears only when there are some,
+    ``len`` (the ready length after the add, same script) only when asked."""
+    numbers, ready = added
+    answer: dict[str, Any] = {"queue": queue, "keys": [f"{queue}:{abs(n)}" for n in numbers]}
+    if min(numbers) < 0:
+        answer["duplicates"] = [i for i, n in enumerate(numbers) if n < 0]
+    if want_len:
+        answer["len"] = ready
+    return answer
+
+
 def _length_dict(queue: str, length: QueueLength) -> dict[str, Any]:
     return {"queue": queue, "len": length.total, **length.to_dict()}
 
@@ -127,29 +169,45 @@ class Dispatcher:
         """
         start = time.monotonic()
         label = name if isinstance(name, str) and name in commands.COMMANDS else "unknown"
+        latency = self.latency
 
         def timed(outcome: Any) -> Any:
-            self.latency.observe(frontend, label, time.monotonic() - start)
+            latency.observe(frontend, label, time.monotonic() - start)
             return outcome
 
-        return defer.ensureDeferred(self._execute(name, args, principal)).addBoth(timed)
-
-    async def _execute(self, name: str, args: Mapping[str, Any], principal: Principal) -> Any:
         try:
-            command = commands.lookup(name)
-            parsed = commands.parse(command, args)
-            if self.authorize is not None and principal is not TRUSTED:
-                right = "admin" if changes_settings(name, parsed) else command.right
-                for target in parsed.get("queues") or [parsed.get("queue")]:  # take over several
-                    self.authorize(principal, right, target)
-            self.calls[name] += 1
-            handler = getattr(self, "_cmd_" + name)
-            if name in LISTINGS:
-                return await handler(principal=principal, **parsed)
-            return await handler(**parsed)
+            result = self._start(name, args, principal)
         except RestMQError as e:
             self.errors[e.code] += 1
-            raise
+            d: defer.Deferred[Any] = defer.fail(e)
+        except Exception:
+            d = defer.fail()
+        else:
+            # The hot commands answer a Deferred chain; the others are coroutines.
+            d = result if isinstance(result, defer.Deferred) else defer.ensureDeferred(result)
+            d.addErrback(self._count_error)
+        return d.addBoth(timed)
+
+    def _start(self, name: str, args: Mapping[str, Any], principal: Principal) -> Any:
+        """Check and start command ``name``: its handler's Deferred or coroutine. Validation and
+        authorization are synchronous, so a refused command costs no Deferred chain."""
+        command = commands.lookup(name)
+        parsed = commands.parse(command, args)
+        if self.authorize is not None and principal is not TRUSTED:
+            right = "admin" if changes_settings(name, parsed) else command.right
+            for target in parsed.get("queues") or [parsed.get("queue")]:  # take over several
+                self.authorize(principal, right, target)
+        self.calls[name] += 1
+        handler = getattr(self, "_cmd_" + name)
+        if name in LISTINGS:
+            return handler(principal=principal, **parsed)
+        return handler(**parsed)
+
+    def _count_error(self, failure: Failure) -> Failure:
+        error = failure.value
+        if isinstance(error, RestMQError):
+            self.errors[error.code] += 1
+        return failure
 
     def authenticate(self, token: str) -> None:
         """Check a token up front (the line protocol's ``auth``): ``unauthorized`` if unknown,
@@ -212,7 +270,7 @@ class Dispatcher:
             )
         return encoded
 
-    async def _cmd_add(
+    def _cmd_add(
         self,
         queue: str,
         value: Any,
@@ -222,50 +280,44 @@ class Dispatcher:
         dedup: str | None,
         unique: bool,
         len: bool,  # noqa: A002 - the argument's name in the command table
-    ) -> dict[str, Any]:
-        """The answer's shape stays ``{queue, value, key}`` when something was added (old clients
-        compare it); ``duplicate: true`` only says that nothing was; ``len`` only when asked."""
+    ) -> defer.Deferred[dict[str, Any]]:
+        """A plain Deferred chain (every add's path); the answer is :func:`_added_one`'s."""
         items = [(self._encode(value), priority, ttl, delay, dedup, unique)]
-        numbers, ready = await self.engine.add_counted(queue, items)
-        answer: dict[str, Any] = {"queue": queue, "value": value, "key": f"{queue}:{abs(numbers[0])}"}
-        if numbers[0] < 0:
-            answer["duplicate"] = True
-        if len:
-            answer["len"] = ready
-        return answer
+        return self.engine.add_counted(queue, items).addCallback(_added_one, queue, value, len)
 
-    async def _cmd_add_many(
+    def _cmd_add_many(
         self, queue: str, messages: list[dict[str, Any]], len: bool  # noqa: A002 - as in the table
-    ) -> dict[str, Any]:
-        """``duplicates`` (indexes of the items that added nothing) appears only when there are
-        some, ``len`` (the ready length after the add, same script) only when asked."""
+    ) -> defer.Deferred[dict[str, Any]]:
+        """A plain Deferred chain; the answer is :func:`_added_many`'s."""
         items = [
             (self._encode(m["value"]), m["priority"], m["ttl"], m["delay"], m["dedup"], m["unique"])
             for m in messages
         ]
-        numbers, ready = await self.engine.add_counted(queue, items)
-        answer: dict[str, Any] = {"queue": queue, "keys": [f"{queue}:{abs(n)}" for n in numbers]}
-        if min(numbers) < 0:
-            answer["duplicates"] = [i for i, n in enumerate(numbers) if n < 0]
-        if len:
-            answer["len"] = ready
-        return answer
+        return self.engine.add_counted(queue, items).addCallback(_added_many, queue, len)
 
     async def _cmd_find(self, queue: str, value: Any) -> dict[str, Any]:
         """Encoded exactly as add stores it, so "the same value" means the same JSON text."""
         n = await self.engine.find(queue, self._encode(value))
         return {"queue": queue, "key": None if n is None else f"{queue}:{n}"}
 
-    async def _cmd_take(self, queue: str | None, count: int | None, wait: float, queues: list[str] | None) -> Any:
+    def _cmd_take(self, queue: str | None, count: int | None, wait: float, queues: list[str] | None) -> Any:
         """A take answers ``count`` 0, as the original's did (only its soft get counts looks).
-        With ``queues``, from the first listed queue that has messages (each message names it)."""
+        With ``queues``, from the first listed queue that has messages (each message names it).
+        A take from one queue without ``wait`` (the common one) is a plain Deferred chain."""
         if (queue is None) == (queues is None):
             raise BadRequest("take needs queue or queues (not both)")
+        if queues is None and wait <= 0:
+            return self.engine.take(queue or "", count or 1).addCallback(_taken, count)
+        return defer.ensureDeferred(self._take_waiting(queue, count, wait, queues))
+
+    async def _take_waiting(
+        self, queue: str | None, count: int | None, wait: float, queues: list[str] | None
+    ) -> Any:
         if queues is not None:
             delivered = await self._deliver_first(queues, count or 1, wait)
         else:
             delivered = await self._deliver(queue or "", count or 1, wait, None)
-        return self._one_or_list([replace(m, count=0) for m in delivered], count)
+        return _taken(delivered, count)
 
     async def _deliver_first(self, queues: list[str], count: int, wait: float) -> list[Message]:
         """Take up to ``count`` from the first of ``queues`` that has any, long-polling on all."""
@@ -336,11 +388,7 @@ class Dispatcher:
 
     @staticmethod
     def _one_or_list(messages: list[Message], count: int | None) -> Any:
-        if count is not None:
-            return [m.to_dict() for m in messages]
-        if not messages:
-            raise Empty("empty queue")
-        return messages[0].to_dict()
+        return _one_or_list([m.to_dict() for m in messages], count)
 
     async def _cmd_peek(self, queue: str, count: int | None, state: str) -> Any:
         if state == "dead":
