@@ -69,6 +69,8 @@ class RedisHandler(Resource):
 
     @staticmethod
     def _answer(value: Any, request: Request) -> None:
+        if request.channel is None:  # the client left (the load generator's last requests)
+            return
         body = b"" if value is None else (value if isinstance(value, bytes) else str(value).encode())
         request.setHeader(b"content-type", b"text/plain")
         request.setHeader(b"content-length", b"%d" % len(body))
@@ -77,6 +79,8 @@ class RedisHandler(Resource):
 
     @staticmethod
     def _failed(failure: Any, request: Request) -> None:
+        if request.channel is None:
+            return
         request.setResponseCode(503)
         request.setHeader(b"content-length", b"0")
         request.finish()
