@@ -70,6 +70,7 @@ local due, woke = -1, 0
 local n = fresh > 0 and redis.call('INCRBY', K.seq, fresh) - fresh or 0
 local BATCH = 500
 local records, ready = {}, {}
+local plain = ':' .. now .. ':0:0:' -- the record's middle for a message without ttl
 local function flush()
   if #records > 0 then
     redis.call('HSET', K.messages, unpack(records))
@@ -88,14 +89,14 @@ for i = 2, #ARGV, 5 do
   else
     local p, delay, ttl, dedup = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]
     n = n + 1
-    local expire = '0'
+    local middle = plain
     if ttl > 0 then
       redis.call('ZADD', K.expiry, nowms + ttl, n)
       if due < 0 or nowms + ttl < due then due = nowms + ttl end
-      expire = int(nowms + ttl)
+      middle = ':' .. now .. ':0:' .. int(nowms + ttl) .. ':'
     end
     records[#records + 1] = n
-    records[#records + 1] = ARGV[i] .. ':' .. now .. ':0:' .. expire .. ':' .. ARGV[i + 4]
+    records[#records + 1] = ARGV[i] .. middle .. ARGV[i + 4]
     if delay > 0 then
       redis.call('ZADD', K.delayed, nowms + delay, n)
       if due < 0 or nowms + delay < due then due = nowms + delay end
