@@ -199,8 +199,8 @@ class QueueEngine:
         start = time.monotonic()
         until = start + self.timeout - margin(self.timeout)
         if keys is None:
-            qk = K.for_queue(queue)
-            keys, argv = qk.pick(self.scripts.keys[name]), [qk.channel, *args]
+            keys, channel = K.script_keys(queue, self.scripts.keys[name])
+            argv = [channel, *args]
         else:
             argv = [b"", *args]
         progress = None
