@@ -401,7 +401,8 @@ def start_servers(
     children["redis"] = redis
     ports["redis"] = redis_port
 
-    bare = Child("bench/bare_web.py", [sys.executable, str(HERE / "bare_web.py"), "--port", "0"],
+    bare = Child("bench/bare_web.py", [sys.executable, str(HERE / "bare_web.py"), "--port", "0",
+                                       "--redis-port", str(redis_port)],
                  tmp / "bare_web.log", tmp, env)
     children["bare"] = bare
     bare.start()

@@ -12,7 +12,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer
@@ -112,6 +111,25 @@ def push_dict(queue: str, found: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _taken(messages: list[Message], count: int | None) -> Any:
+    """A take's answer: the messages with ``count`` 0 (see :meth:`Dispatcher._cmd_take`)."""
+    shapes = []
+    for m in messages:
+        shape = m.to_dict()
+        shape["count"] = 0
+        shapes.append(shape)
+    return _one_or_list(shapes, count)
+
+
+def _one_or_list(shapes: list[dict[str, Any]], count: int | None) -> Any:
+    """With ``count``, the list; without, the one message (``empty`` when there is none)."""
+    if count is not None:
+        return shapes
+    if not shapes:
+        raise Empty("empty queue")
+    return shapes[0]
+
+
 def _length_dict(queue: str, length: QueueLength) -> dict[str, Any]:
     return {"queue": queue, "len": length.total, **length.to_dict()}
 
@@ -164,19 +182,35 @@ class Dispatcher(ScheduleCommands):
         """
         start = time.monotonic()
         label = name if isinstance(name, str) and name in commands.COMMANDS else "unknown"
+        latency = self.latency
 
         def timed(outcome: Any) -> Any:
-            self.latency.observe(frontend, label, time.monotonic() - start)
+            latency.observe(frontend, label, time.monotonic() - start)
             return outcome
 
-        return defer.ensureDeferred(self._execute(name, args, principal)).addBoth(timed)
-
-    async def _execute(self, name: str, args: Mapping[str, Any], principal: Principal) -> Any:
         try:
-            return await self.run_parsed(name, self.prepare(name, args, principal), principal)
+            result = self._start(name, args, principal)
         except RestMQError as e:
             self.errors[e.code] += 1
-            raise
+            d: defer.Deferred[Any] = defer.fail(e)
+        except Exception:
+            d = defer.fail()
+        else:
+            # The hot commands answer a Deferred chain; the others are coroutines.
+            d = result if isinstance(result, defer.Deferred) else defer.ensureDeferred(result)
+            d.addErrback(self._count_error)
+        return d.addBoth(timed)
+
+    def _start(self, name: str, args: Mapping[str, Any], principal: Principal) -> Any:
+        """Check and start command ``name``: its handler's Deferred or coroutine. Validation and
+        authorization are synchronous, so a refused command costs no Deferred chain."""
+        return self.run_parsed(name, self.prepare(name, args, principal), principal)
+
+    def _count_error(self, failure: Failure) -> Failure:
+        error = failure.value
+        if isinstance(error, RestMQError):
+            self.errors[error.code] += 1
+        return failure
 
     def prepare(self, name: str, args: Mapping[str, Any], principal: Principal) -> dict[str, Any]:
         """Check ``args`` against the table and the caller's right, and count the call: what every
@@ -190,7 +224,7 @@ class Dispatcher(ScheduleCommands):
         self.calls[name] += 1
         return parsed
 
-    def run_parsed(self, name: str, parsed: dict[str, Any], principal: Principal) -> Awaitable[Any]:
+    def run_parsed(self, name: str, parsed: dict[str, Any], principal: Principal) -> Any:
         """Run a command that :meth:`prepare` checked, on its own."""
         handler = getattr(self, "_cmd_" + name)
         if name in LISTINGS or name in SCHEDULE_COMMANDS:
@@ -266,7 +300,7 @@ class Dispatcher(ScheduleCommands):
             )
         return encoded
 
-    async def _cmd_add(
+    def _cmd_add(
         self,
         queue: str,
         value: Any,
@@ -276,40 +310,48 @@ class Dispatcher(ScheduleCommands):
         dedup: str | None,
         unique: bool,
         len: bool,  # noqa: A002 - the argument's name in the command table
-    ) -> dict[str, Any]:
-        """The answer's shape stays ``{queue, value, key}`` when something was added (old clients
-        compare it); ``duplicate: true`` only says that nothing was; ``len`` only when asked."""
+    ) -> defer.Deferred[dict[str, Any]]:
+        """A plain Deferred chain (every add's path); the answer is :func:`_added_one`'s."""
         items = [(self._encode(value), priority, ttl, delay, dedup, unique)]
-        numbers, ready = await self.engine.add_counted(queue, items)
-        return add_answer(queue, value, numbers[0], ready if len else None)
+        return self.engine.add_counted(queue, items).addCallback(
+            lambda added: add_answer(queue, value, added[0][0], added[1] if len else None)
+        )
 
-    async def _cmd_add_many(
+    def _cmd_add_many(
         self, queue: str, messages: list[dict[str, Any]], len: bool  # noqa: A002 - as in the table
-    ) -> dict[str, Any]:
-        """``duplicates`` (indexes of the items that added nothing) appears only when there are
-        some, ``len`` (the ready length after the add, same script) only when asked."""
+    ) -> defer.Deferred[dict[str, Any]]:
+        """A plain Deferred chain; the answer is :func:`_added_many`'s."""
         items = [
             (self._encode(m["value"]), m["priority"], m["ttl"], m["delay"], m["dedup"], m["unique"])
             for m in messages
         ]
-        numbers, ready = await self.engine.add_counted(queue, items)
-        return add_many_answer(queue, numbers, ready if len else None)
+        return self.engine.add_counted(queue, items).addCallback(
+            lambda added: add_many_answer(queue, added[0], added[1] if len else None)
+        )
 
     async def _cmd_find(self, queue: str, value: Any) -> dict[str, Any]:
         """Encoded exactly as add stores it, so "the same value" means the same JSON text."""
         n = await self.engine.find(queue, self._encode(value))
         return {"queue": queue, "key": None if n is None else f"{queue}:{n}"}
 
-    async def _cmd_take(self, queue: str | None, count: int | None, wait: float, queues: list[str] | None) -> Any:
+    def _cmd_take(self, queue: str | None, count: int | None, wait: float, queues: list[str] | None) -> Any:
         """A take answers ``count`` 0, as the original's did (only its soft get counts looks).
-        With ``queues``, from the first listed queue that has messages (each message names it)."""
+        With ``queues``, from the first listed queue that has messages (each message names it).
+        A take from one queue without ``wait`` (the common one) is a plain Deferred chain."""
         if (queue is None) == (queues is None):
             raise BadRequest("take needs queue or queues (not both)")
+        if queues is None and wait <= 0:
+            return self.engine.take(queue or "", count or 1).addCallback(_taken, count)
+        return defer.ensureDeferred(self._take_waiting(queue, count, wait, queues))
+
+    async def _take_waiting(
+        self, queue: str | None, count: int | None, wait: float, queues: list[str] | None
+    ) -> Any:
         if queues is not None:
             delivered = await self._deliver_first(queues, count or 1, wait)
         else:
             delivered = await self._deliver(queue or "", count or 1, wait, None)
-        return self._one_or_list([replace(m, count=0) for m in delivered], count)
+        return _taken(delivered, count)
 
     async def _deliver_first(self, queues: list[str], count: int, wait: float) -> list[Message]:
         """Take up to ``count`` from the first of ``queues`` that has any, long-polling on all."""
@@ -389,11 +431,7 @@ class Dispatcher(ScheduleCommands):
 
     @staticmethod
     def _one_or_list(messages: list[Message], count: int | None) -> Any:
-        if count is not None:
-            return [m.to_dict() for m in messages]
-        if not messages:
-            raise Empty("empty queue")
-        return messages[0].to_dict()
+        return _one_or_list([m.to_dict() for m in messages], count)
 
     async def _cmd_peek(self, queue: str, count: int | None, state: str) -> Any:
         if state == "dead":

@@ -136,6 +136,9 @@ def test_a_daemonized_twistd_reports_a_failed_start_and_logs_it(tmp_path, locked
     while "cannot start" not in (logfile.read_text() if logfile.exists() else "") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert_one_clear_line(logfile.read_text(), r"cannot start: data dir .* is in use by another RestMQ")
+    deadline = time.monotonic() + 5  # the daemon removes its pid file as it exits, after the log line
+    while (tmp_path / "twistd.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not (tmp_path / "twistd.pid").exists()
 
 

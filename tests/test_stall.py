@@ -335,3 +335,35 @@ def test_http_takes_and_adds_during_a_stall_of_a_real_server(tmp_path, servers, 
     assert [m["value"] for m in _json.loads(body)] == [f"m{n}" for n in range(5)]
     status, body = http("GET", server.url("/stats/jobs"))
     assert _json.loads(body)["counters"]["taken"] == 0
+
+
+def test_calls_sharing_one_timer_each_expire_at_their_own_deadline() -> None:
+    """Many Redis calls share one deadline timer, yet each that gets no reply answers
+    backend_unavailable (nothing applied) exactly at its own timeout, and a reply that comes after
+    goes to the undo handler, never to the caller."""
+    from twisted.internet import task
+
+    from restmq.engine.calls import Deadlines, bounded
+
+    clock = task.Clock()
+    deadlines = Deadlines(clock)
+    late: list[Any] = []
+    works = [defer.Deferred() for _ in range(4)]
+    outcomes: list[list[Any]] = [[] for _ in works]
+    for i, work in enumerate(works):
+        if i:
+            clock.advance(0.1)  # started at 0, 0.1, 0.2, 0.3
+        bounded(work, 1.0, clock, late=late.append, deadlines=deadlines).addBoth(outcomes[i].append)
+    assert len(clock.getDelayedCalls()) == 1
+    works[0].callback("early")  # answered in time
+    clock.advance(0.75)  # now 1.05: call 1 (started 0.1) is not due yet
+    assert outcomes[0] == ["early"] and outcomes[1] == []
+    clock.advance(0.1)  # 1.15: call 1 expired
+    failure = outcomes[1][0]
+    assert failure.check(errors.BackendUnavailable) and failure.value.to_dict()["applied"] is False
+    assert outcomes[2] == [] and outcomes[3] == []
+    works[1].callback("late")  # Redis answered after the caller gave up: undone, not delivered
+    assert late == ["late"] and len(outcomes[1]) == 1
+    clock.advance(0.2)  # 1.35: calls 2 and 3 expired too
+    assert all(o and o[0].check(errors.BackendUnavailable) for o in outcomes[2:])
+    assert clock.getDelayedCalls() == []

@@ -19,6 +19,7 @@ the call was sent leaves the outcome unknown, and the error says so.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -92,6 +93,76 @@ class Progress:
         self.applied = False
 
 
+class _Deadline:
+    """One bounded call's place in a :class:`Deadlines` line: when it expires, and what to call
+    then (None once the call settled: the sweep just drops it)."""
+
+    __slots__ = ("at", "expire")
+
+    def __init__(self, at: float, expire: Callable[[], None]) -> None:
+        self.at = at
+        self.expire: Callable[[], None] | None = expire
+
+
+class _Line:
+    """The calls of one timeout, in the order they started, which is the order they expire in:
+    a FIFO and one timer set for the oldest call still waiting."""
+
+    __slots__ = ("clock", "timeout", "waiting", "timer")
+
+    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+        self.clock, self.timeout = clock, timeout
+        self.waiting: deque[_Deadline] = deque()
+        self.timer: Any = None
+
+    def add(self, expire: Callable[[], None]) -> _Deadline:
+        entry = _Deadline(self.clock.seconds() + self.timeout, expire)
+        self.waiting.append(entry)
+        if self.timer is None:
+            self.timer = self.clock.callLater(self.timeout, self.sweep)
+        return entry
+
+    def sweep(self) -> None:
+        """Expire every call whose time has come, drop the settled ones, and set the timer for the
+        oldest call still waiting (if any)."""
+        self.timer = None
+        now = self.clock.seconds()
+        waiting = self.waiting
+        while waiting:
+            entry = waiting[0]
+            expire = entry.expire
+            if expire is not None and entry.at > now:
+                break
+            waiting.popleft()
+            if expire is not None:
+                entry.expire = None
+                try:
+                    expire()
+                except Exception:
+                    log.failure("expiring a redis call failed")
+        if waiting:
+            self.timer = self.clock.callLater(max(waiting[0].at - now, 0.0), self.sweep)
+
+
+class Deadlines:
+    """The timers of every bounded call of one engine: instead of a ``callLater`` per Redis call
+    (created, then cancelled when the reply comes: a few percent of a request's cost), calls of
+    one timeout wait in one FIFO with one timer, which fires about once per timeout under
+    steady load and expires exactly the calls that are due."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._lines: dict[float, _Line] = {}
+
+    def add(self, timeout: float, expire: Callable[[], None]) -> _Deadline:
+        """Call ``expire`` in ``timeout`` seconds unless the returned entry's ``expire`` is set to
+        None first (the call settled or was cancelled)."""
+        line = self._lines.get(timeout)
+        if line is None:
+            line = self._lines[timeout] = _Line(self.clock, timeout)
+        return line.add(expire)
+
+
 def bounded(
     work: defer.Deferred[Any],
     timeout: float,
@@ -99,17 +170,18 @@ def bounded(
     *,
     late: Callable[[Any], None] | None = None,
     progress: Progress | None = None,
+    deadlines: Deadlines | None = None,
 ) -> defer.Deferred[Any]:
     """``work``'s outcome if it comes within ``timeout`` seconds, else ``backend_unavailable``.
 
     Unlike ``addTimeout`` this does not cancel ``work``: the request is on the wire and its reply
     will come. When it comes after the caller gave up (timed out, or cancelled because the client
-    went away), a successful reply goes to ``late`` so that its effect can be undone.
+    went away), a successful reply goes to ``late`` so that its effect can be undone. The timer is
+    ``deadlines``' shared one (see :class:`Deadlines`); without it, a ``callLater`` of its own.
     """
 
     def cancelled(_: defer.Deferred[Any]) -> None:
-        if timer.active():
-            timer.cancel()
+        entry.expire = None
 
     outer: defer.Deferred[Any] = defer.Deferred(cancelled)
 
@@ -128,11 +200,12 @@ def bounded(
             applied=False,
         ))
 
-    timer = clock.callLater(timeout, expire)
+    if deadlines is None:
+        deadlines = Deadlines(clock)
+    entry = deadlines.add(timeout, expire)
 
     def settled(result: Any) -> None:
-        if timer.active():
-            timer.cancel()
+        entry.expire = None
         if not outer.called:
             outer.callback(result)  # a Failure errbacks
         elif not isinstance(result, Failure) and late is not None:

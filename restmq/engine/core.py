@@ -29,7 +29,9 @@ from restmq.engine.maintenance import Sweeper
 from restmq.engine.firing import Firer
 from restmq.engine.schedules import ScheduleStore
 from restmq.engine.records import parse_broadcast, parse_deliveries, parse_reads
-from restmq.engine.calls import DEADLINE_REFUSED, RESYNC_EVERY, Progress, RedisClock, bounded, margin, redis_failed
+from restmq.engine.calls import (
+    DEADLINE_REFUSED, RESYNC_EVERY, Deadlines, Progress, RedisClock, bounded, margin, redis_failed,
+)
 from restmq.engine.scripts import Replicated, Scripts, send
 from restmq.latency import REDIS_BUCKETS, Latency
 from restmq.errors import BackendUnavailable, LimitExceeded, QueueFull, RestMQError, StaleReceipt
@@ -75,6 +77,21 @@ def parse_push(reply: list[Any]) -> dict[str, Any] | None:
     return {**fields, "in_flight": int(inflight), "lease": int(lease) / 1000.0, "max_attempts": int(max_attempts)}
 
 
+def _delivered(reply: list[Any], queue: str) -> list[Message]:
+    """take.lua's answer: the messages delivered (none when the queue is empty or paused)."""
+    return parse_deliveries(queue, reply[1:]) if reply[0] == b"ok" else []
+
+
+def _added(reply: list[Any]) -> tuple[list[int], int]:
+    """add.lua's answer: the numbers of the items, then the ready length."""
+    return [int(n) for n in reply[1:-1]], int(reply[-1])
+
+
+def _after(result: Any, first: defer.Deferred[Any]) -> Any:
+    """``result`` once ``first`` (which never fails) has fired too."""
+    return first.addCallback(lambda _: result)
+
+
 def ms(seconds: float) -> int:
     """Seconds (fractions allowed) as the integer milliseconds scripts work in."""
     return int(round(seconds * 1000)) if seconds else 0
@@ -102,6 +119,8 @@ class QueueEngine:
         self.replay = replay
         self.clock = clock
         self.timeout = timeout
+        #: The timers of every Redis call: one per timeout, not one per call (see calls.py).
+        self._deadlines = Deadlines(clock)
         self.default_policy = default_policy
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.scripts = Scripts(script_defaults())
@@ -194,7 +213,9 @@ class QueueEngine:
                 work.close()
             return defer.fail(BackendUnavailable(NOT_CONNECTED, applied=False))
         d = work if isinstance(work, defer.Deferred) else defer.ensureDeferred(work)
-        return bounded(d, self.timeout, self.clock, late=late, progress=progress).addErrback(self._redis_failed)
+        return bounded(
+            d, self.timeout, self.clock, late=late, progress=progress, deadlines=self._deadlines
+        ).addErrback(self._redis_failed)
 
     def _redis_failed(self, failure: Failure) -> Failure:
         if failure.check(txredisapi.ResponseError):
@@ -239,8 +260,8 @@ class QueueEngine:
         start = time.monotonic()
         until = start + self.timeout - margin(self.timeout)
         if keys is None:
-            qk = K.for_queue(queue)
-            keys, argv = qk.pick(self.scripts.keys[name]), [qk.channel, *args]
+            keys, channel = K.script_keys(queue, self.scripts.keys[name])
+            argv = [channel, *args]
         else:
             argv = [b"", *args]
         progress = None
@@ -254,15 +275,29 @@ class QueueEngine:
         else:
             call = defer.ensureDeferred(self._call_after_sync(name, keys, argv, until, replicated))
 
-        def timed(outcome: Any) -> Any:
-            self.redis_latency.observe("script", name, time.monotonic() - start)
-            return outcome
+        latency = self.redis_latency
+
+        def answered(reply: Any) -> Any:
+            latency.observe("script", name, time.monotonic() - start)
+            return reply if raw else self._keep_timer(reply, queue)
+
+        def failed(failure: Failure) -> Any:
+            latency.observe("script", name, time.monotonic() - start)
+            return self._redis_failed(failure)
+
+        # One callback pair after the bound: the latency, then the answer or the mapped failure.
+        return bounded(
+            call, self.timeout, self.clock, late=late or self._logged_only(queue, name), progress=progress,
+            deadlines=self._deadlines,
+        ).addCallbacks(answered, failed)
+
+    def _logged_only(self, queue: str, name: str) -> Callable[[list[Any]], None]:
+        """The late handler of a call with nothing to undo: it is only counted and logged."""
 
         def logged_only(reply: list[Any]) -> None:
             self._late(queue, name, "", [])
 
-        d = self._bounded(call, late or logged_only, progress).addBoth(timed)
-        return d if raw else d.addCallback(self._keep_timer, queue)
+        return logged_only
 
     async def _call_after_sync(
         self, name: str, keys: list[str], argv: list[Any], until: float, replicated: Replicated | None
@@ -348,16 +383,30 @@ class QueueEngine:
         earlier in the batch) answers the existing message's number negated."""
         return (await self.add_counted(queue, items))[0]
 
-    async def add_counted(
+    def add_counted(
+        self, queue: str, items: Sequence[tuple[bytes, int, float, float, str | None, bool]]
+    ) -> defer.Deferred[tuple[list[int], int]]:
+        """:meth:`add`, and the queue's ready length just after it, from the same script. A plain
+        Deferred chain (every add's path); only the first add to a queue under ``--max-queues``
+        takes the coroutine that checks the limit first."""
+        if self.max_queues and queue not in self._registered:
+            return defer.ensureDeferred(self._add_new_queue(queue, items))
+        return self._add(queue, items)
+
+    async def _add_new_queue(
         self, queue: str, items: Sequence[tuple[bytes, int, float, float, str | None, bool]]
     ) -> tuple[list[int], int]:
-        """:meth:`add`, and the queue's ready length just after it, from the same script."""
+        await self._check_new_queue(queue)
+        return await self._add(queue, items)
+
+    def _add(
+        self, queue: str, items: Sequence[tuple[bytes, int, float, float, str | None, bool]]
+    ) -> defer.Deferred[tuple[list[int], int]]:
         args: list[Any] = []
+        mark = K.UNIQUE_MARK
         for value_json, priority, ttl, delay, dedup, unique in items:
-            stored = K.UNIQUE_MARK + value_json if unique else value_json
-            args += (priority, ms(delay), ms(ttl), dedup or "", stored)
-        if self.max_queues and queue not in self._registered:
-            await self._check_new_queue(queue)
+            args += (priority, ms(delay) if delay else 0, ms(ttl) if ttl else 0, dedup or "",
+                     mark + value_json if unique else value_json)
         # Sent alongside the script; best effort, since failing an add that Redis applied would make
         # the client retry and duplicate it.
         register = self._register(queue)
@@ -365,16 +414,16 @@ class QueueEngine:
             register.addErrback(
                 lambda f: log.warn("could not register queue={queue}: {error}", queue=queue, error=f.value)
             )
-        dedups = [dedup or "" for _, _, _, _, dedup, _ in items]
 
         def late(reply: list[Any]) -> None:
+            dedups = [dedup or "" for _, _, _, _, dedup, _ in items]
             added = [x for n, d in zip(reply[2:], dedups) if int(n) > 0 for x in (n, d)]
             self._late(queue, "add", "add", added)
 
-        reply = await self._script("add", queue, args, late)
+        d = self._script("add", queue, args, late).addCallback(_added)
         if register is not None:
-            await register
-        return [int(n) for n in reply[1:-1]], int(reply[-1])
+            d.addCallback(_after, register)
+        return d
 
     async def _check_new_queue(self, queue: str) -> None:
         """``--max-queues``: refuse an add that would create a queue past the limit. Looked at once
@@ -391,19 +440,20 @@ class QueueEngine:
         if not int(known) and int(count) >= self.max_queues:
             raise LimitExceeded(f"this server holds {int(count)} queues, its limit (--max-queues)")
 
-    async def take(self, queue: str, count: int) -> list[Message]:
-        """Remove up to ``count`` ready messages (none while the queue is paused)."""
-        reply = await self._script("take", queue, [count, "take", 0, "", "", 0], self._undo_take(queue, "take"))
-        return parse_deliveries(queue, reply[1:]) if reply[0] == b"ok" else []
+    def take(self, queue: str, count: int) -> defer.Deferred[list[Message]]:
+        """Remove up to ``count`` ready messages (none while the queue is paused). A plain
+        Deferred chain: every take's path."""
+        return self._script(
+            "take", queue, [count, "take", 0, "", "", 0], self._undo_take(queue, "take")
+        ).addCallback(_delivered, queue)
 
-    async def reserve(self, queue: str, count: int, lease: float | None) -> list[Message]:
+    def reserve(self, queue: str, count: int, lease: float | None) -> defer.Deferred[list[Message]]:
         """Deliver up to ``count`` ready messages hidden for ``lease`` seconds (None: the queue's
         lease), each with a receipt."""
         nonce = secrets.token_hex(4)
-        reply = await self._script(
+        return self._script(
             "take", queue, [count, "reserve", ms(lease or 0), nonce, "", 0], self._undo_take(queue, "reserve")
-        )
-        return parse_deliveries(queue, reply[1:]) if reply[0] == b"ok" else []
+        ).addCallback(_delivered, queue)
 
     async def stream_take(self, queue: str, count: int) -> tuple[str, list[Message]]:
         """The hub's drain step: ``("paused", [])``, ``("broadcast", [])`` after publishing, or

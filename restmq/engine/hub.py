@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from twisted.internet import defer, task
@@ -44,7 +45,7 @@ class Source(Protocol):
 
     async def stream_take(self, queue: str, count: int) -> tuple[str, list[Message]]: ...
 
-    async def reserve(self, queue: str, count: int, lease: float | None) -> list[Message]: ...
+    def reserve(self, queue: str, count: int, lease: float | None) -> Awaitable[list[Message]]: ...
 
     async def replayed(self, queue: str, since: str) -> list[Message]: ...
 

@@ -74,6 +74,14 @@ class QueueKeys:
 
 
 @lru_cache(maxsize=65536)
+def script_keys(queue: str, roles: tuple[str, ...]) -> tuple[list[str], str]:
+    """The key names a script declares (``roles``) for ``queue``, and its channel: cached, as every
+    command asks (a script takes up to fifteen keys). The list is shared: never change it."""
+    qk = for_queue(queue)
+    return qk.pick(roles), qk.channel
+
+
+@lru_cache(maxsize=65536)
 def for_queue(queue: str) -> QueueKeys:
     """Keys of ``queue``; ``x.dead`` lives beside ``x`` under the same hash tag."""
     if queue.endswith(DEAD_SUFFIX) and len(queue) > len(DEAD_SUFFIX):

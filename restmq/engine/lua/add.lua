@@ -64,6 +64,23 @@ if max_length > 0 and fresh > 0 then
 end
 local out = {-1, now}
 local due, woke = -1, 0
+-- The new numbers are consecutive: one INCRBY for the batch, and the records and ready entries
+-- written BATCH at a time (one HSET and one ZADD for many messages: redis.call's own cost was
+-- most of a plain add's).
+local n = fresh > 0 and redis.call('INCRBY', K.seq, fresh) - fresh or 0
+local BATCH = 500
+local records, ready = {}, {}
+local plain = ':' .. now .. ':0:0:' -- the record's middle for a message without ttl
+local function flush()
+  if #records > 0 then
+    redis.call('HSET', K.messages, unpack(records))
+    records = {}
+  end
+  if #ready > 0 then
+    redis.call('ZADD', K.ready, unpack(ready))
+    ready = {}
+  end
+end
 for i = 2, #ARGV, 5 do
   local first = special and same[i]
   if first then
@@ -71,19 +88,21 @@ for i = 2, #ARGV, 5 do
     out[#out + 1] = -tonumber(first)
   else
     local p, delay, ttl, dedup = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]
-    local n = redis.call('INCR', K.seq)
-    local expire = '0'
+    n = n + 1
+    local middle = plain
     if ttl > 0 then
       redis.call('ZADD', K.expiry, nowms + ttl, n)
       if due < 0 or nowms + ttl < due then due = nowms + ttl end
-      expire = int(nowms + ttl)
+      middle = ':' .. now .. ':0:' .. int(nowms + ttl) .. ':'
     end
-    redis.call('HSET', K.messages, n, ARGV[i] .. ':' .. now .. ':0:' .. expire .. ':' .. ARGV[i + 4])
+    records[#records + 1] = n
+    records[#records + 1] = ARGV[i] .. middle .. ARGV[i + 4]
     if delay > 0 then
       redis.call('ZADD', K.delayed, nowms + delay, n)
       if due < 0 or nowms + delay < due then due = nowms + delay end
     else
-      redis.call('ZADD', K.ready, score(p, n), n)
+      ready[#ready + 1] = score(p, n)
+      ready[#ready + 1] = n
       woke = woke + 1
     end
     if dedup ~= '' and window > 0 then
@@ -95,8 +114,10 @@ for i = 2, #ARGV, 5 do
       numbers[i] = n
     end
     out[#out + 1] = n
+    if #records >= 2 * BATCH then flush() end
   end
 end
+flush()
 if fresh > 0 then redis.call('HINCRBY', K.stats, 'added', fresh) end
 if woke > 0 then redis.call('SPUBLISH', CHANNEL, 'a') end
 out[1] = due
