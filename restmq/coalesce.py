@@ -82,7 +82,7 @@ Prepared = tuple[int, str, dict[str, Any]]
 
 def _group_key(name: str, parsed: dict[str, Any]) -> Hashable | None:
     """Commands with the same group key run in one script; None: this one runs alone."""
-    if name in ("add", "add_many", "ack"):
+    if name in ("add", "add_many") or (name == "ack" and not parsed["next"]):
         return KINDS[name]
     if name == "take" and parsed["queues"] is None and parsed["queue"] is not None and parsed["wait"] <= 0:
         return "take"

@@ -401,17 +401,23 @@ class Dispatcher(ScheduleCommands):
             for w in watches:
                 w.close()
 
-    async def _cmd_ack(
-        self, queue: str, receipt: list[str], next: bool, lease: float | None, wait: float
-    ) -> dict[str, Any]:
-        """With ``next``, a worker's loop is one request per message: the ack, then a reserve
-        (long-polling up to ``wait``). A stale receipt fails the whole call before anything is
-        reserved, so no message is left leased to a caller that was told "error"."""
-        answer: dict[str, Any] = {"queue": queue, "acked": await self.engine.ack(queue, receipt)}
-        if next:
-            delivered = await self._deliver(queue, 1, wait, lease or 0.0)
-            answer["next"] = delivered[0].to_dict() if delivered else None
-        return answer
+    def _cmd_ack(self, queue: str, receipt: list[str], next: bool, lease: float | None, wait: float) -> Any:
+        """With ``next``, a worker's loop is one request and one script per message: the ack and
+        the next reserve run together (then, if nothing was ready, a long poll up to ``wait``). A
+        stale receipt fails the whole call before anything is reserved, so no message is left
+        leased to a caller that was told "error". A plain Deferred chain: a worker's hot path."""
+        if not next:
+            return self.engine.ack(queue, receipt).addCallback(lambda acked: {"queue": queue, "acked": acked})
+
+        def shaped(delivered: list[Message]) -> dict[str, Any]:
+            return {"queue": queue, "acked": len(receipt), "next": delivered[0].to_dict() if delivered else None}
+
+        def answer(delivered: list[Message]) -> Any:
+            if not delivered and wait > 0:  # nothing ready: long-poll for the next one
+                return defer.ensureDeferred(self._deliver(queue, 1, wait, lease or 0.0)).addCallback(shaped)
+            return shaped(delivered)
+
+        return self.engine.ack_next(queue, receipt, lease or None).addCallback(answer)
 
     async def _cmd_nack(self, queue: str, receipt: str, delay: float, error: str | None) -> dict[str, Any]:
         where = await self.engine.nack(queue, receipt, delay, error)

@@ -123,6 +123,21 @@ async def test_line_coalesced_acks_answer_per_command(dispatcher):
 
 
 @pytest_twisted.ensureDeferred
+async def test_line_pipelined_acks_with_next_each_reserve_their_next_message(dispatcher):
+    """Pipelined acks with next are not merged into plain acks: each acks and reserves in one script of its own."""
+    await run(dispatcher, "add_many", queue="q", messages=["a", "b", "c", "d"])
+    reserved = await run(dispatcher, "reserve", queue="q", count=2)
+    data = b"".join(json.dumps({"cmd": "ack", "queue": "q", "receipt": m["receipt"], "next": True}).encode() + b"\n"
+                    for m in reserved)
+    before_ack, before_take = scripts(dispatcher, "ack"), scripts(dispatcher, "take")
+    got = await line_answers(dispatcher, data, 2)
+    assert scripts(dispatcher, "ack") == before_ack and scripts(dispatcher, "take") - before_take == 2
+    assert [g["acked"] for g in got] == [1, 1] and [g["next"]["value"] for g in got] == ["c", "d"]
+    length = await run(dispatcher, "len", queue="q")
+    assert (length["ready"], length["reserved"]) == (0, 2)
+
+
+@pytest_twisted.ensureDeferred
 async def test_line_coalesced_reserves_each_get_their_own_message(dispatcher):
     """Pipelined reserves (one script) each get the next message with its own receipt, in order; counts too."""
     await run(dispatcher, "add_many", queue="q", messages=["a", "b", "c", "d"])

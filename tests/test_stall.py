@@ -242,6 +242,25 @@ async def test_late_coalesced_runs_are_undone_as_a_whole(delayed: tuple[Dispatch
 
 
 @pytest_twisted.ensureDeferred
+async def test_late_ack_with_next_gives_its_reservation_back(delayed: tuple[Dispatcher, DelayingProxy, Dispatcher]) -> None:
+    """An ack with next whose answer came too late: the next message is ready again with its
+    attempt given back (the ack itself stays done, and repeated it answers stale_receipt)."""
+    dispatcher, proxy, _ = delayed
+    await dispatcher.execute("add_many", {"queue": "n", "messages": ["m0", "m1"]})
+    held = await dispatcher.execute("reserve", {"queue": "n", "lease": 30})
+    proxy.holding = True
+    failure = await outcome(dispatcher.execute("ack", {"queue": "n", "receipt": held["receipt"], "next": True}))
+    assert failure.code == "backend_unavailable" and failure.fields["applied"] is False
+    proxy.release()
+    await sleep(0.3)
+    peeked = await dispatcher.execute("peek", {"queue": "n", "count": 10})
+    assert [(m["value"], m["attempts"]) for m in peeked] == [("m1", 0)]
+    assert (await dispatcher.execute("len", {"queue": "n"}))["reserved"] == 0
+    stale = await outcome(dispatcher.execute("ack", {"queue": "n", "receipt": held["receipt"]}))
+    assert stale.code == "stale_receipt"
+
+
+@pytest_twisted.ensureDeferred
 async def test_late_delete_by_value_is_undone(delayed: tuple[Dispatcher, DelayingProxy, Dispatcher]) -> None:
     """A del by value (and one by key) that Redis ran after its caller gave up is undone: the
     message is held again, findable by its value."""

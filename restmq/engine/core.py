@@ -82,6 +82,15 @@ def _delivered(reply: list[Any], queue: str) -> list[Message]:
     return parse_deliveries(queue, reply[1:]) if reply[0] == b"ok" else []
 
 
+def _stale_receipts(stale: list[str]) -> StaleReceipt:
+    """The error of an ack (all or nothing) that had stale receipts: nothing of it was done."""
+    return StaleReceipt(
+        f"stale or unknown receipt(s): {', '.join(stale[:10])}; the lease ended or the "
+        "message was acked or delivered again. Nothing was acked.",
+        receipts=stale,
+    )
+
+
 def _added(reply: list[Any]) -> tuple[list[int], int]:
     """add.lua's answer: the numbers of the items, then the ready length."""
     return [int(n) for n in reply[1:-1]], int(reply[-1])
@@ -455,6 +464,22 @@ class QueueEngine:
             "take", queue, [count, "reserve", ms(lease or 0), nonce, "", 0], self._undo_take(queue, "reserve")
         ).addCallback(_delivered, queue)
 
+    def ack_next(self, queue: str, receipts: Sequence[str], lease: float | None) -> defer.Deferred[list[Message]]:
+        """Ack ``receipts`` (all or nothing) and reserve the next message in the same script: a
+        worker's loop pays one round trip per message. A stale receipt raises ``stale_receipt``,
+        with nothing acked and nothing reserved. If the answer comes too late the reservation is
+        given back; the ack stays, as a late ack does (repeated, it answers stale_receipt)."""
+        nonce = secrets.token_hex(4)
+
+        def answered(reply: list[Any]) -> list[Message]:
+            if reply[0] == b"stale":
+                raise _stale_receipts([r.decode() for r in reply[1:]])
+            return _delivered(reply, queue)
+
+        return self._script(
+            "take", queue, [1, "reserve", ms(lease or 0), nonce, "", 0, *receipts], self._undo_take(queue, "reserve")
+        ).addCallback(answered)
+
     async def stream_take(self, queue: str, count: int) -> tuple[str, list[Message]]:
         """The hub's drain step: ``("paused", [])``, ``("broadcast", [])`` after publishing, or
         ``("roundrobin", messages)`` for this process's subscribers to share."""
@@ -468,12 +493,15 @@ class QueueEngine:
             return ("broadcast", []) if int(reply[1]) else ("empty", [])
         return status, []
 
-    async def ack(self, queue: str, receipts: Sequence[str]) -> int:
+    def ack(self, queue: str, receipts: Sequence[str]) -> defer.Deferred[int]:
         """Finish reservations; all or nothing: any stale receipt raises ``stale_receipt``."""
-        outcome = (await self.ack_each(queue, [receipts]))[0]
-        if isinstance(outcome, StaleReceipt):
-            raise outcome
-        return outcome
+
+        def one(outcomes: list[int | StaleReceipt]) -> int:
+            if isinstance(outcomes[0], StaleReceipt):
+                raise outcomes[0]
+            return outcomes[0]
+
+        return defer.ensureDeferred(self.ack_each(queue, [receipts])).addCallback(one)
 
     async def ack_each(self, queue: str, acks: Sequence[Sequence[str]]) -> list[int | StaleReceipt]:
         """Several acks in one script, in order, each all or nothing on its own: per ack the
@@ -485,12 +513,7 @@ class QueueEngine:
         outcomes: list[int | StaleReceipt] = []
         for answer in reply:
             if answer[0] == b"stale":
-                stale = [r.decode() for r in answer[1:]]
-                outcomes.append(StaleReceipt(
-                    f"stale or unknown receipt(s): {', '.join(stale[:10])}; the lease ended or the "
-                    "message was acked or delivered again. Nothing was acked.",
-                    receipts=stale,
-                ))
+                outcomes.append(_stale_receipts([r.decode() for r in answer[1:]]))
             else:
                 outcomes.append(int(answer[1]))
         return outcomes

@@ -7,11 +7,27 @@
 -- "reserve" does for a push delivery: nothing ({next due, "none"}) without a subscription, nothing
 -- ({next due, "busy"}) while its concurrency is reached (push_inflight: its unexpired leases,
 -- across every process), and the lease is the queue's, at least the push timeout + 1 s.
+-- ARGV[8…], when given, are receipts to ack first (ack with next: a worker's ack and its next
+-- reserve in one call): all or nothing, as in ack.lua; a stale one answers
+-- {next due, "stale", receipt, …} and changes nothing.
 -- Returns {next due, "paused"}, {next due, "ok", lease deadline, n, record, seen, receipt, …},
 -- or for a broadcast stream {next due, "broadcast", how many} after publishing each message as
 -- "b<replay id>|<n>|<seen>|<record>" (and appending it to the replay stream).
 local now = now_ms()
 settle(now, 1000)
+if #ARGV >= 8 then
+  local done, stale = {}, {'stale'}
+  for i = 8, #ARGV do
+    local n = holder(ARGV[i], now)
+    if n then done[#done + 1] = n else stale[#stale + 1] = ARGV[i] end
+  end
+  if #stale > 1 then
+    table.insert(stale, 1, next_due())
+    return stale
+  end
+  for _, n in ipairs(done) do finish(n) end
+  redis.call('HINCRBY', K.stats, 'acked', #done)
+end
 if redis.call('HGET', K.conf, 'state') == 'paused' then
   return {next_due(), 'paused'}
 end
