@@ -17,6 +17,7 @@ cannot start fails before the reactor runs, in one line (:mod:`restmq.startup`).
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 from dataclasses import fields
@@ -215,6 +216,11 @@ class RestMQService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        # Everything imported and built so far lives as long as the process: moved out of the
+        # cyclic GC's sight, it is no longer rescanned on every collection (measured: +10-35 %
+        # pipelined line adds per CPU-second, bench/RESULTS.md).
+        gc.collect()
+        gc.freeze()
         if self.tokens is not None or self.acl is not None:
             signal.signal(signal.SIGHUP, self._sighup)
         if self.acl is not None:
