@@ -366,7 +366,7 @@ class Dispatcher(ScheduleCommands):
         return await self._long_poll(queues, once, wait)
 
     async def _cmd_reserve(self, queue: str, count: int | None, lease: float | None, wait: float) -> Any:
-        return self._one_or_list(await self._deliver(queue, count or 1, wait, lease or 0.0), count)
+        return _one_or_list([m.to_dict() for m in await self._deliver(queue, count or 1, wait, lease or 0.0)], count)
 
     async def _deliver(self, queue: str, count: int, wait: float, lease: float | None) -> list[Message]:
         """Take (``lease`` None) or reserve up to ``count``, long-polling up to ``wait`` seconds."""
@@ -435,14 +435,10 @@ class Dispatcher(ScheduleCommands):
             raise BadRequest(f"redrive the queue itself ({queue[: -len(DEAD_SUFFIX)]}), not its dead letters")
         return {"queue": queue, "moved": await self.engine.redrive(queue, count)}
 
-    @staticmethod
-    def _one_or_list(messages: list[Message], count: int | None) -> Any:
-        return _one_or_list([m.to_dict() for m in messages], count)
-
     async def _cmd_peek(self, queue: str, count: int | None, state: str) -> Any:
         if state == "dead":
             queue, state = queue + DEAD_SUFFIX, "ready"
-        return self._one_or_list(await self.engine.peek(queue, count or 1, state), count)
+        return _one_or_list([m.to_dict() for m in await self.engine.peek(queue, count or 1, state)], count)
 
     @staticmethod
     def _number(queue: str, key: str) -> int:

@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor, task, threads
 
 from restmq.backend.cluster import key_slot
 from restmq.backend.localcluster import command
-from restmq.backend.redisconf import parse_redis_url
+from restmq.backend.redisconf import DEFAULT_PORT, parse_redis_url
 from restmq.engine import keys as K
 from restmq.engine.scripts import NAMES, declared_keys, per_queue, source
 from restmq.errors import BadRequest, RestMQError
@@ -27,9 +27,9 @@ def test_cluster_urls_take_seeds_and_refuse_other_databases():
     """redis+cluster:// and rediss+cluster:// URLs name seed nodes; a database other than 0 is refused."""
     target = parse_redis_url("redis+cluster://u:p@10.0.0.1:7000,10.0.0.2,[::1]:7002")
     assert target.kind == "cluster"
-    assert target.seeds == (("10.0.0.1", 7000), ("10.0.0.2", 6379), ("::1", 7002))
+    assert target.seeds == (("10.0.0.1", 7000), ("10.0.0.2", DEFAULT_PORT), ("::1", 7002))  # no port: Redis's
     assert (target.username, target.password, target.tls) == ("u", "p", False)
-    assert target.display() == "redis+cluster://u:***@10.0.0.1:7000,10.0.0.2:6379,[::1]:7002"
+    assert target.display() == f"redis+cluster://u:***@10.0.0.1:7000,10.0.0.2:{DEFAULT_PORT},[::1]:7002"
     assert parse_redis_url("redis+cluster://h:1/0").seeds == (("h", 1),)
     tls = parse_redis_url("rediss+cluster://h:1?ssl_cert_reqs=none")
     assert tls.tls and not tls.verify

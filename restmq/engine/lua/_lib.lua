@@ -203,6 +203,20 @@ local function finish(n)
   forget(n)
 end
 
+-- One ack of the receipts ARGV[first..last], all or nothing: answers {"stale", receipt, …} with
+-- nothing changed when any is stale, else finishes them all and answers {"ok", how many}. The
+-- caller counts the acked ones in K.stats.
+local function ack_receipts(first, last, now)
+  local ns, stale = {}, {'stale'}
+  for j = first, last do
+    local n = holder(ARGV[j], now)
+    if n then ns[#ns + 1] = n else stale[#stale + 1] = ARGV[j] end
+  end
+  if #stale > 1 then return stale end
+  for _, n in ipairs(ns) do finish(n) end
+  return {'ok', #ns}
+end
+
 -- Give message n's reservation back (a nack): err ("" for none) becomes its last error; after
 -- max_attempts deliveries it goes to the dead-letter queue, else it is ready again after delay ms
 -- (now when 0). Answers where it went: ready, delayed, dead or expired.

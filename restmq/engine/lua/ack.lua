@@ -11,21 +11,10 @@ local out = {0}
 local total = 0
 local i = 3
 for size in string.gmatch(ARGV[2], '%d+') do
-  local ns, stale = {}, {}
-  for j = i, i + tonumber(size) - 1 do
-    local n = holder(ARGV[j], now)
-    if n then ns[#ns + 1] = n else stale[#stale + 1] = ARGV[j] end
-  end
+  local answer = ack_receipts(i, i + tonumber(size) - 1, now)
   i = i + tonumber(size)
-  if #stale > 0 then
-    local answer = {'stale'}
-    for _, r in ipairs(stale) do answer[#answer + 1] = r end
-    out[#out + 1] = answer
-  else
-    for _, n in ipairs(ns) do finish(n) end
-    total = total + #ns
-    out[#out + 1] = {'ok', #ns}
-  end
+  if answer[1] == 'ok' then total = total + answer[2] end
+  out[#out + 1] = answer
 end
 if total > 0 then redis.call('HINCRBY', K.stats, 'acked', total) end
 out[1] = next_due()

@@ -16,17 +16,12 @@
 local now = now_ms()
 settle(now, 1000)
 if #ARGV >= 8 then
-  local done, stale = {}, {'stale'}
-  for i = 8, #ARGV do
-    local n = holder(ARGV[i], now)
-    if n then done[#done + 1] = n else stale[#stale + 1] = ARGV[i] end
+  local acked = ack_receipts(8, #ARGV, now)
+  if acked[1] == 'stale' then
+    table.insert(acked, 1, next_due())
+    return acked
   end
-  if #stale > 1 then
-    table.insert(stale, 1, next_due())
-    return stale
-  end
-  for _, n in ipairs(done) do finish(n) end
-  redis.call('HINCRBY', K.stats, 'acked', #done)
+  redis.call('HINCRBY', K.stats, 'acked', acked[2])
 end
 if redis.call('HGET', K.conf, 'state') == 'paused' then
   return {next_due(), 'paused'}
