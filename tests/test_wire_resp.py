@@ -212,3 +212,20 @@ def test_junk_never_raises_anything_but_a_protocol_error(junk: bytes, chunk: int
                 assert request and all(isinstance(a, bytes) for a in request)
     except ProtocolError as e:
         assert e.message
+
+
+@pytest.mark.parametrize("pieces", [False, True])
+def test_the_request_size_limit_is_the_same_whole_or_in_pieces(pieces: bool) -> None:
+    """A request one byte under the limit is read and one at it refused, however it arrives."""
+    data = multibulk(b"RPUSH", b"q", b"x" * 20)
+    for limit, fits in ((len(data) + 2, True), (len(data) + 1, True), (len(data), False)):
+        parser = RequestParser(max_request=limit)
+        chunks = [data[i : i + 1] for i in range(len(data))] if pieces else [data]
+        try:
+            got = None
+            for chunk in chunks:
+                parser.feed(chunk)
+                got = parser.next() or got
+            assert fits and got == [b"RPUSH", b"q", b"x" * 20]
+        except ProtocolError:
+            assert not fits

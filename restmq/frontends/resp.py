@@ -230,6 +230,8 @@ class RespSession:
         self.in_multi = False
         #: The blocking pop being waited on, cancelled if the client goes away.
         self.blocking: defer.Deferred[Any] | None = None
+        #: Per command name, its answer and turn callbacks (see :meth:`_bind`).
+        self._callbacks: dict[str, tuple[Callable[[Any], bytes], Callable[[], bytes | None]]] = {}
         #: The token the running command was queued with (commands run one at a time).
         self.principal: Principal = None
 
@@ -260,28 +262,39 @@ class RespSession:
         """A push or a pop as a dispatcher command that may be coalesced with its neighbours (the
         same answers as :meth:`execute`'s); None for any other request. One whose arguments are
         refused answers its error in its turn, without breaking its neighbours' run."""
-        if not (name in PUSHES or name in POPS) or not SPECS[name].fits(len(argv)):
+        pop = name in POPS
+        if not (pop or name in PUSHES) or not SPECS[name].fits(len(argv)):
             return None
         try:
             queue = _queue(argv[1])
         except RestMQError:
             return None  # no queue, no run to join: execute() refuses it
-        pop, early = name in POPS, None
-        args: dict[str, Any] = {"queue": queue}
-        count: int | None = None
+        finish, turn = self._callbacks.get(name) or self._bind(name, pop)
+        early: bytes | None = None
         try:
-            if pop:
-                count = min(_count(argv[2]), commands.MAX_COUNT) if len(argv) == 3 else None
-                args.update(count=count or 1, wait=0.0)
-                if count == 0:
-                    early = wire.encode([])
-            else:
-                args.update(messages=[_text(v) for v in argv[2:]], len=True)
+            if not pop:
+                return Command("add_many", {"queue": queue, "messages": [_text(v) for v in argv[2:]], "len": True},
+                               finish, turn)
+            if len(argv) == 2:
+                return Command("take", {"queue": queue, "count": 1, "wait": 0.0}, finish, turn)
+            count = min(_count(argv[2]), commands.MAX_COUNT)
+            if count == 0:
+                early = wire.encode([])
+            args = {"queue": queue, "count": count or 1, "wait": 0.0}
         except RestMQError as e:
             early = self.proto._encode_error(e)
-        reply = partial(self._popped, count) if pop else self._pushed
-        return Command("take" if pop else "add_many", args, partial(self._finish, name, reply),
+            args = {"queue": queue}
+            count = None
+        return Command("add_many" if not pop else "take", args,
+                       partial(self._finish, name, partial(self._popped, count)) if pop else finish,
                        partial(self._turn, name, pop, early))
+
+    def _bind(self, name: str, pop: bool) -> tuple[Callable[[Any], bytes], Callable[[], bytes | None]]:
+        """The answer and turn callbacks of a plain ``name`` (a pop without a count), made once per
+        connection: a pipeline of pushes builds no closures per command."""
+        reply = partial(self._popped, None) if pop else self._pushed
+        bound = self._callbacks[name] = (partial(self._finish, name, reply), partial(self._turn, name, pop, None))
+        return bound
 
     def _turn(self, name: str, pop: bool, early: bytes | None) -> bytes | None:
         """When a coalescible command's turn comes: what :meth:`execute` checks first."""

@@ -35,6 +35,9 @@ MAX_ARGS = 1024 * 1024
 #: A length: an optional minus and at most 19 digits (Python's int() would also take "_", "+", spaces).
 _LENGTH = re.compile(rb"-?[0-9]{1,19}\Z")
 _CRLF = b"\r\n"
+#: Longest length line (with its CRLF) the one-pass path reads, and most arguments it takes.
+_SHORT = 12
+_FEW = 64
 
 
 class ProtocolError(Exception):
@@ -132,6 +135,10 @@ class RequestParser:
             raise
 
     def _next(self) -> list[bytes] | None:
+        if self._argc == 0:
+            request = self._whole()
+            if request is not None:
+                return request
         buf = self._buf
         while True:
             if self._argc == 0:
@@ -176,6 +183,44 @@ class RequestParser:
             if self._argc == 0:
                 args, self._args = self._args, []
                 return args
+
+    def _whole(self) -> list[bytes] | None:
+        """The common case in one pass: a whole, well-formed multibulk request of short length
+        lines already in the buffer. None leaves everything as it was, for the step-by-step path
+        below to read it (a request split across reads, an empty one, anything odd or wrong, so
+        that every error is raised there, once)."""
+        buf, pos = self._buf, self._pos
+        if buf[pos : pos + 1] != b"*":
+            return None
+        end = buf.find(_CRLF, pos, pos + _SHORT)
+        if end < 0:
+            return None
+        head = buf[pos + 1 : end]
+        if not head.isdigit():
+            return None
+        argc = int(head)
+        if argc == 0 or argc > _FEW:
+            return None
+        args: list[bytes] = []
+        at, limit = end + 2, self.max_bulk
+        for _ in range(argc):
+            end = buf.find(_CRLF, at, at + _SHORT)
+            if end < 0 or buf[at] != 0x24:  # "$"
+                return None
+            head = buf[at + 1 : end]
+            if not head.isdigit():
+                return None
+            size = int(head)
+            at = end + 2
+            end = at + size
+            if size > limit or buf[end : end + 2] != _CRLF:
+                return None
+            args.append(bytes(buf[at:end]))
+            at = end + 2
+        if at - pos + 1 > self.max_request:  # counted as _grow counts it
+            return None
+        self._pos = at
+        return args
 
     def _grow(self, n: int) -> None:
         self._size += n
