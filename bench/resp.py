@@ -19,7 +19,7 @@ server cannot start or redis-benchmark is missing.
 
 Run::
 
-    .venv/bin/python bench/resp.py [--requests 20000] [--clients 50] [--pipeline 16] [--json FILE]
+    .venv/bin/python bench/resp.py [--requests 100000] [--clients 50] [--pipeline 16] [--json FILE]
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class Row:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", "-n", type=int, default=20000, help="requests per test (default 20000)")
+    parser.add_argument("--requests", "-n", type=int, default=100_000,
+                        help="requests per test (default 100000, redis-benchmark's own default)")
     parser.add_argument("--clients", "-c", type=int, default=50, help="redis-benchmark connections (default 50)")
     parser.add_argument("--pipeline", "-P", type=int, default=16,
                         help="the pipelined mode's depth (default 16; 0 skips it)")

@@ -128,7 +128,10 @@ async def execute_run(
     if group:
         await _run_group(dispatcher, key, group, results, principal)
     elapsed = time.monotonic() - start
-    for name, count in Counter(name for name, _ in calls).items():
+    counts: dict[str, int] = {}
+    for name, _ in calls:
+        counts[name] = counts.get(name, 0) + 1
+    for name, count in counts.items():
         dispatcher.latency.observe(frontend, name if name in KINDS else "unknown", elapsed, count)
     for result in results:
         if isinstance(result, Failure) and isinstance(result.value, RestMQError):
@@ -289,7 +292,9 @@ class Merger:
             for payload, _ in reversed(parts):  # each part's ready length is taken at its end
                 start = end - len(payload)
                 answers.append((numbers[start:end], ready - later))
-                later += sum(1 for k in range(start, end) if numbers[k] > 0 and not items[k][3])
+                for k in range(start, end):
+                    if numbers[k] > 0 and not items[k][3]:
+                        later += 1
                 end = start
             answers.reverse()
         elif kind == "ack":
