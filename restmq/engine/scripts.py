@@ -150,7 +150,7 @@ _turn = itertools.count()
 
 #: Most commands one connection takes in one reactor turn (see :func:`_pick`). Measured with
 #: bench/throughput.py (HTTP take, 16 connections): 1 (plain round robin) 71-76 % of the bare
-#: handler, 2: 76 %, 4: 82 %, unbounded: 76 % with the server idle a sixth of the time.
+#: handler, 2: 76 %, 4: 82 %, unbounded: 72-76 % with the server idle a sixth of the time.
 STICKY_COMMANDS = 4
 
 
