@@ -154,6 +154,10 @@ _turn = itertools.count()
 STICKY_COMMANDS = 4
 
 
+#: Per pool (its factory): the connection that took the last command, and how many it took in a row.
+_last: WeakKeyDictionary[Any, tuple[Any, int]] = WeakKeyDictionary()
+
+
 def _unsent(connection: Any) -> int:
     """Bytes written to ``connection`` that its transport has not sent yet: Twisted buffers every
     write until the reactor's next write pass, so this is what was written in this turn (or is
@@ -187,10 +191,6 @@ def _pick(redis: Any) -> Any:
         return None
     _last[factory] = (connection, 1)
     return connection
-
-
-#: Per pool (its factory): the connection that took the last command, and how many it took in a row.
-_last: WeakKeyDictionary[Any, tuple[Any, int]] = WeakKeyDictionary()
 
 
 def send(redis: Any, *command: Any) -> defer.Deferred[Any]:
