@@ -7,7 +7,6 @@ import itertools
 import time
 from dataclasses import dataclass
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import txredisapi
 from twisted.internet import defer
@@ -154,10 +153,6 @@ _turn = itertools.count()
 STICKY_COMMANDS = 4
 
 
-#: Per pool (its factory): the connection that took the last command, and how many it took in a row.
-_last: WeakKeyDictionary[Any, tuple[Any, int]] = WeakKeyDictionary()
-
-
 def _unsent(connection: Any) -> int:
     """Bytes written to ``connection`` that its transport has not sent yet: Twisted buffers every
     write until the reactor's next write pass, so this is what was written in this turn (or is
@@ -176,20 +171,22 @@ def _pick(redis: Any) -> Any:
     way, and this process answers the first while Redis runs the rest. Otherwise the next
     connection, round robin.
     """
-    factory = getattr(redis, "_factory", None)
+    factory: Any = getattr(redis, "_factory", None)
     pool = getattr(factory, "pool", None)
     if not pool:
         return None
-    last = _last.get(factory)
+    # Kept on the pool's factory (the connection that took the last command, and how many it took
+    # in a row), so that it goes when the pool goes.
+    last = getattr(factory, "restmq_last", None)
     if last is not None:
         connection, taken = last
         if taken < STICKY_COMMANDS and connection.connected and _unsent(connection):
-            _last[factory] = (connection, taken + 1)
+            factory.restmq_last = (connection, taken + 1)
             return connection
     connection = pool[next(_turn) % len(pool)]
     if not connection.connected:
         return None
-    _last[factory] = (connection, 1)
+    factory.restmq_last = (connection, 1)
     return connection
 
 
